@@ -1,0 +1,255 @@
+/**
+ * Resolve the API root, the web root and the API key a session uses, and
+ * refuse combinations that would leak the key.
+ *
+ * Precedence: explicit options > environment (`ULTRALYTICS_HUB_API`,
+ * `ULTRALYTICS_HUB_WEB`, `HUB_API_KEY`) > the Ultralytics settings file
+ * (`api_key`) > defaults. A key carried by the identifier wins over all.
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { HUBConfigError } from "./errors.ts";
+
+/** Default API root of the v1 wire protocol. */
+export const DEFAULT_API_ROOT = "https://api.ultralytics.com";
+/** Default web root (model pages). */
+export const DEFAULT_WEB_ROOT = "https://hub.ultralytics.com";
+
+/** Options for {@linkcode resolveConfig}. */
+export interface ConfigOptions {
+  /**
+   * API root, e.g. `http://127.0.0.1:8080` for a local HUB.
+   *
+   * @default {env ULTRALYTICS_HUB_API, else "https://api.ultralytics.com"}
+   */
+  apiRoot?: string | undefined;
+  /**
+   * Web root for model page URLs.
+   *
+   * @default {env ULTRALYTICS_HUB_WEB, else "https://hub.ultralytics.com"}
+   */
+  webRoot?: string | undefined;
+  /**
+   * API key; a key in the identifier wins over it.
+   *
+   * @default {env HUB_API_KEY, else the settings file's api_key}
+   */
+  apiKey?: string | undefined;
+  /**
+   * Path of the Ultralytics settings file to read `api_key` from, or `false`
+   * to read none.
+   *
+   * @default {"$YOLO_CONFIG_DIR/settings.json" or "~/.config/Ultralytics/settings.json"}
+   */
+  settingsFile?: string | false;
+  /**
+   * Reads an environment variable; a variable that cannot be read counts as
+   * unset.
+   *
+   * @default {the runtime's environment}
+   */
+  env?: (name: string) => string | undefined;
+}
+
+/** The roots and credentials a session uses. */
+export interface ResolvedConfig {
+  /** API root without trailing slash. */
+  apiRoot: string;
+  /** Web root without trailing slash. */
+  webRoot: string;
+  /** API key, when one was found. */
+  apiKey: string | undefined;
+}
+
+/**
+ * Reads an environment variable on Deno, Bun or Node. On Deno without
+ * `--allow-env`, or anywhere the variable cannot be read, it counts as unset.
+ *
+ * @param name Variable name.
+ * @returns The value, or `undefined` when unset or unreadable.
+ *
+ * @example Read a variable
+ * ```ts
+ * import { readEnv } from "./config.ts";
+ *
+ * const root = readEnv("ULTRALYTICS_HUB_API") ?? "https://api.ultralytics.com";
+ * console.log(root);
+ * ```
+ */
+export function readEnv(name: string): string | undefined {
+  try {
+    const deno =
+      (globalThis as { Deno?: { env: { get(n: string): string | undefined } } })
+        .Deno;
+    if (deno !== undefined) return deno.env.get(name);
+    const process =
+      (globalThis as { process?: { env: Record<string, string | undefined> } })
+        .process;
+    return process?.env[name];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Returns whether a URL's host is a loopback address (`localhost`,
+ * `127.0.0.0/8`, `::1`).
+ *
+ * @param url The URL to check.
+ * @returns `true` for loopback hosts.
+ *
+ * @example Check hosts
+ * ```ts
+ * import { isLoopback } from "./config.ts";
+ *
+ * console.assert(isLoopback(new URL("http://127.0.0.1:8080")));
+ * console.assert(!isLoopback(new URL("http://example.com")));
+ * ```
+ */
+export function isLoopback(url: URL): boolean {
+  const host = url.hostname.toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") ||
+    /^127(\.\d{1,3}){3}$/.test(host) || host === "[::1]" || host === "::1";
+}
+
+/**
+ * Throws unless the API key may be sent to `apiRoot`: a key only travels over
+ * HTTPS, or over plain HTTP to a loopback host.
+ *
+ * @param apiRoot API root the key would be sent to.
+ * @param apiKey The key, if any.
+ * @throws {HUBConfigError} When the key would travel in clear text.
+ *
+ * @example Allow a local server
+ * ```ts
+ * import { assertSafeTransport } from "./config.ts";
+ *
+ * assertSafeTransport("http://127.0.0.1:8080", "k".repeat(42));
+ * ```
+ */
+export function assertSafeTransport(
+  apiRoot: string,
+  apiKey: string | undefined,
+): void {
+  if (apiKey === undefined) return;
+  const url = new URL(apiRoot);
+  if (url.protocol === "https:") return;
+  if (url.protocol === "http:" && isLoopback(url)) return;
+  throw new HUBConfigError(
+    `Cannot send the API key to ${url.origin} over plain ${
+      url.protocol.replace(":", "").toUpperCase()
+    }: use an https:// API root, or a loopback address for a local HUB`,
+  );
+}
+
+function normaliseRoot(value: string, what: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new HUBConfigError(
+      `Cannot use ${what} ${
+        JSON.stringify(value)
+      } as it is not a URL: pass e.g. http://127.0.0.1:8080`,
+    );
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new HUBConfigError(
+      `Cannot use ${what} with protocol ${url.protocol}: use http:// or https://`,
+    );
+  }
+  if (url.username !== "" || url.password !== "" || url.search !== "") {
+    throw new HUBConfigError(
+      `Cannot use ${what} with credentials or a query string: pass the API key separately`,
+    );
+  }
+  return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+function defaultSettingsFile(
+  env: (name: string) => string | undefined,
+): string | undefined {
+  const dir = env("YOLO_CONFIG_DIR");
+  if (dir !== undefined && dir !== "") return join(dir, "settings.json");
+  try {
+    return join(homedir(), ".config", "Ultralytics", "settings.json");
+  } catch {
+    return undefined;
+  }
+}
+
+async function readSettingsKey(
+  path: string | undefined,
+): Promise<string | undefined> {
+  if (path === undefined) return undefined;
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch {
+    return undefined; // no settings file (or not readable): nothing to use
+  }
+  try {
+    const settings: unknown = JSON.parse(text);
+    if (typeof settings === "object" && settings !== null) {
+      const key = (settings as Record<string, unknown>).api_key;
+      if (typeof key === "string" && key !== "") return key;
+    }
+  } catch {
+    // Older settings files are YAML: read the one line we need.
+    const match = /^api_key:\s*['"]?([^'"\s#]+)['"]?\s*$/m.exec(text);
+    if (match?.[1] !== undefined) return match[1];
+  }
+  return undefined;
+}
+
+/**
+ * Resolves the roots and the API key, then checks that the key may travel to
+ * the API root.
+ *
+ * @param options Explicit values and where to look for the others.
+ * @param identifierKey A key carried by the session identifier; it wins.
+ * @returns The roots (without trailing slash) and the key.
+ * @throws {HUBConfigError} On a malformed root or an unsafe transport.
+ *
+ * @example Resolve for a local HUB
+ * ```ts
+ * import { resolveConfig } from "./config.ts";
+ *
+ * const config = await resolveConfig({
+ *   apiRoot: "http://127.0.0.1:8080/",
+ *   settingsFile: false,
+ * });
+ * console.assert(config.apiRoot === "http://127.0.0.1:8080");
+ * ```
+ */
+export async function resolveConfig(
+  options: ConfigOptions = {},
+  identifierKey?: string,
+): Promise<ResolvedConfig> {
+  const { env = readEnv } = options;
+  const nonEmpty = (value: string | undefined): string | undefined =>
+    value === undefined || value.trim() === "" ? undefined : value.trim();
+  const apiRoot = normaliseRoot(
+    nonEmpty(options.apiRoot) ?? nonEmpty(env("ULTRALYTICS_HUB_API")) ??
+      DEFAULT_API_ROOT,
+    "the API root",
+  );
+  const webRoot = normaliseRoot(
+    nonEmpty(options.webRoot) ?? nonEmpty(env("ULTRALYTICS_HUB_WEB")) ??
+      DEFAULT_WEB_ROOT,
+    "the web root",
+  );
+  let apiKey = nonEmpty(identifierKey) ?? nonEmpty(options.apiKey) ??
+    nonEmpty(env("HUB_API_KEY"));
+  if (apiKey === undefined && options.settingsFile !== false) {
+    apiKey = await readSettingsKey(
+      options.settingsFile ?? defaultSettingsFile(env),
+    );
+  }
+  assertSafeTransport(apiRoot, apiKey);
+  return { apiRoot, webRoot, apiKey };
+}
