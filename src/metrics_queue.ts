@@ -1,0 +1,124 @@
+/**
+ * Per-epoch metrics waiting for the server: an epoch leaves the queue only
+ * when the request that carried it was acknowledged, and only if no newer
+ * value for that epoch was queued meanwhile.
+ *
+ * @module
+ */
+
+import type { EpochMetrics } from "./types.ts";
+
+/** A snapshot of pending epochs taken for one request. */
+export interface MetricsBatch {
+  /** Epoch → metrics, in ascending epoch order. */
+  readonly metrics: ReadonlyMap<number, EpochMetrics>;
+  /** Epoch → version of the value taken, to tell if it changed meanwhile. */
+  readonly versions: ReadonlyMap<number, number>;
+}
+
+/**
+ * Queue of per-epoch metrics. `add()` is O(1) and never blocks; `take()`
+ * snapshots what is pending for one request; `ack()` removes what that
+ * request delivered.
+ *
+ * @example Queue, send, acknowledge
+ * ```ts
+ * import { MetricsQueue } from "./metrics_queue.ts";
+ *
+ * const queue = new MetricsQueue();
+ * queue.add(0, { "train/loss": 1.5 });
+ * const batch = queue.take();
+ * // ... send batch.metrics to the server, then:
+ * queue.ack(batch);
+ * console.assert(queue.size === 0);
+ * ```
+ */
+export class MetricsQueue {
+  #pending = new Map<number, { metrics: EpochMetrics; version: number }>();
+  #version = 0;
+  #acked = new Set<number>();
+
+  /**
+   * Queues (or replaces) the metrics of an epoch.
+   *
+   * @param epoch Epoch number (a non-negative integer).
+   * @param metrics Flat map of metric name to finite number.
+   * @throws {RangeError} When the epoch is not a non-negative integer.
+   * @throws {TypeError} When a metric value is not a number.
+   */
+  add(epoch: number, metrics: EpochMetrics): void {
+    if (!Number.isInteger(epoch) || epoch < 0) {
+      throw new RangeError(
+        `Cannot queue metrics for epoch ${epoch}: the epoch must be a non-negative integer`,
+      );
+    }
+    if (
+      typeof metrics !== "object" || metrics === null || Array.isArray(metrics)
+    ) {
+      throw new TypeError(
+        `Cannot queue metrics for epoch ${epoch}: pass a flat { name: number } object`,
+      );
+    }
+    const copy: EpochMetrics = {};
+    for (const [name, value] of Object.entries(metrics)) {
+      if (typeof value !== "number") {
+        throw new TypeError(
+          `Cannot queue metric "${name}" of epoch ${epoch} as it is a ${typeof value}, not a number`,
+        );
+      }
+      copy[name] = value;
+    }
+    this.#pending.set(epoch, { metrics: copy, version: ++this.#version });
+  }
+
+  /** Number of epochs waiting for acknowledgement. */
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  /** Epochs waiting for acknowledgement, ascending. */
+  get pendingEpochs(): number[] {
+    return [...this.#pending.keys()].sort((a, b) => a - b);
+  }
+
+  /** Epochs acknowledged by the server so far, ascending. */
+  get acknowledgedEpochs(): number[] {
+    return [...this.#acked].sort((a, b) => a - b);
+  }
+
+  /**
+   * Snapshots every pending epoch for one request; they stay queued.
+   *
+   * @returns The batch to send, empty when nothing is pending.
+   */
+  take(): MetricsBatch {
+    const metrics = new Map<number, EpochMetrics>();
+    const versions = new Map<number, number>();
+    for (const epoch of this.pendingEpochs) {
+      const entry = this.#pending.get(epoch);
+      if (entry === undefined) continue;
+      metrics.set(epoch, entry.metrics);
+      versions.set(epoch, entry.version);
+    }
+    return { metrics, versions };
+  }
+
+  /**
+   * Removes the epochs a batch delivered, unless a newer value was queued for
+   * an epoch since the batch was taken.
+   *
+   * @param batch A batch from {@linkcode MetricsQueue.take} that the server acknowledged.
+   * @returns The epochs removed from the queue.
+   */
+  ack(batch: MetricsBatch): number[] {
+    const removed: number[] = [];
+    for (const [epoch, version] of batch.versions) {
+      this.#acked.add(epoch);
+      if (this.#pending.get(epoch)?.version === version) {
+        this.#pending.delete(epoch);
+        removed.push(epoch);
+      }
+    }
+    return removed;
+  }
+}
