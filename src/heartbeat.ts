@@ -136,7 +136,8 @@ export class Heartbeat {
 
   /** Whether the loop is running: started, and neither stopped nor aborted. */
   get alive(): boolean {
-    return this.#controller !== undefined && !this.#controller.signal.aborted;
+    return this.#controller !== undefined &&
+      !this.#controller.signal.aborted && !this.#signal?.aborted;
   }
 
   /** Beats acknowledged and failed so far (a copy). */

@@ -1,5 +1,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
 import { delay, retry, RetryError } from "../src/retry.ts";
 import type { RetryInfo, RetryOptions } from "../src/retry.ts";
 import { HUBError, HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
@@ -20,6 +23,42 @@ function waitForAbort(signal: AbortSignal): Promise<never> {
   return new Promise((_, reject) => {
     signal.addEventListener("abort", () => reject(signal.reason), {
       once: true,
+    });
+  });
+}
+
+const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+const childFile = fileURLToPath(
+  new URL("./fixtures/heartbeat_child.ts", import.meta.url),
+);
+
+/** Runs the child fixture; kills it (and reports so) after 20 s. */
+function runChild(
+  mode: string,
+): Promise<{ code: number | null; killed: boolean; stdout: string }> {
+  const args = isDeno ? ["run", "-A", childFile, mode] : [childFile, mode];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    let killed = false;
+    child.stdout.on("data", (chunk) => stdout += chunk);
+    child.stderr.on("data", (chunk) => stderr += chunk);
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill("SIGKILL");
+    }, 20_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code !== 0 && !killed) {
+        reject(new Error(`Child exited with ${code}: ${stderr}`));
+      } else resolve({ code, killed, stdout });
     });
   });
 }
@@ -388,5 +427,13 @@ describe("delay()", () => {
       delay(60_000, { signal: AbortSignal.abort(reason) }),
       (e) => e === reason,
     );
+  });
+
+  test("delay() with persistent: false does not keep the process alive", async () => {
+    const result = await runChild("delay");
+    assert.equal(result.killed, false, "the child had to be killed");
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /delay started/);
+    assert.doesNotMatch(result.stdout, /delay resolved/);
   });
 });

@@ -1,0 +1,336 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
+import { Heartbeat } from "../src/heartbeat.ts";
+import type { HeartbeatOptions } from "../src/heartbeat.ts";
+import { delay } from "../src/retry.ts";
+import { HUBRequestError } from "../src/errors.ts";
+
+interface Recorded {
+  info: string[];
+  warn: string[];
+  error: string[];
+}
+
+function recordingLogger(): HeartbeatOptions["logger"] & { lines: Recorded } {
+  const lines: Recorded = { info: [], warn: [], error: [] };
+  return {
+    lines,
+    info: (message) => lines.info.push(message),
+    warn: (message) => lines.warn.push(message),
+    error: (message) => lines.error.push(message),
+  };
+}
+
+/** Polls `condition` every millisecond; fails after `timeout` ms. */
+async function waitFor(
+  condition: () => boolean,
+  what: string,
+  timeout = 5_000,
+): Promise<void> {
+  const end = performance.now() + timeout;
+  while (!condition()) {
+    if (performance.now() > end) assert.fail(`Timed out waiting for ${what}`);
+    await delay(1);
+  }
+}
+
+function unavailable(): HUBRequestError {
+  return new HUBRequestError("Cannot send a heartbeat: Service unavailable", {
+    method: "POST",
+    path: "/v1/agent/heartbeat/models/abc",
+    status: 503,
+    serverMessage: "Service unavailable",
+    retriable: true,
+  });
+}
+
+const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+const childFile = fileURLToPath(
+  new URL("./fixtures/heartbeat_child.ts", import.meta.url),
+);
+
+/** Runs the child fixture; kills it (and reports so) after 20 s. */
+function runChild(
+  mode: string,
+): Promise<{ code: number | null; killed: boolean; stdout: string }> {
+  const args = isDeno ? ["run", "-A", childFile, mode] : [childFile, mode];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    let killed = false;
+    child.stdout.on("data", (chunk) => stdout += chunk);
+    child.stderr.on("data", (chunk) => stderr += chunk);
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill("SIGKILL");
+    }, 20_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code !== 0 && !killed) {
+        reject(new Error(`Child exited with ${code}: ${stderr}`));
+      } else resolve({ code, killed, stdout });
+    });
+  });
+}
+
+describe("Heartbeat", () => {
+  test("start() sends the first beat at once with the initial agent id", async () => {
+    const sent: Array<string | null> = [];
+    const heartbeat = new Heartbeat({
+      interval: 3_600_000,
+      agentId: "initial",
+      beat: (agentId) => {
+        sent.push(agentId);
+        return Promise.resolve(null);
+      },
+      logger: recordingLogger(),
+    });
+    assert.equal(heartbeat.alive, false);
+    heartbeat.start();
+    assert.deepEqual(sent, ["initial"]);
+    assert.equal(heartbeat.alive, true);
+    await waitFor(() => heartbeat.beats.ok === 1, "the first beat");
+    assert.equal(heartbeat.agentId, "initial");
+    await heartbeat.stop();
+    assert.equal(heartbeat.alive, false);
+  });
+
+  test("Heartbeat adopts the agent id the server returns and sends it next time", async () => {
+    const sent: Array<string | null> = [];
+    const answers: Array<string | null> = ["agent-1", null, "agent-2"];
+    const heartbeat = new Heartbeat({
+      interval: 2,
+      beat: (agentId) => {
+        sent.push(agentId);
+        return Promise.resolve(answers.shift() ?? null);
+      },
+      logger: recordingLogger(),
+    });
+    heartbeat.start();
+    await waitFor(() => sent.length >= 4, "four beats");
+    await heartbeat.stop();
+    assert.deepEqual(sent.slice(0, 4), [null, "agent-1", "agent-1", "agent-2"]);
+    assert.equal(heartbeat.agentId, "agent-2");
+  });
+
+  test("Heartbeat survives failing beats and warns once per failing streak", async () => {
+    const logger = recordingLogger();
+    // fail, fail, fail, ok, fail, fail, ok, ok...
+    const plan = [false, false, false, true, false, false];
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: () => {
+        const ok = plan[calls++] ?? true;
+        if (ok) return Promise.resolve("agent");
+        return calls === 2
+          ? Promise.reject(new TypeError("fetch failed"))
+          : Promise.reject(unavailable());
+      },
+      logger,
+    });
+    heartbeat.start();
+    await waitFor(() => calls >= 8, "eight beats");
+    await heartbeat.stop();
+    assert.equal(heartbeat.beats.failed, 5);
+    assert.ok(heartbeat.beats.ok >= 3);
+    assert.equal(heartbeat.agentId, "agent");
+    assert.equal(logger.lines.warn.length, 2);
+    assert.match(logger.lines.warn[0] ?? "", /HTTP 503: Service unavailable/);
+    assert.equal(logger.lines.info.length, 2);
+    assert.match(logger.lines.info[0] ?? "", /recovered/);
+    assert.equal(logger.lines.error.length, 0);
+  });
+
+  test("Heartbeat survives a beat function that throws synchronously", async () => {
+    const logger = recordingLogger();
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: () => {
+        if (++calls === 1) throw new Error("Cannot build the request");
+        return Promise.resolve("agent");
+      },
+      logger,
+    });
+    heartbeat.start();
+    await waitFor(() => heartbeat.beats.ok >= 1, "a successful beat");
+    await heartbeat.stop();
+    assert.equal(heartbeat.beats.failed, 1);
+    assert.equal(logger.lines.warn.length, 1);
+  });
+
+  test("stop() aborts the beat in flight and no beat starts after it resolved", async () => {
+    const signals: AbortSignal[] = [];
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: (_, signal) => {
+        signals.push(signal);
+        if (signals.length < 3) return Promise.resolve(null);
+        return new Promise((_, reject) => {
+          signal.addEventListener("abort", () => reject(signal.reason), {
+            once: true,
+          });
+        });
+      },
+      logger: recordingLogger(),
+    });
+    heartbeat.start();
+    await waitFor(() => signals.length === 3, "a stalled third beat");
+    await heartbeat.stop();
+    assert.equal(signals[2]?.aborted, true);
+    assert.equal(heartbeat.alive, false);
+    assert.equal(heartbeat.beats.failed, 0, "an aborted beat is no failure");
+    await delay(20);
+    assert.equal(signals.length, 3);
+  });
+
+  test("stop() resolves even when the beat ignores its signal", async () => {
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 3_600_000,
+      beat: () => {
+        calls++;
+        return new Promise<never>(() => {});
+      },
+      logger: recordingLogger(),
+    });
+    heartbeat.start();
+    await heartbeat.stop();
+    assert.equal(calls, 1);
+    assert.equal(heartbeat.alive, false);
+  });
+
+  test("stop() is idempotent and harmless before start()", async () => {
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: () => {
+        calls++;
+        return Promise.resolve(null);
+      },
+      logger: recordingLogger(),
+    });
+    await heartbeat.stop();
+    heartbeat.start();
+    heartbeat.start();
+    await waitFor(() => calls >= 2, "two beats");
+    await Promise.all([heartbeat.stop(), heartbeat.stop()]);
+    await heartbeat.stop();
+    const after = calls;
+    await delay(10);
+    assert.equal(calls, after);
+    assert.equal(heartbeat.alive, false);
+  });
+
+  test("Heartbeat can start again after stop()", async () => {
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 3_600_000,
+      beat: () => {
+        calls++;
+        return Promise.resolve(null);
+      },
+      logger: recordingLogger(),
+    });
+    heartbeat.start();
+    await heartbeat.stop();
+    heartbeat.start();
+    assert.equal(heartbeat.alive, true);
+    await heartbeat.stop();
+    assert.equal(calls, 2);
+  });
+
+  test("Heartbeat stops when its signal aborts, and does not start on an aborted signal", async () => {
+    const controller = new AbortController();
+    let calls = 0;
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: () => {
+        calls++;
+        return Promise.resolve(null);
+      },
+      logger: recordingLogger(),
+      signal: controller.signal,
+    });
+    heartbeat.start();
+    await waitFor(() => calls >= 2, "two beats");
+    controller.abort();
+    assert.equal(heartbeat.alive, false);
+    await heartbeat.stop();
+    const after = calls;
+    await delay(10);
+    assert.equal(calls, after);
+    heartbeat.start();
+    assert.equal(calls, after);
+    assert.equal(heartbeat.alive, false);
+  });
+
+  test("Heartbeat installs no signal handlers", async () => {
+    const names = ["SIGINT", "SIGTERM", "SIGHUP", "beforeExit", "exit"];
+    const before = names.map((name) => process.listenerCount(name));
+    const heartbeat = new Heartbeat({
+      interval: 1,
+      beat: () => Promise.resolve(null),
+      logger: recordingLogger(),
+    });
+    heartbeat.start();
+    await delay(5);
+    const during = names.map((name) => process.listenerCount(name));
+    await heartbeat.stop();
+    assert.deepEqual(during, before);
+  });
+
+  test("Heartbeat validates its options", () => {
+    const beat = () => Promise.resolve(null);
+    const logger = recordingLogger();
+    for (const interval of [0, -1, NaN]) {
+      assert.throws(
+        () => new Heartbeat({ interval, beat, logger }),
+        RangeError,
+      );
+    }
+    assert.throws(
+      () =>
+        new Heartbeat({
+          interval: 1,
+          beat: undefined as unknown as HeartbeatOptions["beat"],
+          logger,
+        }),
+      TypeError,
+    );
+    assert.throws(
+      () =>
+        new Heartbeat({
+          interval: 1,
+          beat,
+          logger: {} as HeartbeatOptions["logger"],
+        }),
+      TypeError,
+    );
+  });
+
+  test("a process that starts a heartbeat with a 1-hour interval exits by itself", async () => {
+    const result = await runChild("heartbeat");
+    assert.equal(result.killed, false, "the child had to be killed");
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /beats ok=1 agentId=child-agent/);
+  });
+
+  test("a process that starts and stops a heartbeat exits by itself", async () => {
+    const result = await runChild("stopped");
+    assert.equal(result.killed, false, "the child had to be killed");
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /stopped alive=false/);
+  });
+});
