@@ -179,25 +179,25 @@ export interface RequestBackoff {
    *
    * @default {1000}
    */
-  minTimeout?: number;
+  minTimeout?: number | undefined;
   /**
    * Maximum computed wait in milliseconds (a server's `Retry-After` may ask for more).
    *
    * @default {60000}
    */
-  maxTimeout?: number;
+  maxTimeout?: number | undefined;
   /**
    * Growth of the wait after each retry.
    *
    * @default {2}
    */
-  multiplier?: number;
+  multiplier?: number | undefined;
   /**
    * Share of the wait that is randomised, from 0 to 1.
    *
    * @default {1}
    */
-  jitter?: number;
+  jitter?: number | undefined;
 }
 
 /** Options for {@linkcode RequestQueue}. */
@@ -209,19 +209,19 @@ export interface RequestQueueOptions {
    *
    * @default {{}}
    */
-  budgets?: Partial<Record<RequestKind, Partial<RequestBudget>>>;
+  budgets?: Partial<Record<RequestKind, Partial<RequestBudget>>> | undefined;
   /**
    * Backoff between attempts.
    *
    * @default {{ minTimeout: 1000, maxTimeout: 60000, multiplier: 2, jitter: 1 }}
    */
-  backoff?: RequestBackoff;
+  backoff?: RequestBackoff | undefined;
   /**
    * Aborts every request of the queue, like {@linkcode RequestQueue.abort}.
    *
    * @default {undefined}
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Options of one {@linkcode RequestQueue.run} call. */
@@ -273,7 +273,7 @@ export interface FlushOptions {
    *
    * @default {Infinity}
    */
-  timeout?: number;
+  timeout?: number | undefined;
 }
 
 /**
@@ -307,7 +307,12 @@ export interface FlushOptions {
 export class RequestQueue {
   #logger: Logger;
   #budgets: Record<RequestKind, RequestBudget>;
-  #backoff: Required<RequestBackoff>;
+  #backoff: {
+    minTimeout: number;
+    maxTimeout: number;
+    multiplier: number;
+    jitter: number;
+  };
   #controller = new AbortController();
   #signal: AbortSignal;
   #tracked = new Set<Promise<void>>();

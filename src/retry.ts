@@ -53,39 +53,39 @@ export interface RetryOptions {
    *
    * @default {2}
    */
-  multiplier?: number;
+  multiplier?: number | undefined;
   /**
    * The maximum milliseconds of computed backoff between attempts.
    *
    * @default {60000}
    */
-  maxTimeout?: number;
+  maxTimeout?: number | undefined;
   /**
    * The maximum number of attempts until failure.
    *
    * @default {5}
    */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /**
    * The initial and minimum amount of milliseconds between attempts.
    *
    * @default {1000}
    */
-  minTimeout?: number;
+  minTimeout?: number | undefined;
   /**
    * Amount of jitter (0 to 1) applied to the time between attempts: `1` waits
    * a random time between 0 and the backoff, `0` waits the full backoff.
    *
    * @default {1}
    */
-  jitter?: number;
+  jitter?: number | undefined;
   /**
    * Decides whether an error may succeed on a later attempt; an error it
    * refuses is rethrown as is.
    *
    * @default {() => true}
    */
-  isRetriable?: (error: unknown) => boolean;
+  isRetriable?: ((error: unknown) => boolean) | undefined;
   /**
    * Aborts the whole operation: the running attempt's signal aborts, no
    * further attempt starts, and the promise rejects with the signal's reason.
@@ -101,7 +101,7 @@ export interface RetryOptions {
    *
    * @default {Infinity}
    */
-  deadline?: number;
+  deadline?: number | undefined;
   /**
    * Time limit of each attempt in milliseconds. A late attempt's signal aborts
    * with a {@linkcode HUBTimeoutError}, which is then treated like any other
@@ -109,7 +109,7 @@ export interface RetryOptions {
    *
    * @default {Infinity}
    */
-  attemptTimeout?: number;
+  attemptTimeout?: number | undefined;
   /**
    * Reads the server's requested wait (milliseconds) from an error. The wait
    * before the next attempt is `max(backoff, hint)`, the hint capped at
@@ -123,7 +123,7 @@ export interface RetryOptions {
    *
    * @default {3600000}
    */
-  maxRetryAfter?: number;
+  maxRetryAfter?: number | undefined;
   /**
    * Called before each wait with the failed attempt's error; an error it
    * throws ends the retry loop with that error.
@@ -136,7 +136,7 @@ export interface RetryOptions {
    *
    * @default {Math.random}
    */
-  random?: () => number;
+  random?: (() => number) | undefined;
 }
 
 /**
