@@ -1,0 +1,586 @@
+/**
+ * A streaming `multipart/form-data` parser for weight uploads.
+ *
+ * The body is read chunk by chunk: the boundary is found with the native
+ * `Buffer#indexOf`, file bytes go straight to a temporary file through large
+ * batched writes (at most one write in flight, so reading and writing
+ * overlap) and are hashed with sha256 in the same pass. Text fields are kept
+ * in memory (bounded), including those that follow the file part, such as the
+ * `sha256` integrity field. On any failure the temporary file is removed.
+ *
+ * Internal to the local server; not part of the public API.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { createHash, type Hash, randomBytes } from "node:crypto";
+import { type FileHandle, open, unlink } from "node:fs/promises";
+import { join } from "node:path";
+
+/** A multipart body could not be accepted; `status` is the HTTP answer. */
+export class MultipartError extends Error {
+  /** HTTP status to answer with: 400 (malformed) or 413 (too large). */
+  readonly status: 400 | 413;
+
+  /**
+   * Creates an error.
+   *
+   * @param message What is wrong with the body.
+   * @param status HTTP status to answer with.
+   */
+  constructor(message: string, status: 400 | 413 = 400) {
+    super(message);
+    this.name = "MultipartError";
+    this.status = status;
+  }
+}
+
+/** The file part of an upload, stored in a temporary file. */
+export interface UploadedFile {
+  /** The part's field name, e.g. `last.pt`. */
+  field: string;
+  /** The part's `filename`, when given. */
+  filename: string | undefined;
+  /** Path of the temporary file holding the part's bytes. */
+  path: string;
+  /** Number of bytes in the part. */
+  size: number;
+  /** Lowercase hex sha256 of the part's bytes. */
+  sha256: string;
+}
+
+/** What {@linkcode parseMultipart} read from a body. */
+export interface ParsedMultipart {
+  /** Text fields by name (the last value wins for repeated names). */
+  fields: Map<string, string>;
+  /** The file part, when the body had one. */
+  file: UploadedFile | undefined;
+  /** Body bytes read in total. */
+  bytesRead: number;
+}
+
+/** Options of {@linkcode parseMultipart}. */
+export interface ParseMultipartOptions {
+  /** The boundary from the `Content-Type` header. */
+  boundary: string;
+  /** Directory for the temporary file (same file system as its target). */
+  tempDir: string;
+  /** Largest accepted body in bytes; more is a 413. */
+  maxBytes: number;
+  /** Aborts reading, e.g. when the client disconnects. */
+  signal?: AbortSignal | undefined;
+  /** Largest text field in bytes. @default {65536} */
+  maxFieldBytes?: number;
+}
+
+const BATCH_BYTES = 1 << 20;
+const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_FIELDS = 64;
+const CRLF = Buffer.from("\r\n");
+const HEADER_END = Buffer.from("\r\n\r\n");
+const EMPTY = Buffer.alloc(0);
+
+const enum State {
+  Preamble,
+  AfterBoundary,
+  Headers,
+  Body,
+  End,
+}
+
+/**
+ * Extracts the boundary of a `multipart/form-data` content type.
+ *
+ * @param contentType The request's `Content-Type` header.
+ * @returns The boundary, or `undefined` when the type is not multipart or has
+ * no usable boundary.
+ */
+export function getBoundary(contentType: string | null): string | undefined {
+  if (contentType === null) return undefined;
+  const [type, ...params] = contentType.split(";");
+  if (type?.trim().toLowerCase() !== "multipart/form-data") return undefined;
+  for (const param of params) {
+    const eq = param.indexOf("=");
+    if (eq === -1) continue;
+    if (param.slice(0, eq).trim().toLowerCase() !== "boundary") continue;
+    let value = param.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) {
+      value = value.slice(1, -1);
+    }
+    if (value.length === 0 || value.length > 200) return undefined;
+    return value;
+  }
+  return undefined;
+}
+
+/**
+ * Writes bytes to a file in large batches while hashing them.
+ *
+ * Small chunks are copied into one of two 1 MiB buffers; a full buffer is
+ * written while the other one fills. Chunks of 1 MiB or more are written
+ * without a copy.
+ */
+class HashingFileSink {
+  #handle: FileHandle;
+  #hash: Hash = createHash("sha256");
+  #size = 0;
+  #buffer: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  #spare: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
+  #length = 0;
+  #inflight: Promise<void> | undefined;
+
+  constructor(handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  async write(data: Buffer): Promise<void> {
+    if (data.length === 0) return;
+    this.#hash.update(data);
+    this.#size += data.length;
+    if (data.length >= BATCH_BYTES) {
+      await this.#flush();
+      await this.#settle();
+      this.#inflight = this.#writeAll(data);
+      return;
+    }
+    let offset = 0;
+    while (offset < data.length) {
+      const n = Math.min(BATCH_BYTES - this.#length, data.length - offset);
+      data.copy(this.#buffer, this.#length, offset, offset + n);
+      this.#length += n;
+      offset += n;
+      if (this.#length === BATCH_BYTES) await this.#flush();
+    }
+  }
+
+  /** Writes everything buffered and returns the hex digest. */
+  async finish(): Promise<string> {
+    await this.#flush();
+    await this.#settle();
+    return this.#hash.digest("hex");
+  }
+
+  /** Waits for any write in flight, ignoring its failure. */
+  async abandon(): Promise<void> {
+    try {
+      await this.#inflight;
+    } catch {
+      // The file is deleted anyway.
+    }
+    this.#inflight = undefined;
+  }
+
+  async #settle(): Promise<void> {
+    const inflight = this.#inflight;
+    this.#inflight = undefined;
+    await inflight;
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#length === 0) return;
+    await this.#settle();
+    // The spare buffer is free: its write was settled above.
+    const full = this.#buffer;
+    const chunk = full.subarray(0, this.#length);
+    this.#buffer = this.#spare;
+    this.#spare = full;
+    this.#length = 0;
+    const inflight = this.#writeAll(chunk);
+    // Observed later by #settle(); avoid an unhandled rejection meanwhile.
+    inflight.catch(() => {});
+    this.#inflight = inflight;
+  }
+
+  async #writeAll(data: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await this.#handle.write(
+        data,
+        offset,
+        data.length - offset,
+      );
+      if (bytesWritten <= 0) throw new Error("Cannot write the upload to disk");
+      offset += bytesWritten;
+    }
+  }
+}
+
+interface PartInfo {
+  name: string;
+  filename: string | undefined;
+}
+
+function parseDispositionParams(value: string): Map<string, string> {
+  const params = new Map<string, string>();
+  const re = /;\s*([^=;\s]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))/g;
+  for (const match of value.matchAll(re)) {
+    const key = match[1]!.toLowerCase();
+    const raw = match[2] !== undefined
+      ? match[2].replace(/\\(.)/g, "$1")
+      : (match[3] ?? "").trim();
+    if (key.endsWith("*")) {
+      // RFC 5987: charset'lang'percent-encoded
+      const parts = raw.split("'");
+      if (parts.length === 3) {
+        try {
+          params.set(key.slice(0, -1), decodeURIComponent(parts[2]!));
+        } catch {
+          // Keep the plain parameter, if any.
+        }
+      }
+      continue;
+    }
+    if (!params.has(key)) params.set(key, raw);
+  }
+  return params;
+}
+
+function parsePartHeaders(block: Buffer): PartInfo {
+  const text = block.toString("utf8");
+  let disposition: string | undefined;
+  for (const line of text.split("\r\n")) {
+    const colon = line.indexOf(":");
+    if (colon === -1) continue;
+    if (line.slice(0, colon).trim().toLowerCase() === "content-disposition") {
+      disposition = line.slice(colon + 1).trim();
+    }
+  }
+  if (disposition === undefined) {
+    throw new MultipartError(
+      "Cannot parse the multipart body as a part has no Content-Disposition header",
+    );
+  }
+  const type = disposition.split(";", 1)[0]!.trim().toLowerCase();
+  const params = parseDispositionParams(disposition);
+  const name = params.get("name");
+  if (type !== "form-data" || name === undefined || name === "") {
+    throw new MultipartError(
+      "Cannot parse the multipart body as a part is not a named form-data field",
+    );
+  }
+  return { name, filename: params.get("filename") };
+}
+
+/** Length of the longest suffix of `buf` that is a proper prefix of `delim`. */
+function partialDelimiterLength(buf: Buffer, delim: Buffer): number {
+  const start = Math.max(0, buf.length - (delim.length - 1));
+  let i = buf.indexOf(delim[0]!, start);
+  while (i !== -1) {
+    const k = buf.length - i;
+    if (buf.compare(delim, 0, k, i, buf.length) === 0) return k;
+    i = buf.indexOf(delim[0]!, i + 1);
+  }
+  return 0;
+}
+
+class MultipartParser {
+  readonly fields = new Map<string, string>();
+  file: UploadedFile | undefined;
+
+  #delim: Buffer;
+  #tempDir: string;
+  #maxFieldBytes: number;
+  #isFilePart: (part: PartInfo) => boolean;
+  #state: State = State.Preamble;
+  // The body is parsed as if it started with CRLF, so that a leading
+  // "--boundary" matches the same delimiter as every later one.
+  #carry: Buffer = CRLF;
+  #part: PartInfo | undefined;
+  #fieldChunks: Buffer[] = [];
+  #fieldBytes = 0;
+  #sink: HashingFileSink | undefined;
+  #handle: FileHandle | undefined;
+  #tempPath: string | undefined;
+
+  constructor(
+    boundary: string,
+    tempDir: string,
+    maxFieldBytes: number,
+    isFilePart: (part: PartInfo) => boolean,
+  ) {
+    this.#delim = Buffer.from(`\r\n--${boundary}`, "latin1");
+    this.#tempDir = tempDir;
+    this.#maxFieldBytes = maxFieldBytes;
+    this.#isFilePart = isFilePart;
+  }
+
+  get tempPath(): string | undefined {
+    return this.#tempPath;
+  }
+
+  get done(): boolean {
+    return this.#state === State.End;
+  }
+
+  async feed(chunk: Buffer): Promise<void> {
+    let buf = chunk;
+    if (this.#carry.length > 0) {
+      const carry = this.#carry;
+      this.#carry = EMPTY;
+      const dl = this.#delim.length;
+      if (this.#state === State.Body && chunk.length >= dl) {
+        // Look for a delimiter that starts in the carried bytes without
+        // copying the whole chunk.
+        const junction = Buffer.concat([carry, chunk.subarray(0, dl - 1)]);
+        const idx = junction.indexOf(this.#delim);
+        if (idx !== -1 && idx < carry.length) {
+          await this.#emit(junction.subarray(0, idx));
+          await this.#endPart();
+          buf = chunk.subarray(idx + dl - carry.length);
+          this.#state = State.AfterBoundary;
+        } else {
+          await this.#emit(carry);
+        }
+      } else {
+        buf = Buffer.concat([carry, chunk]);
+      }
+    }
+    await this.#process(buf);
+  }
+
+  async #process(input: Buffer): Promise<void> {
+    let buf = input;
+    const delim = this.#delim;
+    for (;;) {
+      switch (this.#state) {
+        case State.Preamble: {
+          const idx = buf.indexOf(delim);
+          if (idx === -1) {
+            const keep = partialDelimiterLength(buf, delim);
+            this.#carry = Buffer.from(buf.subarray(buf.length - keep));
+            return;
+          }
+          buf = buf.subarray(idx + delim.length);
+          this.#state = State.AfterBoundary;
+          break;
+        }
+        case State.AfterBoundary: {
+          let i = 0;
+          while (i < buf.length && (buf[i] === 0x20 || buf[i] === 0x09)) i++;
+          if (buf.length - i < 2) {
+            this.#carry = Buffer.from(buf.subarray(i));
+            return;
+          }
+          if (buf[i] === 0x2d && buf[i + 1] === 0x2d && i === 0) {
+            this.#state = State.End;
+            return;
+          }
+          if (buf[i] !== 0x0d || buf[i + 1] !== 0x0a) {
+            throw new MultipartError(
+              "Cannot parse the multipart body as a boundary is not followed by a line break",
+            );
+          }
+          buf = buf.subarray(i + 2);
+          this.#state = State.Headers;
+          break;
+        }
+        case State.Headers: {
+          if (buf.length >= 2 && buf[0] === 0x0d && buf[1] === 0x0a) {
+            throw new MultipartError(
+              "Cannot parse the multipart body as a part has no headers",
+            );
+          }
+          const idx = buf.indexOf(HEADER_END);
+          if (idx === -1) {
+            if (buf.length > MAX_HEADER_BYTES) {
+              throw new MultipartError(
+                "Cannot parse the multipart body as a part's headers exceed 16 KiB",
+              );
+            }
+            this.#carry = Buffer.from(buf);
+            return;
+          }
+          await this.#startPart(parsePartHeaders(buf.subarray(0, idx)));
+          buf = buf.subarray(idx + HEADER_END.length);
+          this.#state = State.Body;
+          break;
+        }
+        case State.Body: {
+          const idx = buf.indexOf(delim);
+          if (idx === -1) {
+            const keep = partialDelimiterLength(buf, delim);
+            await this.#emit(buf.subarray(0, buf.length - keep));
+            this.#carry = keep === 0
+              ? EMPTY
+              : Buffer.from(buf.subarray(buf.length - keep));
+            return;
+          }
+          await this.#emit(buf.subarray(0, idx));
+          await this.#endPart();
+          buf = buf.subarray(idx + delim.length);
+          this.#state = State.AfterBoundary;
+          break;
+        }
+        case State.End:
+          return;
+      }
+    }
+  }
+
+  async #startPart(part: PartInfo): Promise<void> {
+    this.#part = part;
+    if (this.#isFilePart(part)) {
+      if (this.file !== undefined || this.#sink !== undefined) {
+        throw new MultipartError(
+          `Cannot accept the upload as it has more than one file part: "${part.name}"`,
+        );
+      }
+      const path = join(
+        this.#tempDir,
+        `${randomBytes(12).toString("hex")}.part`,
+      );
+      this.#tempPath = path;
+      this.#handle = await open(path, "wx");
+      this.#sink = new HashingFileSink(this.#handle);
+    } else {
+      if (this.fields.size >= MAX_FIELDS) {
+        throw new MultipartError(
+          `Cannot accept the upload as it has more than ${MAX_FIELDS} fields`,
+        );
+      }
+      this.#fieldChunks = [];
+      this.#fieldBytes = 0;
+    }
+  }
+
+  async #emit(data: Buffer): Promise<void> {
+    if (data.length === 0) return;
+    if (this.#part === undefined) return;
+    if (this.#sink !== undefined) {
+      await this.#sink.write(data);
+      return;
+    }
+    this.#fieldBytes += data.length;
+    if (this.#fieldBytes > this.#maxFieldBytes) {
+      throw new MultipartError(
+        `Cannot accept the field "${this.#part.name}" as it exceeds ${this.#maxFieldBytes} bytes`,
+      );
+    }
+    this.#fieldChunks.push(Buffer.from(data));
+  }
+
+  async #endPart(): Promise<void> {
+    const part = this.#part;
+    if (part === undefined) return;
+    this.#part = undefined;
+    if (this.#sink !== undefined) {
+      const sha256 = await this.#sink.finish();
+      const size = this.#sink.size;
+      this.#sink = undefined;
+      await this.#handle!.close();
+      this.#handle = undefined;
+      this.file = {
+        field: part.name,
+        filename: part.filename,
+        path: this.#tempPath!,
+        size,
+        sha256,
+      };
+      return;
+    }
+    this.fields.set(
+      part.name,
+      Buffer.concat(this.#fieldChunks).toString("utf8"),
+    );
+    this.#fieldChunks = [];
+  }
+
+  /** Closes and deletes the temporary file, ignoring errors. */
+  async discard(): Promise<void> {
+    await this.#sink?.abandon();
+    this.#sink = undefined;
+    try {
+      await this.#handle?.close();
+    } catch {
+      // Already closed or broken: the file is deleted below.
+    }
+    this.#handle = undefined;
+    if (this.#tempPath !== undefined) {
+      try {
+        await unlink(this.#tempPath);
+      } catch {
+        // Already gone.
+      }
+    }
+    this.file = undefined;
+  }
+}
+
+/** Whether a part is the upload's file: it has a filename or a `.pt` name. */
+function defaultIsFilePart(part: PartInfo): boolean {
+  return part.filename !== undefined || part.name.endsWith(".pt");
+}
+
+/**
+ * Parses a `multipart/form-data` body as a stream.
+ *
+ * The file part (a part with a `filename`, or named `*.pt`) is written to a
+ * new temporary file in `tempDir` and hashed on the way; text fields are
+ * collected, including those after the file part. On success the caller owns
+ * the temporary file (`file.path`) and must rename or delete it; on failure
+ * it is already deleted and a {@linkcode MultipartError} (400/413), the abort
+ * reason or the I/O error is thrown.
+ *
+ * @param body The request body.
+ * @param options Boundary, temporary directory, size limit and signal.
+ * @returns The fields, the file part and the number of bytes read.
+ */
+export async function parseMultipart(
+  body: ReadableStream<Uint8Array>,
+  options: ParseMultipartOptions,
+): Promise<ParsedMultipart> {
+  const { boundary, tempDir, maxBytes, signal, maxFieldBytes = 65_536 } =
+    options;
+  const parser = new MultipartParser(
+    boundary,
+    tempDir,
+    maxFieldBytes,
+    defaultIsFilePart,
+  );
+  const reader = body.getReader();
+  const onAbort = (): void => {
+    reader.cancel(signal?.reason).catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let bytesRead = 0;
+  let ok = false;
+  try {
+    signal?.throwIfAborted();
+    for (;;) {
+      const { done, value } = await reader.read();
+      signal?.throwIfAborted();
+      if (done) break;
+      bytesRead += value.byteLength;
+      if (bytesRead > maxBytes) {
+        throw new MultipartError(
+          `Cannot accept the upload as the body exceeds the limit of ${maxBytes} bytes`,
+          413,
+        );
+      }
+      if (parser.done) continue; // epilogue: count and discard
+      await parser.feed(
+        Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+      );
+    }
+    if (!parser.done) {
+      throw new MultipartError(
+        "Cannot parse the multipart body as it ended before the closing boundary",
+      );
+    }
+    ok = true;
+    return { fields: parser.fields, file: parser.file, bytesRead };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    if (!ok) {
+      reader.cancel().catch(() => {});
+      await parser.discard();
+    } else {
+      reader.releaseLock();
+    }
+  }
+}

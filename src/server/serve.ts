@@ -1,0 +1,204 @@
+/**
+ * Runs the local HUB handler on `Deno.serve` or `Bun.serve`, whichever the
+ * current runtime has.
+ *
+ * @module
+ */
+
+import { mkdir } from "node:fs/promises";
+import { createHubHandler, type HubHandlerOptions } from "./handler.ts";
+
+/** Options of {@linkcode serveHub}. */
+export interface ServeHubOptions extends HubHandlerOptions {
+  /**
+   * Port to listen on; `0` picks a free one (see {@linkcode HubServer.port}).
+   *
+   * @default {0}
+   */
+  port?: number | undefined;
+  /**
+   * Interface to listen on. Only loopback is safe without `apiKeys`.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string | undefined;
+  /**
+   * Closes the server when aborted.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal | undefined;
+}
+
+/** A running local HUB. */
+export interface HubServer extends AsyncDisposable {
+  /** Base URL without trailing slash, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  /** The port actually listened on. */
+  readonly port: number;
+  /**
+   * Stops accepting connections, lets requests in flight finish and frees
+   * the port; the process can exit afterwards. Calling it again is harmless.
+   */
+  close(): Promise<void>;
+}
+
+type FetchHandler = (request: Request) => Promise<Response>;
+
+interface DenoHttpServer {
+  readonly addr: { readonly port: number };
+  shutdown(): Promise<void>;
+  readonly finished: Promise<void>;
+}
+
+interface DenoServeApi {
+  serve(
+    options: {
+      port: number;
+      hostname: string;
+      onListen?: (addr: unknown) => void;
+    },
+    handler: FetchHandler,
+  ): DenoHttpServer;
+}
+
+interface BunServer {
+  readonly port: number;
+  stop(closeActiveConnections?: boolean): Promise<void> | void;
+}
+
+interface BunServeApi {
+  serve(options: {
+    port: number;
+    hostname: string;
+    fetch: FetchHandler;
+    maxRequestBodySize: number;
+    idleTimeout: number;
+    development?: boolean;
+  }): BunServer;
+}
+
+interface Listener {
+  port: number;
+  stop(): Promise<void>;
+}
+
+const MIB = 1024 * 1024;
+
+function listen(
+  port: number,
+  hostname: string,
+  handler: FetchHandler,
+  maxBodyBytes: number,
+): Listener {
+  const deno = (globalThis as { Deno?: Partial<DenoServeApi> }).Deno;
+  if (typeof deno?.serve === "function") {
+    const server = deno.serve({ port, hostname, onListen: () => {} }, handler);
+    return {
+      port: server.addr.port,
+      stop: async () => {
+        await server.shutdown();
+        await server.finished;
+      },
+    };
+  }
+  const bun = (globalThis as { Bun?: Partial<BunServeApi> }).Bun;
+  if (typeof bun?.serve === "function") {
+    const server = bun.serve({
+      port,
+      hostname,
+      fetch: handler,
+      // Above the handler's own limit, so that the handler answers the 413.
+      maxRequestBodySize: maxBodyBytes + MIB,
+      // Seconds without traffic before a connection is closed (Bun's max).
+      idleTimeout: 255,
+      development: false,
+    });
+    return {
+      port: server.port,
+      stop: async () => {
+        await server.stop();
+      },
+    };
+  }
+  throw new Error(
+    "Cannot start the HUB server as this runtime has neither Deno.serve nor Bun.serve",
+  );
+}
+
+function urlHost(hostname: string): string {
+  if (hostname === "0.0.0.0" || hostname === "::" || hostname === "") {
+    return "127.0.0.1";
+  }
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Starts the local HUB on `Deno.serve` or `Bun.serve`.
+ *
+ * @param options Port, interface, data directory, keys and limits.
+ * @returns The running server: its `url`, `port` and `close()`.
+ *
+ * @example Start a server on a free port and close it
+ * ```ts
+ * import { serveHub } from "./mod.ts";
+ * import { mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dataDir = await mkdtemp(join(tmpdir(), "hub-"));
+ * const server = await serveHub({ dataDir });
+ * try {
+ *   const response = await fetch(`${server.url}/v1/auth`, { method: "POST" });
+ *   console.assert((await response.json()).success === true);
+ * } finally {
+ *   await server.close();
+ *   await rm(dataDir, { recursive: true, force: true });
+ * }
+ * ```
+ */
+export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
+  const {
+    port = 0,
+    hostname = "127.0.0.1",
+    signal,
+    ...handlerOptions
+  } = options ?? {};
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new RangeError(
+      `Cannot start the HUB server as port is not an integer from 0 to 65535: ${port}`,
+    );
+  }
+  if (typeof hostname !== "string" || hostname === "") {
+    throw new TypeError(
+      "Cannot start the HUB server as hostname is not a non-empty string",
+    );
+  }
+  const handler = createHubHandler(handlerOptions);
+  signal?.throwIfAborted();
+  await mkdir(handlerOptions.dataDir, { recursive: true });
+  const listener = listen(
+    port,
+    hostname,
+    handler,
+    handlerOptions.maxUploadBytes ?? 2 * 1024 * MIB,
+  );
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      signal?.removeEventListener("abort", onAbort);
+      await listener.stop();
+    })();
+    return closing;
+  };
+  const onAbort = (): void => {
+    close().catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  return {
+    url: `http://${urlHost(hostname)}:${listener.port}`,
+    port: listener.port,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
