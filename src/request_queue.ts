@@ -296,7 +296,7 @@ export interface FlushOptions {
  *   backoff: { minTimeout: 1, maxTimeout: 10 },
  * });
  * let calls = 0;
- * const answer = await queue.run("metrics", "upload metrics", () => {
+ * const answer = await queue.run("metrics", "metrics upload", () => {
  *   calls++;
  *   return Promise.resolve(42);
  * });
@@ -399,8 +399,9 @@ export class RequestQueue {
    *
    * @typeParam T The result of `fn`.
    * @param kind What the request is for; selects the budget.
-   * @param label Lower-case verb phrase used in log lines as "Cannot <label>",
-   * e.g. `"upload metrics for epoch 3"`; must not contain secrets.
+   * @param label What the request does, as the subject of log lines
+   * ("<Label> failed: ..."), e.g. `"metrics upload of epoch 3"`; must not
+   * contain secrets.
    * @param fn One attempt; receives the attempt number and its signal.
    * @param options A signal for this request, and budget overrides.
    * @returns The result of the first successful attempt. Rejects with the
@@ -426,7 +427,7 @@ export class RequestQueue {
    *   retriable: false,
    * });
    * const error = await queue
-   *   .run("other", "create the model", () => Promise.reject(refused))
+   *   .run("other", "creating the model", () => Promise.reject(refused))
    *   .catch((e) => e);
    * console.assert(error === refused && queue.stats.failed === 1);
    * ```
@@ -531,7 +532,7 @@ export class RequestQueue {
    * import { RequestQueue } from "./request_queue.ts";
    *
    * const queue = new RequestQueue({ logger: { info() {}, warn() {}, error() {} } });
-   * const stalled = queue.run("other", "load the model", ({ signal }) =>
+   * const stalled = queue.run("other", "loading the model", ({ signal }) =>
    *   new Promise((_, reject) =>
    *     signal.addEventListener("abort", () => reject(signal.reason))
    *   )
@@ -560,6 +561,7 @@ export class RequestQueue {
     budget: RequestBudget,
     signal: AbortSignal,
   ): Promise<T> {
+    const subject = label.charAt(0).toUpperCase() + label.slice(1);
     try {
       const value = await retry(fn, {
         ...this.#backoff,
@@ -572,7 +574,7 @@ export class RequestQueue {
           const key = retryKey(error);
           this.stats.retries[key] = (this.stats.retries[key] ?? 0) + 1;
           this.#logger.warn(
-            `Cannot ${label} yet (${
+            `${subject} failed (${
               describeError(error)
             }): retrying in ${delay} ms, attempt ${
               attempt + 1
@@ -586,7 +588,7 @@ export class RequestQueue {
       if (signal.aborted && error === signal.reason) throw error;
       this.stats.failed++;
       this.#logger.error(
-        `Cannot ${label}: ${describeError(error)}; ${advise(error)}`,
+        `${subject} failed: ${describeError(error)}; ${advise(error)}`,
       );
       throw error;
     }

@@ -86,7 +86,7 @@ describe("RequestQueue", () => {
     let release: (value: string) => void = () => {};
     const pending = queue.run(
       "metrics",
-      "upload metrics",
+      "metrics upload",
       () =>
         new Promise<string>((resolve) => {
           release = resolve;
@@ -107,7 +107,7 @@ describe("RequestQueue", () => {
     let calls = 0;
     const result = await queue.run(
       "metrics",
-      "upload metrics for epoch 3",
+      "metrics upload of epoch 3",
       ({ attempt }) => {
         calls++;
         if (attempt === 1) {
@@ -123,7 +123,7 @@ describe("RequestQueue", () => {
     assert.equal(logger.lines.warn.length, 1);
     assert.match(
       logger.lines.warn[0] ?? "",
-      /^Cannot upload metrics for epoch 3 yet \(HTTP 503: Service unavailable\): retrying in \d+ ms, attempt 2 of 3$/,
+      /^Metrics upload of epoch 3 failed \(HTTP 503: Service unavailable\): retrying in \d+ ms, attempt 2 of 3$/,
     );
     assert.equal(logger.lines.error.length, 0);
   });
@@ -133,7 +133,7 @@ describe("RequestQueue", () => {
     const queue = queueWith(logger);
     const refused = requestError(400, "Epoch must be a number");
     let calls = 0;
-    const error = await queue.run("metrics", "upload metrics", () => {
+    const error = await queue.run("metrics", "metrics upload", () => {
       calls++;
       return Promise.reject(refused);
     }).catch((e) => e);
@@ -143,7 +143,7 @@ describe("RequestQueue", () => {
     assert.equal(logger.lines.error.length, 1);
     assert.match(
       logger.lines.error[0] ?? "",
-      /^Cannot upload metrics: HTTP 400: Epoch must be a number; the server refused/,
+      /^Metrics upload failed: HTTP 400: Epoch must be a number; the server refused/,
     );
     assert.deepEqual(queue.stats, { retries: {}, failed: 1, succeeded: 0 });
   });
@@ -154,7 +154,7 @@ describe("RequestQueue", () => {
     await assert.rejects(
       queue.run(
         "other",
-        "load the model",
+        "loading the model",
         () => Promise.reject(requestError(401, "Invalid API key")),
       ),
       HUBRequestError,
@@ -166,7 +166,7 @@ describe("RequestQueue", () => {
     const logger = recordingLogger();
     const queue = queueWith(logger);
     let calls = 0;
-    const error = await queue.run("metrics", "upload metrics", () => {
+    const error = await queue.run("metrics", "metrics upload", () => {
       calls++;
       return Promise.reject(requestError(502, "Bad gateway"));
     }).catch((e) => e);
@@ -178,7 +178,7 @@ describe("RequestQueue", () => {
     assert.equal(logger.lines.error.length, 1);
     assert.match(
       logger.lines.error[0] ?? "",
-      /^Cannot upload metrics: 3 attempts failed, last with HTTP 502: Bad gateway; /,
+      /^Metrics upload failed: 3 attempts failed, last with HTTP 502: Bad gateway; /,
     );
     assert.deepEqual(queue.stats, {
       retries: { "502": 2 },
@@ -197,13 +197,13 @@ describe("RequestQueue", () => {
       return Promise.reject(requestError(500, "Internal error"));
     };
     await assert.rejects(
-      queue.run("checkpoint", "upload the checkpoint", failing),
+      queue.run("checkpoint", "checkpoint upload", failing),
       RetryError,
     );
     assert.equal(calls, 2);
     calls = 0;
     await assert.rejects(
-      queue.run("checkpoint", "upload the checkpoint", failing, {
+      queue.run("checkpoint", "checkpoint upload", failing, {
         budget: { maxAttempts: 4 },
       }),
       RetryError,
@@ -211,7 +211,7 @@ describe("RequestQueue", () => {
     assert.equal(calls, 4);
     calls = 0;
     await assert.rejects(
-      queue.run("heartbeat", "send a heartbeat", failing),
+      queue.run("heartbeat", "heartbeat", failing),
       RetryError,
     );
     assert.equal(calls, 1);
@@ -222,7 +222,7 @@ describe("RequestQueue", () => {
     const queue = queueWith(recordingLogger());
     let calls = 0;
     const start = performance.now();
-    await queue.run("metrics", "upload metrics", () => {
+    await queue.run("metrics", "metrics upload", () => {
       if (++calls === 1) {
         return Promise.reject(
           requestError(429, "Rate limit reached", { retryAfter: hint }),
@@ -246,7 +246,7 @@ describe("RequestQueue", () => {
     });
     const last = requestError(503, "Service unavailable");
     let calls = 0;
-    const error = await queue.run("final", "upload the final weights", () => {
+    const error = await queue.run("final", "final upload", () => {
       calls++;
       return Promise.reject(last);
     }).catch((e) => e);
@@ -264,7 +264,7 @@ describe("RequestQueue", () => {
     const signals: AbortSignal[] = [];
     const result = await queue.run(
       "final",
-      "upload the final weights",
+      "final upload",
       ({ attempt, signal }) => {
         signals.push(signal);
         return attempt === 1 ? waitForAbort(signal) : Promise.resolve("ok");
@@ -284,7 +284,7 @@ describe("RequestQueue", () => {
     const url = await closedPortUrl("/v1/models/abc?api_key=SECRET123");
     const error = await queue.run(
       "other",
-      "load the model",
+      "loading the model",
       ({ signal }) => fetch(url, { signal }),
     ).catch((e) => e);
     assert.ok(error instanceof RetryError);
@@ -304,7 +304,7 @@ describe("RequestQueue", () => {
     const reason = new Error("Upload superseded");
     const pending = queue.run(
       "checkpoint",
-      "upload the checkpoint",
+      "checkpoint upload",
       ({ signal }) => waitForAbort(signal),
       { signal: controller.signal },
     );
@@ -320,12 +320,12 @@ describe("RequestQueue", () => {
     const queue = queueWith(logger);
     const first = queue.run(
       "final",
-      "upload",
+      "final upload",
       ({ signal }) => waitForAbort(signal),
     );
     const second = queue.run(
       "metrics",
-      "upload metrics",
+      "metrics upload",
       () => new Promise<never>(() => {}),
     ); // ignores its signal
     const reason = new Error("Session closed");
@@ -336,7 +336,7 @@ describe("RequestQueue", () => {
     assert.match(logger.lines.warn[0] ?? "", /^Aborting 2 request/);
     let calls = 0;
     await assert.rejects(
-      queue.run("other", "load the model", () => Promise.resolve(calls++)),
+      queue.run("other", "loading the model", () => Promise.resolve(calls++)),
       (e) => e === reason,
     );
     assert.equal(calls, 0);
@@ -347,7 +347,7 @@ describe("RequestQueue", () => {
     const queue = queueWith(recordingLogger(), { signal: controller.signal });
     const pending = queue.run(
       "other",
-      "load",
+      "loading the model",
       ({ signal }) => waitForAbort(signal),
     );
     controller.abort(new Error("Stopped"));
@@ -357,10 +357,10 @@ describe("RequestQueue", () => {
   test("flush() waits for every request, including ones started while flushing", async () => {
     const queue = queueWith(recordingLogger());
     const done: string[] = [];
-    void queue.run("metrics", "upload metrics", async () => {
+    void queue.run("metrics", "metrics upload", async () => {
       await delay(5);
       done.push("first");
-      void queue.run("checkpoint", "upload the checkpoint", async () => {
+      void queue.run("checkpoint", "checkpoint upload", async () => {
         await delay(5);
         done.push("second");
       });
@@ -374,7 +374,7 @@ describe("RequestQueue", () => {
     const queue = queueWith(recordingLogger());
     const failed = queue.run(
       "other",
-      "delete the model",
+      "deleting the model",
       () => Promise.reject(requestError(404, "Model not found")),
     );
     const report = await queue.flush();
@@ -386,7 +386,7 @@ describe("RequestQueue", () => {
     const queue = queueWith(recordingLogger());
     const stalled = queue.run(
       "final",
-      "upload the final weights",
+      "final upload",
       ({ signal }) => waitForAbort(signal),
     );
     const report = await queue.flush({ timeout: 20 });
@@ -408,12 +408,12 @@ describe("RequestQueue", () => {
       const results = await Promise.allSettled([
         queue.run(
           "metrics",
-          "upload metrics",
+          "metrics upload",
           () => Promise.reject(requestError(400, "Bad")),
         ),
         queue.run(
           "metrics",
-          "upload metrics",
+          "metrics upload",
           () => Promise.reject(requestError(503, "Busy")),
         ),
       ]);
