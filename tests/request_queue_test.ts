@@ -2,6 +2,9 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import process from "node:process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   DEFAULT_BUDGETS,
   describeError,
@@ -11,7 +14,8 @@ import {
 import type { RequestQueueOptions } from "../src/request_queue.ts";
 import { delay, RetryError } from "../src/retry.ts";
 import { HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
-import type { Logger } from "../src/types.ts";
+import type { CreateModelPayload, Logger } from "../src/types.ts";
+import { serveHub } from "../src/server/mod.ts";
 
 interface RecordingLogger extends Logger {
   lines: { info: string[]; warn: string[]; error: string[] };
@@ -532,5 +536,112 @@ describe("describeError()", () => {
     assert.doesNotMatch(text, /SECRET/);
     assert.doesNotMatch(describeError(new Error("bad token=SECRET")), /SECRET/);
     assert.ok(describeError(new Error("x".repeat(1_000))).length <= 300);
+  });
+});
+
+describe("RequestQueue with the local HUB", () => {
+  /** POSTs JSON with `fetchFn`; throws HUBRequestError like the client does. */
+  async function postJson(
+    fetchFn: typeof fetch,
+    url: string,
+    body: unknown,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    const init: RequestInit = {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    };
+    if (signal !== undefined) init.signal = signal;
+    const response = await fetchFn(url, init);
+    const envelope = await response.json() as {
+      success: boolean;
+      data?: unknown;
+      message?: string;
+    };
+    if (!response.ok || !envelope.success) {
+      const status = response.status;
+      throw new HUBRequestError(`Cannot POST: ${envelope.message}`, {
+        method: "POST",
+        path: new URL(url).pathname,
+        status,
+        serverMessage: envelope.message,
+        retriable: [408, 429, 500, 502, 503, 504].includes(status),
+      });
+    }
+    return envelope.data;
+  }
+
+  test("run() keeps an epoch that first met a 503 and stores it exactly once", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-queue-"));
+    const server = await serveHub({ port: 0, dataDir });
+    try {
+      const payload: CreateModelPayload = {
+        config: {
+          batchSize: -1,
+          epochs: 3,
+          imageSize: 640,
+          patience: 100,
+          device: "",
+          cache: "ram",
+        },
+        dataset: { name: "coco8.yaml" },
+        lineage: { architecture: { name: "yolov8n.yaml" }, parent: {} },
+        meta: { name: "yolov8n" },
+      };
+      const { id } = await postJson(
+        fetch,
+        `${server.url}/v1/models`,
+        payload,
+      ) as { id: string };
+
+      // Fault the server cannot produce on demand: the first metrics POST
+      // never reaches it and gets a crafted 503 instead.
+      let faults = 0;
+      let reached = 0;
+      const faulty: typeof fetch = (input, init) => {
+        if (faults++ === 0) {
+          return Promise.resolve(
+            Response.json(
+              { success: false, message: "Service unavailable" },
+              { status: 503 },
+            ),
+          );
+        }
+        reached++;
+        return fetch(input, init);
+      };
+
+      const logger = recordingLogger();
+      const queue = queueWith(logger);
+      await queue.run(
+        "metrics",
+        "metrics upload of epoch 0",
+        ({ signal }) =>
+          postJson(faulty, `${server.url}/v1/models/${id}`, {
+            type: "metrics",
+            metrics: { "0": JSON.stringify({ "metrics/mAP50(B)": 0.5 }) },
+          }, signal),
+      );
+      assert.deepEqual(await queue.flush({ timeout: 5_000 }), {
+        settled: true,
+        pending: 0,
+      });
+      assert.equal(reached, 1);
+      assert.deepEqual(queue.stats.retries, { "503": 1 });
+      assert.equal(logger.lines.warn.length, 1);
+      assert.equal(logger.lines.error.length, 0);
+
+      const listed = await fetch(`${server.url}/v1/models/${id}/metrics`);
+      const envelope = await listed.json() as {
+        data: Array<{ epoch: number; metrics: Record<string, number> }>;
+      };
+      assert.deepEqual(envelope.data, [
+        { epoch: 0, metrics: { "metrics/mAP50(B)": 0.5 } },
+      ]);
+    } finally {
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
