@@ -1,0 +1,979 @@
+/**
+ * {@linkcode HUBClient}: one typed method per endpoint of the HUB v1 wire
+ * protocol, over `fetch`.
+ *
+ * Every reply's envelope (`{ success, data, message }`) is checked; every
+ * failure becomes a {@linkcode HUBRequestError} (with `status`, the server's
+ * `message`, `retriable` and `retryAfter`) or a {@linkcode HUBTimeoutError};
+ * a caller's abort rejects with the signal's reason. The API key travels only
+ * in the `x-api-key` header and never appears in an error.
+ *
+ * @module
+ */
+
+import { HUBRequestError, HUBTimeoutError } from "./errors.ts";
+import type { HUBError } from "./errors.ts";
+import { consoleLogger } from "./logger.ts";
+import { createMultipartUpload } from "./upload.ts";
+import type { MultipartBody } from "./upload.ts";
+import { AGENT } from "./version.ts";
+import type {
+  CreateModelPayload,
+  EpochMetrics,
+  Logger,
+  ModelDocument,
+  ProgressCallback,
+  StoredEpochMetrics,
+  UploadProgress,
+} from "./types.ts";
+
+/** HTTP statuses after which the same request may succeed later. */
+export const RETRIABLE_STATUSES: ReadonlySet<number> = new Set([
+  408,
+  429,
+  500,
+  502,
+  503,
+  504,
+]);
+
+/** Longest wait a server may ask for, in milliseconds (1 hour). */
+export const MAX_RETRY_AFTER = 3_600_000;
+
+/** Largest reply body the client reads, in bytes (16 MiB). */
+export const MAX_RESPONSE_BYTES: number = 16 * 1024 * 1024;
+
+const DEFAULT_TIMEOUT = 30_000;
+
+/**
+ * Whether a reply with this HTTP status may succeed when sent again
+ * (408, 429, 500, 502, 503, 504).
+ *
+ * @param status The HTTP status.
+ * @returns `true` when a retry may succeed.
+ *
+ * @example Classify statuses
+ * ```ts
+ * import { isRetriableStatus } from "./client.ts";
+ *
+ * console.assert(isRetriableStatus(503));
+ * console.assert(!isRetriableStatus(404));
+ * ```
+ */
+export function isRetriableStatus(status: number): boolean {
+  return RETRIABLE_STATUSES.has(status);
+}
+
+/**
+ * Reads how long a server asks the client to wait: `Retry-After` (seconds
+ * or an HTTP date), else `X-RateLimit-Reset` (epoch seconds, or seconds from
+ * now when small), capped at one hour. Missing or malformed headers give
+ * `undefined`.
+ *
+ * @param headers The reply's headers.
+ * @param now The current time in epoch milliseconds. @default {Date.now()}
+ * @returns The wait in milliseconds, or `undefined`.
+ *
+ * @example Read Retry-After
+ * ```ts
+ * import { parseRetryAfter } from "./client.ts";
+ *
+ * console.assert(parseRetryAfter(new Headers({ "retry-after": "3" })) === 3000);
+ * console.assert(parseRetryAfter(new Headers()) === undefined);
+ * ```
+ */
+export function parseRetryAfter(
+  headers: Headers,
+  now: number = Date.now(),
+): number | undefined {
+  const cap = (ms: number): number =>
+    Math.min(Math.max(0, Math.ceil(ms)), MAX_RETRY_AFTER);
+  const retryAfter = headers.get("retry-after")?.trim();
+  if (retryAfter) {
+    if (/^\d+(\.\d+)?$/.test(retryAfter)) return cap(Number(retryAfter) * 1000);
+    const date = Date.parse(retryAfter);
+    if (Number.isFinite(date)) return cap(date - now);
+  }
+  const reset = headers.get("x-ratelimit-reset")?.trim();
+  if (reset && /^\d+(\.\d+)?$/.test(reset)) {
+    const value = Number(reset);
+    // Values this large are epoch seconds; smaller ones count from now.
+    return cap(value > 1e9 ? value * 1000 - now : value * 1000);
+  }
+  return undefined;
+}
+
+/** Per-call options of every {@linkcode HUBClient} method. */
+export interface RequestOptions {
+  /** Aborts this request; it then rejects with the signal's reason. @default {undefined} */
+  signal?: AbortSignal;
+  /**
+   * Time limit of this attempt in milliseconds (for uploads: the longest
+   * time without progress). @default {the client's `timeout`}
+   */
+  timeout?: number;
+}
+
+/** Options of the {@linkcode HUBClient} constructor. */
+export interface HUBClientOptions {
+  /** API root, e.g. `http://127.0.0.1:8080` (a trailing slash is removed). */
+  apiRoot: string;
+  /** API key, sent as `x-api-key`. @default {undefined} */
+  apiKey?: string | undefined;
+  /** ID token, sent as `authorization: Bearer` when no API key is set. @default {undefined} */
+  idToken?: string | undefined;
+  /** `fetch` to use, e.g. a fault injector in tests. @default {globalThis.fetch} */
+  fetch?: typeof fetch;
+  /** Aborts every request of this client. @default {undefined} */
+  signal?: AbortSignal;
+  /**
+   * Time limit of each request in milliseconds; for uploads, the longest
+   * time without progress (no body chunk taken and no reply). @default {30000}
+   */
+  timeout?: number;
+  /** Agent name sent as `user-agent` and in heartbeats. @default {AGENT} */
+  agent?: string;
+  /** Where warnings go (e.g. a progress callback that threw). @default {consoleLogger()} */
+  logger?: Logger;
+}
+
+/** Options of {@linkcode HUBClient.uploadModel}. */
+export interface UploadModelOptions extends RequestOptions {
+  /** Epoch of the weights. */
+  epoch: number;
+  /** Path of the weights file. */
+  file: string;
+  /** `"epoch"` sends a checkpoint as `last.pt`; `"final"` the final weights as `best.pt`. */
+  type: "epoch" | "final";
+  /** Whether this checkpoint is the best so far (type `"epoch"`). @default {false} */
+  isBest?: boolean;
+  /** Final mAP (type `"final"`). @default {0} */
+  map?: number;
+  /** Receives `{ loaded, total }` in request-body bytes. @default {undefined} */
+  onProgress?: ProgressCallback;
+}
+
+/** What the server stored for an upload. */
+export interface UploadResult {
+  /** Size of the stored file in bytes. */
+  size: number;
+  /** sha256 of the stored file, lowercase hex. */
+  sha256: string;
+}
+
+interface Envelope {
+  success: boolean;
+  data: unknown;
+  message: string | undefined;
+}
+
+interface Call {
+  method: string;
+  /** Path without query string: used in errors. */
+  path: string;
+  query?: string;
+  /** What the call does, for messages: "get the model". */
+  action: string;
+  json?: unknown;
+  upload?: { body: MultipartBody; contentType: string; contentLength: number };
+  /** A 2xx reply with an empty body counts as success (no data needed). */
+  emptyOk?: boolean;
+  /** Return `success: false` replies (and 401/403) instead of throwing. */
+  acceptRefusal?: boolean;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function checkId(id: unknown, action: string): string {
+  if (typeof id !== "string" || id.trim() === "") {
+    throw new TypeError(
+      `Cannot ${action} as the model id must be a non-empty string`,
+    );
+  }
+  return encodeURIComponent(id);
+}
+
+function checkTimeout(value: unknown, where: string): number {
+  if (typeof value !== "number" || Number.isNaN(value) || value <= 0) {
+    throw new RangeError(
+      `Cannot use ${where} as 'timeout' must be a positive number of milliseconds, got ${
+        String(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+function hintFor(status: number): string {
+  if (status === 401 || status === 403) {
+    return ": check the API key";
+  }
+  if (status === 404) return ": check the model id and the API root";
+  if (status === 413) return ": the server refuses a body this large";
+  if (status === 429) return ": the server asks to slow down; retry later";
+  if (status >= 500) return ": the server failed; retry later";
+  return "";
+}
+
+/**
+ * A typed client of the HUB v1 wire protocol: one method per endpoint.
+ *
+ * @example Talk to a local HUB
+ * ```ts
+ * import { HUBClient } from "./client.ts";
+ *
+ * // A fetch that plays the server, to keep the example self-contained.
+ * const fetch = (() =>
+ *   Promise.resolve(Response.json({ success: true, data: { id: "abc" } }))) as unknown as typeof globalThis.fetch;
+ * const client = new HUBClient({ apiRoot: "http://127.0.0.1:8080", fetch });
+ * console.assert(await client.auth());
+ * ```
+ */
+export class HUBClient {
+  /** The API root, without trailing slash. */
+  readonly apiRoot: string;
+  /** The agent name sent as `user-agent` and in heartbeats. */
+  readonly agent: string;
+  #apiKey: string | undefined;
+  #idToken: string | undefined;
+  #fetch: typeof fetch;
+  #signal: AbortSignal | undefined;
+  #timeout: number;
+  #logger: Logger;
+
+  /**
+   * Creates a client; nothing is sent until a method is called.
+   *
+   * @param options The API root, credentials, `fetch`, signal and timeout.
+   * @throws {TypeError} If the API root is not an http(s) URL or an option has the wrong type.
+   * @throws {RangeError} If `timeout` is not positive.
+   */
+  constructor(options: HUBClientOptions) {
+    const {
+      apiRoot,
+      apiKey,
+      idToken,
+      fetch: fetchFn = globalThis.fetch,
+      signal,
+      timeout = DEFAULT_TIMEOUT,
+      agent = AGENT,
+      logger = consoleLogger(),
+    } = options ?? {};
+    let url: URL;
+    try {
+      url = new URL(String(apiRoot));
+    } catch {
+      throw new TypeError(
+        "Cannot create the client as 'apiRoot' is not a URL: pass e.g. http://127.0.0.1:8080",
+      );
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new TypeError(
+        `Cannot create the client as 'apiRoot' must use http or https, got ${url.protocol}`,
+      );
+    }
+    if (url.username !== "" || url.password !== "" || url.search !== "") {
+      throw new TypeError(
+        "Cannot create the client as 'apiRoot' must not carry credentials or a query: pass the key as 'apiKey'",
+      );
+    }
+    if (apiKey !== undefined && (typeof apiKey !== "string" || apiKey === "")) {
+      throw new TypeError(
+        "Cannot create the client as 'apiKey' must be a non-empty string",
+      );
+    }
+    if (
+      idToken !== undefined && (typeof idToken !== "string" || idToken === "")
+    ) {
+      throw new TypeError(
+        "Cannot create the client as 'idToken' must be a non-empty string",
+      );
+    }
+    if (typeof fetchFn !== "function") {
+      throw new TypeError(
+        "Cannot create the client as 'fetch' is not a function",
+      );
+    }
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError(
+        "Cannot create the client as 'signal' is not an AbortSignal",
+      );
+    }
+    if (typeof agent !== "string" || agent === "" || /[\r\n]/.test(agent)) {
+      throw new TypeError(
+        "Cannot create the client as 'agent' must be a single-line string",
+      );
+    }
+    this.apiRoot = `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+    this.agent = agent;
+    this.#apiKey = apiKey;
+    this.#idToken = idToken;
+    this.#fetch = fetchFn;
+    this.#signal = signal;
+    this.#timeout = checkTimeout(timeout, "the client");
+    this.#logger = logger;
+  }
+
+  /**
+   * Checks the credentials with `POST /v1/auth`.
+   *
+   * @param options Signal and timeout.
+   * @returns `true` when the server accepts them, `false` when it answers
+   * 401/403 or `success: false`.
+   */
+  async auth(options: RequestOptions = {}): Promise<boolean> {
+    const envelope = await this.#send({
+      method: "POST",
+      path: "/v1/auth",
+      action: "check the API key",
+      acceptRefusal: true,
+    }, options);
+    return envelope.success;
+  }
+
+  /**
+   * Reads a model document with `GET /v1/models/{id}`.
+   *
+   * @param id Model id.
+   * @param options Signal and timeout.
+   * @returns The model document.
+   */
+  async getModel(
+    id: string,
+    options: RequestOptions = {},
+  ): Promise<ModelDocument> {
+    const action = "get the model";
+    const envelope = await this.#send({
+      method: "GET",
+      path: `/v1/models/${checkId(id, action)}`,
+      action,
+    }, options);
+    const data = envelope.data;
+    if (!isRecord(data) || typeof data.id !== "string") {
+      throw this.#badReply(
+        "GET",
+        `/v1/models/${encodeURIComponent(id)}`,
+        action,
+        "has no model document in 'data'",
+      );
+    }
+    return data as ModelDocument;
+  }
+
+  /**
+   * Creates a model with `POST /v1/models`.
+   *
+   * @param payload The create-model payload.
+   * @param options Signal and timeout.
+   * @returns The new model's id.
+   */
+  async createModel(
+    payload: CreateModelPayload,
+    options: RequestOptions = {},
+  ): Promise<string> {
+    const action = "create the model";
+    if (!isRecord(payload)) {
+      throw new TypeError(`Cannot ${action} as 'payload' is not an object`);
+    }
+    const envelope = await this.#send({
+      method: "POST",
+      path: "/v1/models",
+      action,
+      json: payload,
+    }, options);
+    const data = envelope.data;
+    if (!isRecord(data) || typeof data.id !== "string" || data.id === "") {
+      throw this.#badReply("POST", "/v1/models", action, "has no 'data.id'");
+    }
+    return data.id;
+  }
+
+  /**
+   * Updates fields of a model with `PATCH /v1/models/{id}`.
+   *
+   * @param id Model id.
+   * @param patch The fields to change.
+   * @param options Signal and timeout.
+   */
+  async updateModel(
+    id: string,
+    patch: Record<string, unknown>,
+    options: RequestOptions = {},
+  ): Promise<void> {
+    const action = "update the model";
+    const path = `/v1/models/${checkId(id, action)}`;
+    if (!isRecord(patch)) {
+      throw new TypeError(`Cannot ${action} as 'patch' is not an object`);
+    }
+    await this.#send(
+      { method: "PATCH", path, action, json: patch, emptyOk: true },
+      options,
+    );
+  }
+
+  /**
+   * Deletes a model with `DELETE /v1/models/{id}?hard=true|false`.
+   *
+   * @param id Model id.
+   * @param options Signal, timeout, and `hard` (delete for good; default `false`).
+   */
+  async deleteModel(
+    id: string,
+    options: RequestOptions & { hard?: boolean } = {},
+  ): Promise<void> {
+    const action = "delete the model";
+    const path = `/v1/models/${checkId(id, action)}`;
+    const { hard = false } = options;
+    if (typeof hard !== "boolean") {
+      throw new TypeError(`Cannot ${action} as 'hard' must be a boolean`);
+    }
+    await this.#send({
+      method: "DELETE",
+      path,
+      query: `?hard=${hard}`,
+      action,
+      emptyOk: true,
+    }, options);
+  }
+
+  /**
+   * Lists a model's stored metrics with `GET /v1/models/{id}/metrics`.
+   *
+   * @param id Model id.
+   * @param options Signal and timeout.
+   * @returns The metrics per epoch, as the server sorted them.
+   */
+  async listMetrics(
+    id: string,
+    options: RequestOptions = {},
+  ): Promise<StoredEpochMetrics[]> {
+    const action = "list the metrics";
+    const path = `/v1/models/${checkId(id, action)}/metrics`;
+    const envelope = await this.#send({ method: "GET", path, action }, options);
+    const data = envelope.data;
+    if (
+      !Array.isArray(data) ||
+      !data.every((item) =>
+        isRecord(item) && typeof item.epoch === "number" &&
+        isRecord(item.metrics)
+      )
+    ) {
+      throw this.#badReply(
+        "GET",
+        path,
+        action,
+        "has no list of { epoch, metrics } in 'data'",
+      );
+    }
+    return data as StoredEpochMetrics[];
+  }
+
+  /**
+   * Sends metrics per epoch with `POST /v1/models/{id}`; each epoch's
+   * metrics travel as a JSON string, as the protocol requires. An empty
+   * collection sends nothing.
+   *
+   * @param id Model id.
+   * @param metrics Metrics keyed by epoch.
+   * @param options Signal and timeout.
+   */
+  async uploadMetrics(
+    id: string,
+    metrics: Map<number, EpochMetrics> | Record<string, EpochMetrics>,
+    options: RequestOptions = {},
+  ): Promise<void> {
+    const action = "upload the metrics";
+    const path = `/v1/models/${checkId(id, action)}`;
+    const entries: Array<[unknown, unknown]> = metrics instanceof Map
+      ? [...metrics.entries()]
+      : isRecord(metrics)
+      ? Object.entries(metrics)
+      : (() => {
+        throw new TypeError(
+          `Cannot ${action} as 'metrics' must be a Map or a record keyed by epoch`,
+        );
+      })();
+    const wire: Record<string, string> = {};
+    for (const [key, value] of entries) {
+      const epoch = Number(key);
+      if (
+        !Number.isInteger(epoch) || epoch < 0 || String(epoch) !== String(key)
+      ) {
+        throw new RangeError(
+          `Cannot ${action} as epoch ${
+            String(key)
+          } is not a non-negative integer`,
+        );
+      }
+      if (!isRecord(value)) {
+        throw new TypeError(
+          `Cannot ${action} as the metrics of epoch ${epoch} are not an object`,
+        );
+      }
+      wire[String(epoch)] = JSON.stringify(value);
+    }
+    if (Object.keys(wire).length === 0) return;
+    await this.#send({
+      method: "POST",
+      path,
+      action,
+      json: { type: "metrics", metrics: wire },
+      emptyOk: true,
+    }, options);
+  }
+
+  /**
+   * Uploads weights with `POST /v1/models/{id}/upload` as a streamed
+   * `multipart/form-data` body (fields `epoch`, `type`, `isBest` or `map`,
+   * the file part `last.pt` or `best.pt`, then its `sha256`), never holding
+   * the file in memory.
+   *
+   * The file's size is taken when the call starts: bytes appended later are
+   * not sent, and a file that shrinks fails the upload with a
+   * {@linkcode HUBError}. A missing file fails before anything is sent. The
+   * `timeout` limits the time without progress, not the whole upload.
+   * Progress is reported from body bytes, `loaded === total` exactly once,
+   * and never after the returned promise settles; a throwing `onProgress`
+   * is reported once through the logger and does not break the upload.
+   *
+   * @param id Model id.
+   * @param options The epoch, the file, the type, and hooks.
+   * @returns The size and sha256 the server stored.
+   * @throws {HUBRequestError} If the server refused it; the `Checksum mismatch` 400 is retriable.
+   */
+  async uploadModel(
+    id: string,
+    options: UploadModelOptions,
+  ): Promise<UploadResult> {
+    const action = "upload the weights";
+    const path = `/v1/models/${checkId(id, action)}/upload`;
+    if (!isRecord(options)) {
+      throw new TypeError(`Cannot ${action} as 'options' is not an object`);
+    }
+    const { epoch, file, type, isBest = false, map = 0, onProgress } = options;
+    if (!Number.isInteger(epoch) || epoch < 0) {
+      throw new RangeError(
+        `Cannot ${action} as 'epoch' must be a non-negative integer, got ${epoch}`,
+      );
+    }
+    if (type !== "epoch" && type !== "final") {
+      throw new TypeError(
+        `Cannot ${action} as 'type' must be "epoch" or "final"`,
+      );
+    }
+    if (typeof isBest !== "boolean") {
+      throw new TypeError(`Cannot ${action} as 'isBest' must be a boolean`);
+    }
+    if (typeof map !== "number" || !Number.isFinite(map)) {
+      throw new TypeError(`Cannot ${action} as 'map' must be a finite number`);
+    }
+    if (onProgress !== undefined && typeof onProgress !== "function") {
+      throw new TypeError(`Cannot ${action} as 'onProgress' is not a function`);
+    }
+    if (options.timeout !== undefined) checkTimeout(options.timeout, action);
+    options.signal?.throwIfAborted();
+    this.#signal?.throwIfAborted();
+
+    const partName = type === "epoch" ? "last.pt" : "best.pt";
+    const upload = await createMultipartUpload({
+      file,
+      partName,
+      fields: type === "epoch"
+        ? [["epoch", String(epoch)], ["type", type], [
+          "isBest",
+          isBest ? "True" : "False",
+        ]]
+        : [["epoch", String(epoch)], ["type", type], ["map", String(map)]],
+    });
+    const body = upload.body({
+      onWarning: (message) => this.#logger.warn(message),
+      ...(onProgress === undefined ? {} : {
+        onProgress: (progress: UploadProgress) => onProgress(progress),
+      }),
+    });
+    try {
+      const envelope = await this.#send({
+        method: "POST",
+        path,
+        action,
+        upload: {
+          body,
+          contentType: upload.contentType,
+          contentLength: upload.contentLength,
+        },
+      }, options);
+      const data = envelope.data;
+      const sent = body.sha256();
+      if (
+        !isRecord(data) || typeof data.size !== "number" ||
+        typeof data.sha256 !== "string"
+      ) {
+        throw this.#badReply(
+          "POST",
+          path,
+          action,
+          "has no 'data.size' and 'data.sha256'",
+        );
+      }
+      if (
+        data.size !== upload.fileSize ||
+        (sent !== undefined && data.sha256 !== sent)
+      ) {
+        throw new HUBRequestError(
+          `Cannot ${action} as the server stored ${data.size} bytes with sha256 ${data.sha256} but ${upload.fileSize} bytes with sha256 ${sent} were sent: retry the upload`,
+          { method: "POST", path, status: 200, retriable: true },
+        );
+      }
+      return { size: data.size, sha256: data.sha256 };
+    } finally {
+      body.finish();
+    }
+  }
+
+  /**
+   * Tells the server the trainer is alive with
+   * `POST /v1/agent/heartbeat/models/{id}`.
+   *
+   * @param id Model id.
+   * @param body The agent id from the previous beat (or `null`), and the agent name (default: the client's).
+   * @param options Signal and timeout.
+   * @returns The agent id the server assigned (adopt it).
+   */
+  async heartbeat(
+    id: string,
+    body: { agentId: string | null; agent?: string },
+    options: RequestOptions = {},
+  ): Promise<{ agentId: string | null }> {
+    const action = "send the heartbeat";
+    const path = `/v1/agent/heartbeat/models/${checkId(id, action)}`;
+    if (!isRecord(body)) {
+      throw new TypeError(`Cannot ${action} as 'body' is not an object`);
+    }
+    const { agentId = null, agent = this.agent } = body;
+    if (agentId !== null && typeof agentId !== "string") {
+      throw new TypeError(
+        `Cannot ${action} as 'agentId' must be a string or null`,
+      );
+    }
+    const envelope = await this.#send({
+      method: "POST",
+      path,
+      action,
+      json: { agent, agentId },
+    }, options);
+    const data = envelope.data;
+    if (!isRecord(data)) {
+      throw this.#badReply("POST", path, action, "has no 'data'");
+    }
+    const returned = data.agentId;
+    if (returned === undefined) return { agentId };
+    if (returned !== null && typeof returned !== "string") {
+      throw this.#badReply(
+        "POST",
+        path,
+        action,
+        "has a malformed 'data.agentId'",
+      );
+    }
+    return { agentId: returned };
+  }
+
+  /**
+   * Asks the server to export a model with `POST /v1/models/{id}/export`.
+   *
+   * @param id Model id.
+   * @param format Export format, e.g. `"onnx"`.
+   * @param options Signal and timeout.
+   */
+  async exportModel(
+    id: string,
+    format: string,
+    options: RequestOptions = {},
+  ): Promise<void> {
+    const action = "export the model";
+    const path = `/v1/models/${checkId(id, action)}/export`;
+    if (typeof format !== "string" || format === "") {
+      throw new TypeError(
+        `Cannot ${action} as 'format' must be a non-empty string`,
+      );
+    }
+    await this.#send(
+      { method: "POST", path, action, json: { format }, emptyOk: true },
+      options,
+    );
+  }
+
+  #redact(text: string): string {
+    let out = text;
+    for (const secret of [this.#apiKey, this.#idToken]) {
+      if (secret !== undefined && secret.length >= 4) {
+        out = out.split(secret).join("***");
+      }
+    }
+    return out;
+  }
+
+  #badReply(
+    method: string,
+    path: string,
+    action: string,
+    what: string,
+    status = 200,
+  ): HUBRequestError {
+    return new HUBRequestError(
+      this.#redact(
+        `Cannot ${action} as the server's reply ${what}: check that ${this.apiRoot} is a HUB server`,
+      ),
+      { method, path: this.#redact(path), status, retriable: status >= 500 },
+    );
+  }
+
+  async #send(call: Call, options: RequestOptions): Promise<Envelope> {
+    const { signal: callerSignal, timeout = this.#timeout } = options ?? {};
+    if (callerSignal !== undefined && !(callerSignal instanceof AbortSignal)) {
+      throw new TypeError(
+        `Cannot ${call.action} as 'signal' is not an AbortSignal`,
+      );
+    }
+    checkTimeout(timeout, call.action);
+    callerSignal?.throwIfAborted();
+    this.#signal?.throwIfAborted();
+
+    const { method, path, action } = call;
+    const safePath = this.#redact(path);
+    const timer = new AbortController();
+    const upload = call.upload;
+    const timeoutError = new HUBTimeoutError(
+      upload === undefined
+        ? `Cannot ${action} as ${method} ${safePath} got no reply within ${timeout} ms: retry later or raise 'timeout'`
+        : `Cannot ${action} as ${method} ${safePath} made no progress for ${timeout} ms: retry later or raise 'timeout'`,
+      { timeout },
+    );
+    let handle: ReturnType<typeof setTimeout> | undefined;
+    const arm = (): void => {
+      if (handle !== undefined) clearTimeout(handle);
+      if (Number.isFinite(timeout) && !timer.signal.aborted) {
+        handle = setTimeout(() => timer.abort(timeoutError), timeout);
+      }
+    };
+    const signals = [timer.signal];
+    if (callerSignal !== undefined) signals.push(callerSignal);
+    if (this.#signal !== undefined) signals.push(this.#signal);
+    const signal = signals.length === 1
+      ? timer.signal
+      : AbortSignal.any(signals);
+
+    const headers: Record<string, string> = {
+      accept: "application/json",
+      "user-agent": this.agent,
+    };
+    if (this.#apiKey !== undefined) headers["x-api-key"] = this.#apiKey;
+    else if (this.#idToken !== undefined) {
+      headers.authorization = `Bearer ${this.#idToken}`;
+    }
+    let body: BodyInit | undefined;
+    if (call.json !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(call.json);
+    } else if (upload !== undefined) {
+      headers["content-type"] = upload.contentType;
+      headers["content-length"] = String(upload.contentLength);
+      body = upload.body.stream;
+    }
+    const init: RequestInit & { duplex?: "half" } = { method, headers, signal };
+    if (body !== undefined) init.body = body;
+    if (upload !== undefined) init.duplex = "half";
+
+    // Uploads re-arm the timer on every body chunk: a stall, not a size, times out.
+    let stallWatch: ReturnType<typeof setInterval> | undefined;
+    if (upload !== undefined && Number.isFinite(timeout)) {
+      let last = -1;
+      const probe = (): void => {
+        const current = upload.body.loaded();
+        if (current !== last) {
+          last = current;
+          arm();
+        }
+      };
+      stallWatch = setInterval(
+        probe,
+        Math.max(10, Math.min(1000, timeout / 4)),
+      );
+    }
+    arm();
+    const failed = (error: unknown): unknown => {
+      if (callerSignal?.aborted) return callerSignal.reason;
+      if (this.#signal?.aborted) return this.#signal.reason;
+      if (timer.signal.aborted) return timeoutError;
+      const bodyError = upload?.body.error();
+      if (bodyError !== undefined) return bodyError;
+      return new HUBRequestError(
+        this.#redact(
+          `Cannot ${action} as ${method} ${path} failed on the network (${
+            error instanceof Error ? error.message : String(error)
+          }): check that ${this.apiRoot} is reachable, or retry later`,
+        ),
+        { method, path: safePath, retriable: true, cause: error },
+      );
+    };
+    try {
+      let response: Response;
+      let text: string;
+      try {
+        response = await this.#fetch(
+          `${this.apiRoot}${path}${call.query ?? ""}`,
+          init,
+        );
+        text = await readCapped(response, () => {
+          throw new HUBRequestError(
+            `Cannot ${action} as the reply of ${method} ${safePath} exceeds ${MAX_RESPONSE_BYTES} bytes: check that ${this.apiRoot} is a HUB server`,
+            {
+              method,
+              path: safePath,
+              status: response.status,
+              retriable: false,
+            },
+          );
+        });
+      } catch (error) {
+        if (error instanceof HUBRequestError) throw error;
+        throw failed(error);
+      }
+      return this.#parse(call, safePath, response, text);
+    } finally {
+      if (handle !== undefined) clearTimeout(handle);
+      if (stallWatch !== undefined) clearInterval(stallWatch);
+    }
+  }
+
+  #parse(
+    call: Call,
+    path: string,
+    response: Response,
+    text: string,
+  ): Envelope {
+    const { method, action } = call;
+    const status = response.status;
+    let parsed: unknown;
+    let malformed: string | undefined;
+    if (text.trim() !== "") {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        malformed = /^\s*</.test(text)
+          ? "is an HTML page, not JSON"
+          : "is not valid JSON (truncated or malformed)";
+      }
+    }
+    const message = isRecord(parsed) && typeof parsed.message === "string"
+      ? parsed.message
+      : undefined;
+    if (!response.ok) {
+      if (call.acceptRefusal && (status === 401 || status === 403)) {
+        return { success: false, data: undefined, message };
+      }
+      const checksum = status === 400 && message !== undefined &&
+        message.startsWith("Checksum mismatch");
+      const retriable = isRetriableStatus(status) || checksum;
+      const retryAfter = parseRetryAfter(response.headers);
+      const detail = message !== undefined
+        ? `: ${message}`
+        : malformed !== undefined
+        ? ` with a reply that ${malformed}`
+        : "";
+      return fail(
+        new HUBRequestError(
+          this.#redact(
+            `Cannot ${action} as the server answered ${status}${detail}${
+              checksum
+                ? ": the file was corrupted in transit; retry"
+                : hintFor(status)
+            }`,
+          ),
+          {
+            method,
+            path,
+            status,
+            serverMessage: message,
+            retryAfter,
+            retriable,
+          },
+        ),
+      );
+    }
+    if (malformed !== undefined) {
+      return fail(this.#badReply(method, path, action, malformed, status));
+    }
+    if (parsed === undefined) {
+      if (call.emptyOk === true) {
+        return { success: true, data: undefined, message: undefined };
+      }
+      return fail(this.#badReply(method, path, action, "is empty", status));
+    }
+    if (!isRecord(parsed) || typeof parsed.success !== "boolean") {
+      return fail(
+        this.#badReply(
+          method,
+          path,
+          action,
+          "is not a HUB envelope ({ success, data, message })",
+          status,
+        ),
+      );
+    }
+    if (!parsed.success) {
+      if (call.acceptRefusal) {
+        return { success: false, data: parsed.data, message };
+      }
+      return fail(
+        new HUBRequestError(
+          this.#redact(
+            `Cannot ${action} as the server answered ${status} with success false${
+              message === undefined ? "" : `: ${message}`
+            }`,
+          ),
+          { method, path, status, serverMessage: message, retriable: false },
+        ),
+      );
+    }
+    return { success: true, data: parsed.data, message };
+  }
+}
+
+function fail(error: HUBError): never {
+  throw error;
+}
+
+async function readCapped(
+  response: Response,
+  tooLarge: () => never,
+): Promise<string> {
+  const declared = Number(response.headers.get("content-length"));
+  if (Number.isFinite(declared) && declared > MAX_RESPONSE_BYTES) {
+    await response.body?.cancel().catch(() => {});
+    tooLarge();
+  }
+  if (response.body === null) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_RESPONSE_BYTES) {
+      await reader.cancel().catch(() => {});
+      tooLarge();
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
