@@ -1,0 +1,133 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  createProgressBar,
+  formatBytes,
+  formatProgress,
+} from "../src/progress.ts";
+
+describe("formatProgress()", () => {
+  test("shows bytes, percent, rate and ETA when all are known", () => {
+    assert.equal(
+      formatProgress({ loaded: 250_000_000, total: 1_000_000_000 }, {
+        label: "Uploading best.pt",
+        rate: 50_000_000,
+        width: 8,
+      }),
+      "Uploading best.pt [##------] 250 MB/1.0 GB 25% 50.0 MB/s ETA 0:15",
+    );
+  });
+
+  test("leaves out what is unknown", () => {
+    assert.equal(
+      formatProgress({ loaded: 1234, total: undefined }),
+      "1.2 kB",
+    );
+    assert.equal(
+      formatProgress({ loaded: 10, total: 10 }, { width: 0, rate: 5 }),
+      "10 B/10 B 100% 5 B/s",
+    );
+    assert.equal(formatProgress({ loaded: 0, total: 0 }), "0 B/0 B 100%");
+  });
+
+  test("formats hours in the ETA and never exceeds 100%", () => {
+    assert.match(
+      formatProgress({ loaded: 0, total: 7_200_000 }, { rate: 1000 }),
+      /0% 1.0 kB\/s ETA 2:00:00$/,
+    );
+    assert.match(formatProgress({ loaded: 20, total: 10 }), /100%$/);
+  });
+
+  test("formatBytes() uses SI units and survives nonsense", () => {
+    assert.equal(formatBytes(0), "0 B");
+    assert.equal(formatBytes(999_999), "1000 kB");
+    assert.equal(formatBytes(137_000_000), "137 MB");
+    assert.equal(formatBytes(-1), "? B");
+  });
+});
+
+describe("createProgressBar()", () => {
+  function fakeClock() {
+    let time = 0;
+    return { now: () => time, advance: (ms: number) => (time += ms) };
+  }
+
+  test("redraws in place at most once per interval and ends with a newline", () => {
+    const clock = fakeClock();
+    const writes: string[] = [];
+    const bar = createProgressBar({
+      label: "Up",
+      write: (t) => writes.push(t),
+      interval: 100,
+      now: clock.now,
+    });
+    assert.ok(bar !== undefined);
+    bar.onProgress({ loaded: 0, total: 1000 });
+    for (let i = 1; i < 10; i++) {
+      clock.advance(10);
+      bar.onProgress({ loaded: i * 10, total: 1000 });
+    }
+    assert.equal(writes.length, 1, "throttled to the first draw");
+    clock.advance(100);
+    bar.onProgress({ loaded: 500, total: 1000 });
+    assert.equal(writes.length, 2);
+    assert.ok(writes.every((w) => w.startsWith("\r")));
+    assert.match(writes[1] ?? "", /50%/);
+    assert.match(writes[1] ?? "", /B\/s/);
+    bar.onProgress({ loaded: 1000, total: 1000 });
+    assert.equal(writes.length, 3, "the final state is always drawn");
+    bar.done();
+    bar.done();
+    assert.equal(writes.at(-1), "\n");
+    assert.equal(writes.filter((w) => w === "\n").length, 1);
+    bar.onProgress({ loaded: 1000, total: 1000 });
+    assert.equal(writes.at(-1), "\n", "nothing after done()");
+  });
+
+  test("pads a shorter line so no old characters remain", () => {
+    const writes: string[] = [];
+    const clock = fakeClock();
+    const bar = createProgressBar({
+      write: (t) => writes.push(t),
+      interval: 0,
+      now: clock.now,
+    });
+    bar?.onProgress({ loaded: 900_000_000, total: 1_000_000_000 });
+    clock.advance(1000);
+    bar?.onProgress({ loaded: 0, total: 1_000_000_000 });
+    assert.equal(writes[1]?.length, writes[0]?.length);
+  });
+
+  test("a throwing writer never breaks the caller", () => {
+    const bar = createProgressBar({
+      write: () => {
+        throw new Error("closed terminal");
+      },
+    });
+    bar?.onProgress({ loaded: 1, total: 2 });
+    bar?.done();
+    assert.ok(bar !== undefined);
+  });
+
+  test("without a terminal (as under test) no bar is created", () => {
+    // Test runners pipe standard error, or CI is set: either way no bar.
+    const proc = (globalThis as {
+      process?: { stderr?: { isTTY?: boolean }; env?: Record<string, string> };
+    }).process;
+    const ci = proc?.env?.CI;
+    const isTTY = proc?.stderr?.isTTY === true;
+    if (
+      !isTTY || (ci !== undefined && ci !== "" && ci !== "0" && ci !== "false")
+    ) {
+      assert.equal(createProgressBar(), undefined);
+    } else assert.equal(typeof createProgressBar()?.onProgress, "function");
+  });
+
+  test("invalid options are refused", () => {
+    assert.throws(() => createProgressBar({ interval: -1 }), RangeError);
+    assert.throws(
+      () => createProgressBar({ write: 3 as unknown as () => void }),
+      TypeError,
+    );
+  });
+});
