@@ -16,6 +16,7 @@ import type { HUBError } from "./errors.ts";
 export type CheckpointOutcome =
   | { status: "uploaded"; epoch: number; size: number; sha256: string }
   | { status: "superseded"; epoch: number }
+  | { status: "deferred"; epoch: number }
   | {
     status: "skipped";
     epoch: number;

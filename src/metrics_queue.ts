@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { MetricsJournal } from "./journal.ts";
 import type { EpochMetrics } from "./types.ts";
 
 /** A snapshot of pending epochs taken for one request. */
@@ -37,6 +38,44 @@ export class MetricsQueue {
   #pending = new Map<number, { metrics: EpochMetrics; version: number }>();
   #version = 0;
   #acked = new Set<number>();
+  #journal: MetricsJournal | undefined;
+
+  /**
+   * Attaches a journal: every epoch queued from now on is written to it
+   * first, and every acknowledgement recorded; the epochs it holds
+   * unacknowledged are queued again.
+   *
+   * @param journal The model's open journal.
+   * @returns The epochs restored from the journal.
+   */
+  attachJournal(journal: MetricsJournal): number[] {
+    this.#journal = journal;
+    const restored: number[] = [];
+    for (const [epoch, entry] of journal.unacknowledged) {
+      if (this.#pending.has(epoch)) continue; // a value queued in this run is newer
+      this.#pending.set(epoch, { metrics: entry.metrics, version: -entry.seq });
+      restored.push(epoch);
+    }
+    // Values queued before the journal existed are written to it now.
+    for (const [epoch, entry] of this.#pending) {
+      if (entry.version > 0) {
+        this.#pending.set(epoch, {
+          metrics: entry.metrics,
+          version: journal.append(epoch, entry.metrics),
+        });
+      }
+    }
+    this.#version = Math.max(
+      this.#version,
+      ...[...this.#pending.values()].map((e) => Math.abs(e.version)),
+    );
+    return restored;
+  }
+
+  /** Detaches the journal (the caller closes it). */
+  detachJournal(): void {
+    this.#journal = undefined;
+  }
 
   /**
    * Queues (or replaces) the metrics of an epoch.
@@ -68,7 +107,9 @@ export class MetricsQueue {
       }
       copy[name] = value;
     }
-    this.#pending.set(epoch, { metrics: copy, version: ++this.#version });
+    const version = this.#journal?.append(epoch, copy) ?? ++this.#version;
+    this.#version = Math.max(this.#version, version);
+    this.#pending.set(epoch, { metrics: copy, version });
   }
 
   /** Number of epochs waiting for acknowledgement. */
@@ -112,6 +153,7 @@ export class MetricsQueue {
    */
   ack(batch: MetricsBatch): number[] {
     const removed: number[] = [];
+    this.#journal?.ack([...batch.versions.values()].map(Math.abs));
     for (const [epoch, version] of batch.versions) {
       this.#acked.add(epoch);
       if (this.#pending.get(epoch)?.version === version) {

@@ -17,10 +17,10 @@ export interface TrainArgs {
   imgsz?: number;
   /** Epochs without improvement before stopping early. */
   patience?: number;
-  /** Device string, e.g. `"0"` or `"cpu"`; `""` lets the trainer choose. */
-  device?: string;
-  /** Dataset cache mode, e.g. `"ram"`. */
-  cache?: string;
+  /** Device, e.g. `0`, `"0,1"` or `"cpu"`; `""` lets the trainer choose. */
+  device?: string | number;
+  /** Dataset cache mode, e.g. `"ram"`, `"disk"` or `false`. */
+  cache?: string | boolean;
   /** Dataset URL or name. */
   data?: string;
   /** Whether training resumes from the last checkpoint. */

@@ -1,0 +1,362 @@
+/**
+ * A crash-safe, per-model journal of what the server has not acknowledged
+ * yet: metrics (an append-only JSON-lines file), plus the model document and
+ * deferred weights for offline work.
+ *
+ * Each queued epoch is written to the file before it counts as queued (one
+ * `write` per epoch: it survives a killed process) and flushed to the disk in
+ * batches (`fdatasync` at most every 200 ms: it survives a power cut within
+ * that window). Acknowledgements are appended as records of their own, so
+ * reopening the journal yields exactly the epochs never acknowledged.
+ *
+ * Layout: `<root>/<server>/<model id>/` with `metrics.jsonl`, `model.json`
+ * (the last model document seen) and, for offline work, `checkpoint.pt` /
+ * `final.pt` with a `.json` beside each.
+ *
+ * @module
+ */
+
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fdatasync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { readEnv } from "./config.ts";
+import type { EpochMetrics, ModelDocument } from "./types.ts";
+
+/** Weights kept in the journal until they can be uploaded. */
+export interface DeferredWeights {
+  /** `checkpoint` (sent as `last.pt`) or `final` (sent as `best.pt`). */
+  kind: "checkpoint" | "final";
+  /** Path of the journal's copy. */
+  path: string;
+  /** Epoch of the weights. */
+  epoch: number;
+  /** Best model so far (checkpoints). */
+  isBest: boolean;
+  /** Mean average precision (final weights). */
+  map: number;
+}
+
+interface MetricsRecord {
+  t: "m";
+  s: number;
+  e: number;
+  m: EpochMetrics;
+}
+interface AckRecord {
+  t: "a";
+  s: number[];
+}
+
+const SYNC_INTERVAL = 200;
+
+/**
+ * Returns the default journal root: the OS cache directory's
+ * `hub-session/journal` (`$XDG_CACHE_HOME`, `~/.cache`, `~/Library/Caches` or
+ * `%LOCALAPPDATA%`).
+ *
+ * @returns An absolute directory path.
+ *
+ * @example Where journals live
+ * ```ts
+ * import { defaultJournalRoot } from "./journal.ts";
+ *
+ * console.log(defaultJournalRoot());
+ * ```
+ */
+export function defaultJournalRoot(): string {
+  const platform =
+    (globalThis as { process?: { platform?: string } }).process?.platform ??
+      (globalThis as { Deno?: { build: { os: string } } }).Deno?.build.os;
+  let base = readEnv("XDG_CACHE_HOME");
+  if (base === undefined || base === "") {
+    if (platform === "darwin") base = join(homedir(), "Library", "Caches");
+    else if (platform === "win32" || platform === "windows") {
+      base = readEnv("LOCALAPPDATA") ?? join(homedir(), "AppData", "Local");
+    } else base = join(homedir(), ".cache");
+  }
+  return join(base, "hub-session", "journal");
+}
+
+/**
+ * Returns the journal directory of one model on one server.
+ *
+ * @param root Journal root, e.g. {@linkcode defaultJournalRoot}.
+ * @param apiRoot API root of the server the model lives on.
+ * @param modelId Id of the model.
+ * @returns The directory path (not created).
+ *
+ * @example Directory of a model
+ * ```ts
+ * import { journalDir } from "./journal.ts";
+ *
+ * const dir = journalDir("/tmp/j", "http://127.0.0.1:8080", "AbCdEfGhIj0123456789");
+ * console.assert(dir.endsWith("AbCdEfGhIj0123456789"));
+ * ```
+ */
+export function journalDir(
+  root: string,
+  apiRoot: string,
+  modelId: string,
+): string {
+  const url = new URL(apiRoot);
+  const server = `${url.hostname}_${
+    url.port || (url.protocol === "https:" ? "443" : "80")
+  }${url.pathname.replace(/[^A-Za-z0-9]+/g, "_").replace(/_+$/, "")}`.replace(
+    /[^A-Za-z0-9._-]/g,
+    "_",
+  );
+  return join(root, server, modelId.replace(/[^A-Za-z0-9]/g, "_"));
+}
+
+/**
+ * The journal of one model. Synchronous appends keep `queueMetrics()` free of
+ * awaits; batched `fdatasync` keeps it fast.
+ *
+ * @example Record, acknowledge, reopen
+ * ```ts
+ * import { MetricsJournal } from "./journal.ts";
+ * import { mkdtempSync, rmSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = mkdtempSync(join(tmpdir(), "journal-"));
+ * const journal = MetricsJournal.open(dir);
+ * const seq = journal.append(0, { "train/loss": 1 });
+ * journal.append(1, { "train/loss": 0.5 });
+ * journal.ack([seq]);
+ * await journal.close();
+ * const again = MetricsJournal.open(dir);
+ * console.assert([...again.unacknowledged.keys()].join() === "1");
+ * await again.close();
+ * rmSync(dir, { recursive: true });
+ * ```
+ */
+export class MetricsJournal {
+  #dir: string;
+  #fd: number | undefined;
+  #seq: number;
+  #unacknowledged: Map<number, { seq: number; metrics: EpochMetrics }>;
+  #syncTimer: ReturnType<typeof setTimeout> | undefined;
+  #syncing: Promise<void> = Promise.resolve();
+  #dirty = false;
+
+  private constructor(
+    dir: string,
+    fd: number,
+    seq: number,
+    unacknowledged: Map<number, { seq: number; metrics: EpochMetrics }>,
+  ) {
+    this.#dir = dir;
+    this.#fd = fd;
+    this.#seq = seq;
+    this.#unacknowledged = unacknowledged;
+  }
+
+  /**
+   * Opens (creating it if needed) the journal in `dir` and replays it.
+   *
+   * A torn last line (a crash in the middle of a write) is ignored.
+   *
+   * @param dir The model's journal directory.
+   * @returns The open journal.
+   */
+  static open(dir: string): MetricsJournal {
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "metrics.jsonl");
+    const latest = new Map<number, { seq: number; metrics: EpochMetrics }>();
+    const acked = new Set<number>();
+    let seq = 0;
+    if (existsSync(file)) {
+      for (const line of readFileSync(file, "utf8").split("\n")) {
+        if (line.trim() === "") continue;
+        let record: MetricsRecord | AckRecord;
+        try {
+          record = JSON.parse(line);
+        } catch {
+          continue; // a torn write from a crash
+        }
+        if (
+          record.t === "m" && Number.isInteger(record.e) &&
+          Number.isInteger(record.s)
+        ) {
+          seq = Math.max(seq, record.s);
+          const previous = latest.get(record.e);
+          if (previous === undefined || previous.seq < record.s) {
+            latest.set(record.e, { seq: record.s, metrics: record.m });
+          }
+        } else if (record.t === "a" && Array.isArray(record.s)) {
+          for (const s of record.s) acked.add(s);
+        }
+      }
+    }
+    const unacknowledged = new Map<
+      number,
+      { seq: number; metrics: EpochMetrics }
+    >();
+    for (const [epoch, entry] of [...latest].sort((a, b) => a[0] - b[0])) {
+      if (!acked.has(entry.seq)) unacknowledged.set(epoch, entry);
+    }
+    const fd = openSync(file, "a");
+    return new MetricsJournal(dir, fd, seq, unacknowledged);
+  }
+
+  /** The journal's directory. */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  /** Epochs found unacknowledged when the journal was opened. */
+  get unacknowledged(): ReadonlyMap<
+    number,
+    { seq: number; metrics: EpochMetrics }
+  > {
+    return this.#unacknowledged;
+  }
+
+  /**
+   * Appends an epoch's metrics; returns its sequence number.
+   *
+   * @param epoch Epoch number.
+   * @param metrics The epoch's metrics.
+   * @returns The record's sequence number.
+   */
+  append(epoch: number, metrics: EpochMetrics): number {
+    const s = ++this.#seq;
+    this.#write({ t: "m", s, e: epoch, m: metrics });
+    return s;
+  }
+
+  /**
+   * Records that the server acknowledged these sequence numbers.
+   *
+   * @param seqs Sequence numbers from {@linkcode MetricsJournal.append}.
+   */
+  ack(seqs: number[]): void {
+    if (seqs.length > 0) this.#write({ t: "a", s: seqs });
+  }
+
+  #write(record: MetricsRecord | AckRecord): void {
+    if (this.#fd === undefined) return;
+    writeSync(this.#fd, JSON.stringify(record) + "\n");
+    this.#dirty = true;
+    if (this.#syncTimer === undefined) {
+      this.#syncTimer = setTimeout(() => {
+        this.#syncTimer = undefined;
+        this.#syncing = this.#sync();
+      }, SYNC_INTERVAL);
+      const deno =
+        (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
+      if (deno !== undefined && typeof this.#syncTimer === "number") {
+        deno.unrefTimer(this.#syncTimer);
+      } else (this.#syncTimer as { unref?: () => void }).unref?.();
+    }
+  }
+
+  #sync(): Promise<void> {
+    const fd = this.#fd;
+    if (fd === undefined || !this.#dirty) return Promise.resolve();
+    this.#dirty = false;
+    return new Promise((resolve) => fdatasync(fd, () => resolve()));
+  }
+
+  /** Saves the model document, so an offline session knows its arguments. */
+  saveModel(model: ModelDocument): void {
+    const file = join(this.#dir, "model.json");
+    writeFileSync(`${file}.tmp`, JSON.stringify(model));
+    renameSync(`${file}.tmp`, file);
+  }
+
+  /** Reads the model document saved by {@linkcode MetricsJournal.saveModel}. */
+  loadModel(): ModelDocument | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.#dir, "model.json"), "utf8"));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Copies weights into the journal (replacing older ones of that kind) to
+   * upload them later.
+   *
+   * @param source Path of the weights file.
+   * @param meta What the weights are.
+   */
+  deferWeights(source: string, meta: Omit<DeferredWeights, "path">): void {
+    const path = join(this.#dir, `${meta.kind}.pt`);
+    copyFileSync(source, `${path}.tmp`);
+    renameSync(`${path}.tmp`, path);
+    writeFileSync(`${path}.json`, JSON.stringify(meta));
+  }
+
+  /** Weights waiting in the journal, checkpoint first. */
+  deferredWeights(): DeferredWeights[] {
+    return deferredWeightsIn(this.#dir);
+  }
+
+  /**
+   * Flushes to disk and closes the file. When nothing is left unacknowledged
+   * and no weights are deferred, the journal's files are removed.
+   *
+   * @param options `remove`: whether a fully delivered journal is deleted.
+   * @returns A promise that resolves once the journal is closed.
+   */
+  async close(
+    options: { pending?: number; remove?: boolean } = {},
+  ): Promise<void> {
+    if (this.#syncTimer !== undefined) clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
+    await this.#syncing;
+    await this.#sync();
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+    if (
+      options.remove === true && (options.pending ?? 0) === 0 &&
+      deferredWeightsIn(this.#dir).length === 0
+    ) {
+      rmSync(this.#dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Lists the weights deferred in a model's journal directory.
+ *
+ * @param dir The model's journal directory.
+ * @returns The deferred weights, checkpoint first.
+ */
+export function deferredWeightsIn(dir: string): DeferredWeights[] {
+  const out: DeferredWeights[] = [];
+  for (const kind of ["checkpoint", "final"] as const) {
+    const path = join(dir, `${kind}.pt`);
+    try {
+      const meta = JSON.parse(readFileSync(`${path}.json`, "utf8"));
+      if (existsSync(path)) out.push({ ...meta, kind, path });
+    } catch {
+      // none of this kind
+    }
+  }
+  return out;
+}
+
+/**
+ * Removes deferred weights once the server has them.
+ *
+ * @param weights What {@linkcode deferredWeightsIn} returned.
+ */
+export function dropDeferredWeights(weights: DeferredWeights): void {
+  rmSync(weights.path, { force: true });
+  rmSync(`${weights.path}.json`, { force: true });
+}

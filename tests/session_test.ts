@@ -1,0 +1,817 @@
+import { after, before, test } from "node:test";
+import process from "node:process";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HUBClient } from "../src/client.ts";
+import { HUBError, HUBModelError, HUBRequestError } from "../src/errors.ts";
+import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
+import type { SessionOptions } from "../src/session.ts";
+import { serveHub } from "../src/server/mod.ts";
+import type { Logger } from "../src/types.ts";
+
+type Hub = Awaited<ReturnType<typeof serveHub>>;
+
+let dir: string;
+let hub: Hub;
+let client: HUBClient;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "hub-session-test-"));
+  hub = await serveHub({ port: 0, dataDir: join(dir, "hub") });
+  client = new HUBClient({ apiRoot: hub.url });
+});
+
+after(async () => {
+  await hub.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface Captured extends Logger {
+  lines: string[];
+}
+
+function captureLogger(): Captured {
+  const lines: string[] = [];
+  return {
+    lines,
+    info: (m) => lines.push(`info ${m}`),
+    warn: (m) => lines.push(`warn ${m}`),
+    error: (m) => lines.push(`error ${m}`),
+  };
+}
+
+/** Options every test uses: the local HUB, tiny delays, no settings file. */
+function options(extra: SessionOptions = {}): SessionOptions {
+  return {
+    apiRoot: hub.url,
+    webRoot: hub.url,
+    settingsFile: false,
+    env: () => undefined,
+    logger: "quiet",
+    rateLimits: { metrics: 10, ckpt: 0, heartbeat: 60_000 },
+    journal: false,
+    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
+    ...extra,
+  };
+}
+
+/** A model the local HUB knows, ready to be trained. */
+async function newModelId(name = "yolov8n.yaml"): Promise<string> {
+  return await client.createModel(
+    createModelPayload(name, { data: "coco8.yaml", epochs: 3 }),
+  );
+}
+
+interface Call {
+  method: string;
+  path: string;
+  body: string | undefined;
+}
+
+/**
+ * Passes every request to the real server and records it; `fault` may answer
+ * instead (to simulate what a healthy server cannot do).
+ */
+function recordingFetch(
+  fault?: (
+    call: Call,
+    n: number,
+    init?: RequestInit,
+  ) => Promise<Response> | undefined,
+): { fetch: typeof fetch; calls: Call[] } {
+  const calls: Call[] = [];
+  const wrapped = async (
+    input: RequestInfo | URL,
+    init?: RequestInit,
+  ): Promise<Response> => {
+    const request = new Request(input, init);
+    const url = new URL(request.url);
+    const isJson = (request.headers.get("content-type") ?? "").includes("json");
+    const body = isJson ? await request.clone().text() : undefined;
+    const call = { method: request.method, path: url.pathname, body };
+    calls.push(call);
+    const answer = fault?.(call, calls.length, init);
+    if (answer !== undefined) return await answer;
+    return await fetch(input, init);
+  };
+  return { fetch: wrapped as typeof fetch, calls };
+}
+
+function metricsEpochsOf(call: Call): string[] {
+  if (call.body === undefined) return [];
+  const body = JSON.parse(call.body) as {
+    type?: string;
+    metrics?: Record<string, string>;
+  };
+  return body.type === "metrics" ? Object.keys(body.metrics ?? {}) : [];
+}
+
+const sha256 = (bytes: Uint8Array): string =>
+  createHash("sha256").update(bytes).digest("hex");
+
+test("create() loads a model id, derives training arguments and adopts the agent id", async () => {
+  const id = await newModelId();
+  const { fetch, calls } = recordingFetch();
+  const session = await HUBTrainingSession.create(id, options({ fetch }));
+  try {
+    assert.equal(session.modelId, id);
+    assert.equal(session.modelUrl, `${hub.url}/models/${id}`);
+    assert.equal(session.apiUrl, `${hub.url}/v1/models/${id}`);
+    assert.equal(session.trainArgs.data, "coco8.yaml");
+    assert.equal(session.trainArgs.epochs, 3);
+    assert.equal(session.modelFile, session.model?.cfg);
+    assert.equal(session.alive, true);
+    // The first beat is sent at start; wait for its answer.
+    for (let i = 0; i < 200 && session.agentId === null; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(typeof session.agentId, "string");
+    const beats = calls.filter((c) =>
+      c.path.startsWith("/v1/agent/heartbeat/")
+    );
+    assert.equal(JSON.parse(beats[0]?.body ?? "{}").agentId, null);
+  } finally {
+    await session.close();
+  }
+  assert.equal(session.alive, false);
+});
+
+test("the heartbeat sends back the agent id the server assigned", async () => {
+  const id = await newModelId();
+  const { fetch, calls } = recordingFetch();
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, rateLimits: { metrics: 10, ckpt: 0, heartbeat: 5 } }),
+  );
+  try {
+    const beats = () =>
+      calls.filter((c) => c.path.startsWith("/v1/agent/heartbeat/"));
+    for (let i = 0; i < 400 && beats().length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(beats().length >= 3);
+    const assigned = session.agentId;
+    assert.ok(assigned !== null);
+    const later = beats().slice(1).map((c) =>
+      JSON.parse(c.body ?? "{}").agentId
+    );
+    assert.ok(
+      later.every((agentId) => agentId === assigned),
+      JSON.stringify(later),
+    );
+  } finally {
+    await session.close();
+  }
+});
+
+test("create() with a .yaml file sends the exact create payload on createModel()", async () => {
+  const { fetch, calls } = recordingFetch();
+  const session = await HUBTrainingSession.create(
+    "yolov8s.yaml",
+    options({ fetch }),
+  );
+  try {
+    assert.equal(session.modelId, undefined);
+    assert.equal(session.filename, "yolov8s.yaml");
+    const id = await session.createModel({
+      data: "coco8.yaml",
+      epochs: 5,
+      device: 0,
+    });
+    assert.equal(session.modelId, id);
+    const create = calls.find((c) =>
+      c.method === "POST" && c.path === "/v1/models"
+    );
+    assert.deepEqual(JSON.parse(create?.body ?? "null"), {
+      config: {
+        batchSize: -1,
+        epochs: 5,
+        imageSize: 640,
+        patience: 100,
+        device: "0",
+        cache: "ram",
+      },
+      dataset: { name: "coco8.yaml" },
+      lineage: { architecture: { name: "yolov8s" }, parent: {} },
+      meta: { name: "yolov8s.yaml" },
+    });
+    const model = await client.getModel(id);
+    assert.equal(model.data, "coco8.yaml");
+  } finally {
+    await session.close();
+  }
+});
+
+test("createModelPayload() names the parent only for a .pt file", () => {
+  const pt = createModelPayload("yolov8n.pt", {
+    data: "d.yaml",
+    cache: false,
+    batch: 16,
+  });
+  assert.deepEqual(pt.lineage, {
+    architecture: { name: "yolov8n" },
+    parent: { name: "yolov8n.pt" },
+  });
+  assert.equal(pt.config.cache, "false");
+  assert.equal(pt.config.batchSize, 16);
+  const yaml = createModelPayload("yolov8n.yaml", {});
+  assert.deepEqual(yaml.lineage.parent, {});
+});
+
+test("create() fails with HUBModelError for a missing model", async () => {
+  await assert.rejects(
+    HUBTrainingSession.create("AAAAAAAAAAAAAAAAAAAA", options()),
+    (error: unknown) => {
+      assert.ok(error instanceof HUBModelError);
+      assert.match(error.message, /does not exist/);
+      assert.ok(error.cause instanceof HUBRequestError);
+      return true;
+    },
+  );
+});
+
+test("create() fails with HUBModelError naming the URL for a trained model", async () => {
+  const id = await newModelId();
+  const file = join(dir, "trained-best.pt");
+  await writeFile(file, randomBytes(1024));
+  await client.uploadModel(id, { epoch: 3, file, type: "final", map: 0.5 });
+  await assert.rejects(
+    HUBTrainingSession.create(id, options()),
+    (error: unknown) => {
+      assert.ok(error instanceof HUBModelError);
+      assert.match(error.message, /already trained/);
+      assert.ok(error.message.includes(`${hub.url}/models/${id}`));
+      return true;
+    },
+  );
+});
+
+test("create() fails with HUBModelError while the dataset is still processing", async () => {
+  const payload = createModelPayload("yolov8n.yaml", {});
+  const id = await client.createModel(payload);
+  await assert.rejects(
+    HUBTrainingSession.create(id, options()),
+    (error: unknown) => {
+      assert.ok(error instanceof HUBModelError);
+      assert.match(error.message, /dataset is still processing/);
+      return true;
+    },
+  );
+});
+
+test("a resumable model trains from its last checkpoint", async () => {
+  const id = await newModelId("yolov8n.pt");
+  const file = join(dir, "resume-last.pt");
+  await writeFile(file, randomBytes(2048));
+  await client.uploadModel(id, {
+    epoch: 1,
+    file,
+    type: "epoch",
+    isBest: false,
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false }),
+  );
+  try {
+    assert.deepEqual(session.trainArgs, { data: "coco8.yaml", resume: true });
+    assert.equal(session.modelFile, session.model?.resume);
+    assert.match(String(session.modelFile), /last\.pt$/);
+  } finally {
+    await session.close();
+  }
+});
+
+test("50 epochs queued faster than the rate limit all arrive exactly once after close()", async () => {
+  const id = await newModelId();
+  const { fetch, calls } = recordingFetch();
+  const session = await HUBTrainingSession.create(
+    id,
+    options({
+      fetch,
+      heartbeat: false,
+      rateLimits: { metrics: 25, ckpt: 0, heartbeat: 1000 },
+    }),
+  );
+  for (let epoch = 0; epoch < 50; epoch++) {
+    session.queueMetrics(epoch, {
+      "train/loss": 1 / (epoch + 1),
+      "metrics/mAP50(B)": epoch / 50,
+    });
+  }
+  const report = await session.close();
+  assert.deepEqual(report.pendingEpochs, []);
+  assert.equal(report.settled, true);
+  const stored = await client.listMetrics(id);
+  assert.deepEqual(stored.map((m) => m.epoch), [...Array(50).keys()]);
+  assert.equal(stored[49]?.metrics["train/loss"], 1 / 50);
+  const sent = calls.flatMap(metricsEpochsOf);
+  assert.equal(sent.length, 50, "each epoch is sent exactly once");
+  assert.equal(new Set(sent).size, 50);
+  // The rate limit batched them: far fewer requests than epochs.
+  assert.ok(calls.filter((c) => metricsEpochsOf(c).length > 0).length < 50);
+});
+
+test("a 503 then a success keeps the epoch and delivers it", async () => {
+  const id = await newModelId();
+  let failed = 0;
+  const { fetch, calls } = recordingFetch((call) => {
+    if (metricsEpochsOf(call).length > 0 && failed++ === 0) {
+      return Promise.resolve(
+        Response.json({ success: false, message: "Service unavailable" }, {
+          status: 503,
+        }),
+      );
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, heartbeat: false }),
+  );
+  session.queueMetrics(0, { "train/loss": 2 });
+  const result = await session.uploadMetrics();
+  assert.deepEqual(result.sent, [0]);
+  assert.equal(result.error, undefined);
+  await session.close();
+  assert.equal(calls.filter((c) => metricsEpochsOf(c).includes("0")).length, 2);
+  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [0]);
+});
+
+test("a 400 fails fast with the server's message and keeps the epoch queued", async () => {
+  const id = await newModelId();
+  const logger = captureLogger();
+  const { fetch, calls } = recordingFetch((call) => {
+    if (metricsEpochsOf(call).length > 0) {
+      return Promise.resolve(
+        Response.json({ success: false, message: "Metric names are invalid" }, {
+          status: 400,
+        }),
+      );
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, heartbeat: false, logger }),
+  );
+  session.queueMetrics(7, { "train/loss": 2 });
+  const result = await session.uploadMetrics();
+  assert.ok(result.error instanceof HUBRequestError);
+  assert.equal(result.error.status, 400);
+  assert.equal(result.error.serverMessage, "Metric names are invalid");
+  assert.deepEqual(result.pending, [7]);
+  assert.equal(
+    calls.filter((c) => metricsEpochsOf(c).length > 0).length,
+    1,
+    "no retry",
+  );
+  assert.ok(logger.lines.some((l) => l.includes("Metric names are invalid")));
+  const report = await session.close({ timeout: 1000 });
+  assert.deepEqual(report.pendingEpochs, [7]);
+});
+
+test("a Retry-After is waited at least as long as it says", async () => {
+  const id = await newModelId();
+  let limited = 0;
+  const { fetch } = recordingFetch((call) => {
+    if (metricsEpochsOf(call).length > 0 && limited++ === 0) {
+      return Promise.resolve(
+        Response.json({ success: false, message: "Rate limit reached" }, {
+          status: 429,
+          headers: { "Retry-After": "1" },
+        }),
+      );
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, heartbeat: false }),
+  );
+  session.queueMetrics(0, { "train/loss": 1 });
+  const start = performance.now();
+  const result = await session.uploadMetrics();
+  const waited = performance.now() - start;
+  await session.close();
+  assert.deepEqual(result.sent, [0]);
+  assert.ok(waited >= 990, `waited ${waited} ms`);
+});
+
+test("a stalled final upload times out per attempt and is retried", async () => {
+  const id = await newModelId();
+  const file = join(dir, "stall-best.pt");
+  const bytes = randomBytes(64 * 1024);
+  await writeFile(file, bytes);
+  let uploads = 0;
+  const { fetch } = recordingFetch((call, _n, init) => {
+    if (call.path.endsWith("/upload") && uploads++ === 0) {
+      // Accept the request and never answer, until the attempt is aborted.
+      return new Promise<Response>((_resolve, reject) => {
+        const signal = init?.signal;
+        signal?.addEventListener("abort", () => reject(signal.reason), {
+          once: true,
+        });
+      });
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({
+      fetch,
+      heartbeat: false,
+      budgets: { final: { attemptTimeout: 100 } },
+    }),
+  );
+  const result = await session.uploadModel(3, file, {
+    final: true,
+    map: 0.7,
+    onProgress() {},
+  });
+  await session.close();
+  assert.equal(uploads, 2);
+  assert.equal(result.sha256, sha256(bytes));
+  const model = await client.getModel(id);
+  assert.equal(model.status, "trained");
+  const served = new Uint8Array(
+    await (await fetch(String(model.weights))).arrayBuffer(),
+  );
+  assert.equal(sha256(served), sha256(bytes));
+});
+
+test("the final upload rejects with a typed error once its budget is spent", async () => {
+  const id = await newModelId();
+  const file = join(dir, "budget-best.pt");
+  await writeFile(file, randomBytes(1024));
+  let uploads = 0;
+  const { fetch } = recordingFetch((call) => {
+    if (call.path.endsWith("/upload")) {
+      uploads++;
+      return Promise.resolve(
+        Response.json({ success: false, message: "Bad gateway" }, {
+          status: 502,
+        }),
+      );
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({
+      fetch,
+      heartbeat: false,
+      budgets: { final: { maxAttempts: 3 } },
+    }),
+  );
+  await assert.rejects(
+    session.uploadModel(1, file, { final: true, onProgress() {} }),
+    (error: unknown) => error instanceof HUBError,
+  );
+  await session.close();
+  assert.equal(uploads, 3);
+});
+
+test("overwriting last.pt right after uploadModel() still delivers the old bytes", async () => {
+  const id = await newModelId();
+  const file = join(dir, "snapshot-last.pt");
+  const first = randomBytes(256 * 1024);
+  await writeFile(file, first);
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false }),
+  );
+  const outcome = session.uploadModel(1, file, { isBest: true });
+  await writeFile(file, randomBytes(256 * 1024)); // the trainer saves the next epoch
+  const result = await outcome;
+  await session.close();
+  assert.equal(result.status, "uploaded");
+  const model = await client.getModel(id);
+  const served = new Uint8Array(
+    await (await fetch(String(model.resume))).arrayBuffer(),
+  );
+  assert.equal(sha256(served), sha256(first));
+});
+
+test("a newer checkpoint supersedes one still waiting; one upload runs at a time", async () => {
+  const id = await newModelId();
+  const file = join(dir, "supersede-last.pt");
+  let running = 0;
+  let maxRunning = 0;
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const { fetch } = recordingFetch((call, _n, init) => {
+    if (!call.path.endsWith("/upload")) return undefined;
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    return gate.then(() =>
+      globalThis.fetch(new Request(`${hub.url}${call.path}`, init))
+    )
+      .finally(() => running--);
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, heartbeat: false }),
+  );
+  await writeFile(file, "epoch 1");
+  const one = session.uploadModel(1, file);
+  await writeFile(file, "epoch 2");
+  const two = session.uploadModel(2, file);
+  await writeFile(file, "epoch 3");
+  const three = session.uploadModel(3, file);
+  release();
+  const outcomes = await Promise.all([one, two, three]);
+  await session.close();
+  assert.deepEqual(outcomes.map((o) => o.status), [
+    "uploaded",
+    "superseded",
+    "uploaded",
+  ]);
+  assert.equal(maxRunning, 1);
+  const model = await client.getModel(id);
+  const served = await (await fetch(String(model.resume))).text();
+  assert.equal(served, "epoch 3");
+});
+
+test("checkpoints obey the rate limit unless forced", async () => {
+  const id = await newModelId();
+  const file = join(dir, "rate-last.pt");
+  await writeFile(file, "weights");
+  const session = await HUBTrainingSession.create(
+    id,
+    options({
+      heartbeat: false,
+      rateLimits: { metrics: 10, ckpt: 3_600_000, heartbeat: 1000 },
+    }),
+  );
+  const first = await session.uploadModel(1, file);
+  const second = await session.uploadModel(2, file);
+  const forced = await session.uploadModel(3, file, { force: true });
+  await session.close();
+  assert.equal(first.status, "uploaded");
+  assert.deepEqual(second, {
+    status: "skipped",
+    epoch: 2,
+    reason: "rate-limit",
+  });
+  assert.equal(forced.status, "uploaded");
+});
+
+test("a missing checkpoint mid-training is a warning, not a crash", async () => {
+  const id = await newModelId();
+  const logger = captureLogger();
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false, logger }),
+  );
+  const outcome = await session.uploadModel(1, join(dir, "nope", "last.pt"));
+  await session.close();
+  assert.deepEqual(outcome, {
+    status: "skipped",
+    epoch: 1,
+    reason: "missing-file",
+  });
+  assert.ok(
+    logger.lines.some((l) =>
+      l.startsWith("warn") && l.includes("missing checkpoint")
+    ),
+  );
+});
+
+test("a missing best.pt falls back to last.pt with a warning", async () => {
+  const id = await newModelId();
+  const weights = join(dir, "fallback", "weights");
+  await import("node:fs/promises").then((fs) =>
+    fs.mkdir(weights, { recursive: true })
+  );
+  const last = randomBytes(4096);
+  await writeFile(join(weights, "last.pt"), last);
+  const logger = captureLogger();
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false, logger }),
+  );
+  const result = await session.uploadModel(5, join(weights, "best.pt"), {
+    final: true,
+    onProgress() {},
+  });
+  await session.close();
+  assert.equal(result.path, join(weights, "last.pt"));
+  assert.equal(result.sha256, sha256(last));
+  assert.ok(
+    logger.lines.some((l) => l.startsWith("warn") && l.includes("best.pt")),
+  );
+  await assert.rejects(
+    (await HUBTrainingSession.create(
+      await newModelId(),
+      options({ heartbeat: false }),
+    ))
+      .uploadModel(5, join(dir, "none", "best.pt"), { final: true }),
+    (error: unknown) =>
+      error instanceof HUBError && /does not exist/.test(error.message),
+  );
+});
+
+test("final upload progress ends with loaded === total", async () => {
+  const id = await newModelId();
+  const file = join(dir, "progress-best.pt");
+  await writeFile(file, randomBytes(3 * 1024 * 1024 + 17));
+  const events: Array<{ loaded: number; total: number | undefined }> = [];
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false }),
+  );
+  await session.uploadModel(9, file, {
+    final: true,
+    onProgress: (p) => events.push({ ...p }),
+  });
+  await session.close();
+  const last = events.at(-1);
+  assert.ok(last !== undefined && last.total !== undefined);
+  assert.equal(last.loaded, last.total);
+  for (let i = 1; i < events.length; i++) {
+    assert.ok((events[i]?.loaded ?? 0) >= (events[i - 1]?.loaded ?? 0));
+  }
+});
+
+test("flush() reports epochs that could not be delivered, bounded by its timeout", async () => {
+  const id = await newModelId();
+  const { fetch } = recordingFetch((call) => {
+    if (metricsEpochsOf(call).length > 0) {
+      return Promise.reject(new TypeError("fetch failed"));
+    }
+  });
+  const session = await HUBTrainingSession.create(
+    id,
+    options({
+      fetch,
+      heartbeat: false,
+      budgets: { metrics: { maxAttempts: 2 } },
+    }),
+  );
+  session.queueMetrics(0, { a: 1 });
+  session.queueMetrics(1, { a: 2 });
+  const report = await session.flush({ timeout: 5_000 });
+  assert.deepEqual(report.pendingEpochs, [0, 1]);
+  const closed = await session.close({ timeout: 0 });
+  assert.deepEqual(closed.pendingEpochs, [0, 1]);
+  assert.throws(() => session.queueMetrics(2, { a: 3 }), HUBError);
+});
+
+test("a newer value queued while an epoch is in flight is not lost", async () => {
+  const id = await newModelId();
+  let session: HUBTrainingSession | undefined;
+  const { fetch } = recordingFetch((call, _n, init) => {
+    if (
+      metricsEpochsOf(call).includes("0") &&
+      JSON.parse(call.body ?? "{}").metrics["0"].includes("1")
+    ) {
+      // While the first value is in flight, the trainer re-queues epoch 0.
+      session?.queueMetrics(0, { "train/loss": 2 });
+      return globalThis.fetch(
+        new Request(`${hub.url}${call.path}`, {
+          ...init,
+          body: call.body ?? null,
+        }),
+      );
+    }
+  });
+  session = await HUBTrainingSession.create(
+    id,
+    options({ fetch, heartbeat: false }),
+  );
+  session.queueMetrics(0, { "train/loss": 1 });
+  const first = await session.uploadMetrics();
+  assert.deepEqual(first.pending, [0], "the newer value stays queued");
+  await session.close();
+  const stored = await client.listMetrics(id);
+  assert.equal(stored[0]?.metrics["train/loss"], 2);
+});
+
+test("no log line, error or request URL carries the API key", async () => {
+  const key = "Q".repeat(42);
+  const secured = await serveHub({
+    port: 0,
+    dataDir: join(dir, "secured"),
+    apiKeys: [key],
+  });
+  try {
+    const securedClient = new HUBClient({ apiRoot: secured.url, apiKey: key });
+    const id = await securedClient.createModel(
+      createModelPayload("yolov8n.yaml", { data: "coco8.yaml" }),
+    );
+    const logger = captureLogger();
+    const urls: string[] = [];
+    const wrapped = ((input: RequestInfo | URL, init?: RequestInit) => {
+      urls.push(new Request(input, init).url);
+      return fetch(input, init);
+    }) as typeof fetch;
+    const errors: unknown[] = [];
+    const session = await HUBTrainingSession.create(`${key}_${id}`, {
+      ...options({ logger, fetch: wrapped }),
+      apiRoot: secured.url,
+      webRoot: secured.url,
+    });
+    session.queueMetrics(0, { a: 1 });
+    await session.uploadModel(0, join(dir, "missing.pt"));
+    await session.uploadModel(0, join(dir, "missing", "best.pt"), {
+      final: true,
+    }).catch((e) => errors.push(e));
+    await session.close();
+    await HUBTrainingSession.create(`${"W".repeat(42)}_${id}`, {
+      ...options({ logger, fetch: wrapped }),
+      apiRoot: secured.url,
+      webRoot: secured.url,
+    }).catch((e) => errors.push(e));
+    await HUBTrainingSession.create(id, {
+      ...options({ logger }),
+      apiRoot: "http://hub.example.org",
+      apiKey: key,
+    }).catch((e) => errors.push(e));
+    assert.ok(errors.length >= 3);
+    const texts = [
+      ...logger.lines,
+      ...urls,
+      ...errors.flatMap(function chain(e: unknown): string[] {
+        if (!(e instanceof Error)) return [String(e)];
+        return [
+          e.message,
+          String(e.stack),
+          ...(e.cause === undefined ? [] : chain(e.cause)),
+        ];
+      }),
+    ];
+    assert.ok(texts.length > 5);
+    for (const text of texts) assert.ok(!text.includes(key), text);
+    assert.deepEqual(
+      (await securedClient.listMetrics(id)).map((m) => m.epoch),
+      [0],
+    );
+  } finally {
+    await secured.close();
+  }
+});
+
+test("rate limits are validated up front", async () => {
+  await assert.rejects(
+    HUBTrainingSession.create(
+      "yolov8n.pt",
+      options({ rateLimits: { metrics: -1 } }),
+    ),
+    RangeError,
+  );
+});
+
+test("the session closes with `await using`", async () => {
+  const id = await newModelId();
+  let closedSession: HUBTrainingSession | undefined;
+  {
+    await using session = await HUBTrainingSession.create(id, options());
+    closedSession = session;
+    session.queueMetrics(0, { a: 1 });
+  }
+  assert.equal(closedSession?.alive, false);
+  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [0]);
+});
+
+test("after close() the process has nothing pending and exits promptly", async () => {
+  const id = await newModelId();
+  const { spawn } = await import("node:child_process");
+  const fixture =
+    new URL("./fixtures/session_child.ts", import.meta.url).pathname;
+  const isDeno = "Deno" in globalThis;
+  const args = isDeno
+    ? ["run", "-A", fixture, hub.url, id]
+    : [fixture, hub.url, id];
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => out += String(d));
+  child.stderr.on("data", (d) => out += String(d));
+  const code = await new Promise<number | null>((resolve) => {
+    const killer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    child.on("close", (c) => {
+      clearTimeout(killer);
+      resolve(c);
+    });
+  });
+  assert.equal(code, 0, out);
+  assert.match(out, /closed pending=0/);
+  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [
+    0,
+    1,
+    2,
+  ]);
+});
+
+test("the trainer's files are read, not modified", async () => {
+  const id = await newModelId();
+  const file = join(dir, "untouched-last.pt");
+  await writeFile(file, "abc");
+  const session = await HUBTrainingSession.create(
+    id,
+    options({ heartbeat: false }),
+  );
+  await session.uploadModel(1, file);
+  await session.close();
+  assert.equal(await readFile(file, "utf8"), "abc");
+});
