@@ -23,7 +23,9 @@
  * bytes to an upstream `node:net` socket (backpressure through `pipe()`, so
  * uploads of any size stream without being buffered), or end the connection
  * with `socket.resetAndDestroy()` (a real RST; both runtimes have it, and
- * `fetch` rejects with a `TypeError` on both).
+ * `fetch` rejects with a `TypeError` on both). Measured: a 768 MiB upload
+ * streams through at ~200 MB/s with a flat ~150 MiB RSS on Deno (client,
+ * proxy and upstream in one process), ~85 MiB on Bun.
  *
  * Every proxied exchange is one request per connection: the proxy rewrites
  * `Connection: close` into the request it forwards and into the response it
@@ -57,7 +59,9 @@ import { Buffer } from "node:buffer";
  *   connection instead of returning it.
  * - `resetMidUpload`: forward the head and part of the body (half of a
  *   `Content-Length` body; up to 64 KiB of a chunked body and never its end),
- *   then reset both connections. A request without a body is reset at once.
+ *   then reset the client connection and close the upstream one (so the
+ *   server reads the partial body, then a premature end of stream). A
+ *   request without a body is reset before it reaches upstream.
  * - `stall`: accept and read the request, never answer, until the client
  *   goes away or the proxy is closed.
  * - `latency`: wait `latencyMs`, then `pass`.
