@@ -90,6 +90,30 @@ export function defaultJournalRoot(): string {
 }
 
 /**
+ * Returns the journal directory of one server (its models are inside).
+ *
+ * @param root Journal root, e.g. {@linkcode defaultJournalRoot}.
+ * @param apiRoot API root of the server.
+ * @returns The directory path (not created).
+ *
+ * @example Directory of a server
+ * ```ts
+ * import { serverJournalDir } from "./journal.ts";
+ *
+ * console.log(serverJournalDir("/tmp/j", "http://127.0.0.1:8080"));
+ * ```
+ */
+export function serverJournalDir(root: string, apiRoot: string): string {
+  const url = new URL(apiRoot);
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  const path = url.pathname.replace(/[^A-Za-z0-9]+/g, "_").replace(/_+$/, "");
+  return join(
+    root,
+    `${url.hostname}_${port}${path}`.replace(/[^A-Za-z0-9._-]/g, "_"),
+  );
+}
+
+/**
  * Returns the journal directory of one model on one server.
  *
  * @param root Journal root, e.g. {@linkcode defaultJournalRoot}.
@@ -110,14 +134,10 @@ export function journalDir(
   apiRoot: string,
   modelId: string,
 ): string {
-  const url = new URL(apiRoot);
-  const server = `${url.hostname}_${
-    url.port || (url.protocol === "https:" ? "443" : "80")
-  }${url.pathname.replace(/[^A-Za-z0-9]+/g, "_").replace(/_+$/, "")}`.replace(
-    /[^A-Za-z0-9._-]/g,
-    "_",
+  return join(
+    serverJournalDir(root, apiRoot),
+    modelId.replace(/[^A-Za-z0-9]/g, "_"),
   );
-  return join(root, server, modelId.replace(/[^A-Za-z0-9]/g, "_"));
 }
 
 /**

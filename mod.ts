@@ -1,0 +1,109 @@
+/**
+ * Run a model-training session against a HUB server: open (or create) the
+ * model, keep the server told that the trainer is alive, stream per-epoch
+ * metrics, upload checkpoints and the final weights, and lose none of it to
+ * a flaky network. Works on Deno and Bun, with no dependencies; the local HUB
+ * server (`./server`) speaks the same v1 protocol.
+ *
+ * @example Train against the local HUB
+ * ```ts
+ * import { HUBTrainingSession } from "./mod.ts";
+ * import { serveHub } from "./src/server/mod.ts";
+ * import { mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dataDir = await mkdtemp(join(tmpdir(), "hub-"));
+ * const hub = await serveHub({ dataDir });
+ * await using session = await HUBTrainingSession.create("yolov8n.yaml", {
+ *   apiRoot: hub.url,
+ *   webRoot: hub.url,
+ *   logger: "quiet",
+ *   journal: false,
+ * });
+ * await session.createModel({ data: "coco8.yaml", epochs: 1 });
+ * session.queueMetrics(0, { "train/loss": 0.5 });
+ * const report = await session.close();
+ * console.assert(report.pendingEpochs.length === 0);
+ * await hub.close();
+ * await rm(dataDir, { recursive: true });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  createModelPayload,
+  DEFAULT_RATE_LIMITS,
+  type FinalUploadResult,
+  type FlushOptions,
+  type FlushReport,
+  HUBTrainingSession,
+  type MetricsUploadResult,
+  type RateLimits,
+  type SessionOptions,
+  type SessionTransport,
+  type UploadModelCallOptions,
+} from "./src/session.ts";
+export type { CheckpointOutcome } from "./src/checkpoint_uploader.ts";
+export {
+  HUBClient,
+  type HUBClientOptions,
+  isRetriableStatus,
+  type RequestOptions,
+  type UploadModelOptions,
+  type UploadResult,
+} from "./src/client.ts";
+export {
+  HUBConfigError,
+  HUBError,
+  HUBModelError,
+  HUBRequestError,
+  type HUBRequestErrorInit,
+  HUBTimeoutError,
+} from "./src/errors.ts";
+export {
+  isModelId,
+  type ParsedIdentifier,
+  parseIdentifier,
+  type ParseIdentifierOptions,
+} from "./src/identifier.ts";
+export {
+  type ConfigOptions,
+  DEFAULT_API_ROOT,
+  DEFAULT_WEB_ROOT,
+  resolveConfig,
+  type ResolvedConfig,
+} from "./src/config.ts";
+export {
+  delay,
+  type DelayOptions,
+  retry,
+  RetryError,
+  type RetryOptions,
+} from "./src/retry.ts";
+export type { RequestBudget, RequestKind } from "./src/request_queue.ts";
+export { defaultJournalRoot } from "./src/journal.ts";
+export {
+  syncJournal,
+  type SyncJournalOptions,
+  type SyncModelReport,
+} from "./src/sync.ts";
+export {
+  createProgressBar,
+  type ProgressBar,
+  type ProgressBarOptions,
+} from "./src/progress.ts";
+export { consoleLogger } from "./src/logger.ts";
+export { VERSION } from "./src/version.ts";
+export type {
+  CreateModelPayload,
+  EpochMetrics,
+  Logger,
+  ModelDocument,
+  ModelStatus,
+  ProgressCallback,
+  StoredEpochMetrics,
+  TrainArgs,
+  UploadProgress,
+} from "./src/types.ts";
