@@ -79,7 +79,9 @@ export {
   delay,
   type DelayOptions,
   retry,
+  type RetryContext,
   RetryError,
+  type RetryInfo,
   type RetryOptions,
 } from "./src/retry.ts";
 export type { RequestBudget, RequestKind } from "./src/request_queue.ts";

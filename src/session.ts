@@ -743,11 +743,28 @@ export class HUBTrainingSession {
     weightsPath: string,
     options: UploadModelCallOptions & { final: true },
   ): Promise<FinalUploadResult>;
+  /**
+   * Uploads a checkpoint in the background (see above); the promise resolves
+   * to its outcome and never rejects.
+   *
+   * @param epoch Epoch of the checkpoint.
+   * @param weightsPath Path of the checkpoint file.
+   * @param options Whether it is the best model so far, and `force`.
+   * @returns What became of the checkpoint.
+   */
   uploadModel(
     epoch: number,
     weightsPath: string,
     options?: UploadModelCallOptions & { final?: false },
   ): Promise<CheckpointOutcome>;
+  /**
+   * Uploads a checkpoint or, with `final: true`, the final weights.
+   *
+   * @param epoch Epoch of the weights.
+   * @param weightsPath Path of the weights file.
+   * @param options Whether it is the best or the final model, and hooks.
+   * @returns The checkpoint's outcome, or what the final upload delivered.
+   */
   uploadModel(
     epoch: number,
     weightsPath: string,

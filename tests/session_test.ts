@@ -658,14 +658,14 @@ test("flush() reports epochs that could not be delivered, bounded by its timeout
 
 test("a newer value queued while an epoch is in flight is not lost", async () => {
   const id = await newModelId();
-  let session: HUBTrainingSession | undefined;
+  const holder: { session?: HUBTrainingSession } = {};
   const { fetch } = recordingFetch((call, _n, init) => {
     if (
       metricsEpochsOf(call).includes("0") &&
       JSON.parse(call.body ?? "{}").metrics["0"].includes("1")
     ) {
       // While the first value is in flight, the trainer re-queues epoch 0.
-      session?.queueMetrics(0, { "train/loss": 2 });
+      holder.session?.queueMetrics(0, { "train/loss": 2 });
       return globalThis.fetch(
         new Request(`${hub.url}${call.path}`, {
           ...init,
@@ -674,10 +674,11 @@ test("a newer value queued while an epoch is in flight is not lost", async () =>
       );
     }
   });
-  session = await HUBTrainingSession.create(
+  const session = await HUBTrainingSession.create(
     id,
     options({ fetch, heartbeat: false }),
   );
+  holder.session = session;
   session.queueMetrics(0, { "train/loss": 1 });
   const first = await session.uploadMetrics();
   assert.deepEqual(first.pending, [0], "the newer value stays queued");
