@@ -1,0 +1,486 @@
+/**
+ * The demo behind `deno task demo`: a real tiny training (the
+ * {@linkcode TinyTrainer} on two spirals) run through {@linkcode hubCallbacks}
+ * against the embedded local HUB, or another HUB, ending with a summary read
+ * back from the server.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import process from "node:process";
+import { hubCallbacks } from "../callbacks.ts";
+import type { TrainEndReport } from "../callbacks.ts";
+import type { CheckpointOutcome } from "../checkpoint_uploader.ts";
+import { HUBClient } from "../client.ts";
+import { HUBError } from "../errors.ts";
+import { formatBytes } from "../progress.ts";
+import { serveHub } from "../server/mod.ts";
+import type { HubServer } from "../server/mod.ts";
+import { HUBTrainingSession } from "../session.ts";
+import type { RateLimits } from "../session.ts";
+import type { Logger, ProgressCallback } from "../types.ts";
+import { TinyTrainer } from "./trainer.ts";
+import type { TinyTrainerOptions } from "./trainer.ts";
+
+/**
+ * The demo's rate limits, in milliseconds: small, so that a few seconds of
+ * training show several uploads (the hosted HUB wanted 3 s for metrics and
+ * 15 min for checkpoints).
+ *
+ * @example Read the demo's limits
+ * ```ts
+ * import { DEMO_RATE_LIMITS } from "./run.ts";
+ *
+ * console.log(`metrics every ${DEMO_RATE_LIMITS.metrics} ms`);
+ * ```
+ */
+export const DEMO_RATE_LIMITS: Readonly<RateLimits> = Object.freeze({
+  metrics: 500,
+  ckpt: 1_000,
+  heartbeat: 300_000,
+});
+
+/**
+ * Options for {@linkcode runDemo}.
+ *
+ * @example Options for a short run in a scratch directory
+ * ```ts
+ * import type { DemoOptions } from "./run.ts";
+ *
+ * const options: DemoOptions = {
+ *   epochs: 3,
+ *   dir: "/tmp/hub-demo",
+ *   trainer: { samples: 200, hidden: 8 },
+ *   write: () => {},
+ *   logger: "quiet",
+ * };
+ * console.assert(options.epochs === 3);
+ * ```
+ */
+export interface DemoOptions {
+  /**
+   * API root of a HUB to train against instead of the embedded local one.
+   *
+   * @default {undefined: start the embedded local HUB on a free port}
+   */
+  hub?: string | undefined;
+  /**
+   * API key for `hub`; never printed.
+   *
+   * @default {env HUB_API_KEY, else the Ultralytics settings file (only with `hub`)}
+   */
+  apiKey?: string | undefined;
+  /**
+   * Number of epochs to train.
+   *
+   * @default {20}
+   */
+  epochs?: number | undefined;
+  /**
+   * Directory for the embedded HUB's data, the journal and the local weights
+   * (`runs/<model id>/weights`); relative paths start at the working
+   * directory.
+   *
+   * @default {"./.hub-data"}
+   */
+  dir?: string | undefined;
+  /**
+   * Further options of the tiny trainer (`epochs` comes from `epochs`).
+   *
+   * @default {{ hidden: 64, samples: 6000 }}
+   */
+  trainer?: Omit<TinyTrainerOptions, "epochs" | "signal"> | undefined;
+  /**
+   * Rate limits of the session.
+   *
+   * @default {DEMO_RATE_LIMITS}
+   */
+  rateLimits?: Partial<RateLimits> | undefined;
+  /**
+   * Receives each line the demo prints.
+   *
+   * @default {console.log}
+   */
+  write?: ((line: string) => void) | undefined;
+  /**
+   * Where the session's and the hooks' own messages go; `"quiet"` drops them.
+   *
+   * @default {console, with the "HUB: " prefix}
+   */
+  logger?: Logger | "quiet" | undefined;
+  /**
+   * Progress of the final upload.
+   *
+   * @default {a progress bar when standard error is a terminal}
+   */
+  onProgress?: ProgressCallback | undefined;
+  /**
+   * Stops the training and the demo.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * What {@linkcode runDemo} did, as read back from the HUB.
+ *
+ * @example Decide whether the demo succeeded
+ * ```ts
+ * import type { DemoSummary } from "./run.ts";
+ *
+ * function succeeded(summary: DemoSummary): boolean {
+ *   return summary.allEpochsStored && summary.final.match;
+ * }
+ * console.assert(typeof succeeded === "function");
+ * ```
+ */
+export interface DemoSummary {
+  /** API root the demo trained against. */
+  hubUrl: string;
+  /** Whether the HUB was the embedded local one (stopped at the end). */
+  embedded: boolean;
+  /** Absolute directory of the embedded HUB's data, journal and local weights. */
+  dir: string;
+  /** Id of the model created on the HUB. */
+  modelId: string;
+  /** API URL of the model document: `<hub>/v1/models/<id>`. */
+  modelUrl: string;
+  /** Number of epochs trained. */
+  epochs: number;
+  /** Epochs whose metrics the HUB has stored, read back after training. */
+  storedEpochs: number[];
+  /** Every trained epoch is stored on the HUB. */
+  allEpochsStored: boolean;
+  /** Training loss of the first and of the last epoch. */
+  loss: { first: number; last: number };
+  /** Validation accuracy of the first and of the last epoch. */
+  accuracy: { first: number; last: number };
+  /** Epochs whose checkpoint was uploaded. */
+  checkpointsUploaded: number[];
+  /** Checkpoints not uploaded: rate limit, superseded by a newer one, or failed. */
+  checkpointsSkipped: number;
+  /** The final weights. */
+  final: {
+    /** Local path of the uploaded file. */
+    path: string;
+    /** Size in bytes. */
+    size: number;
+    /** SHA-256 of the local file. */
+    sha256: string;
+    /** SHA-256 the HUB stored for the file. */
+    serverSha256: string;
+    /** The two hashes are equal. */
+    match: boolean;
+  };
+  /** Directory of the local weights (`last.pt`, `best.pt`). */
+  weightsDir: string;
+  /** Directory of the model's files on the embedded HUB. */
+  serverModelDir: string | undefined;
+  /** The report of the end of training (close report and final upload). */
+  report: TrainEndReport;
+  /** Wall-clock duration in milliseconds. */
+  durationMs: number;
+}
+
+async function sha256Of(path: string): Promise<string> {
+  return createHash("sha256").update(await readFile(path)).digest("hex");
+}
+
+function display(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel === ""
+    ? "."
+    : rel.startsWith("..") || isAbsolute(rel)
+    ? path
+    : `./${rel}`;
+}
+
+function serverSha(doc: Record<string, unknown>): string | undefined {
+  const checkpoints = doc.checkpoints as
+    | { best?: { sha256?: unknown } | null }
+    | undefined;
+  const sha = checkpoints?.best?.sha256;
+  return typeof sha === "string" ? sha : undefined;
+}
+
+/**
+ * Runs the demo: starts the embedded local HUB (unless `hub` is given),
+ * creates a model, trains the tiny network with {@linkcode hubCallbacks}
+ * (per-epoch metrics, checkpoints, final upload with progress), reads the
+ * metrics and the final weights' sha256 back from the HUB, prints a summary
+ * and stops everything it started.
+ *
+ * @param options HUB, epochs, directory, output.
+ * @returns What was stored on the HUB.
+ * @throws {RangeError} When `epochs` is not an integer from 1 to 10000.
+ * @throws {HUBError} When the HUB cannot be reached or refuses the model.
+ *
+ * @example Run a three-epoch demo in a temporary directory
+ * ```ts
+ * import { runDemo } from "./run.ts";
+ * import { mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = await mkdtemp(join(tmpdir(), "hub-demo-"));
+ * const summary = await runDemo({
+ *   epochs: 3,
+ *   dir,
+ *   trainer: { samples: 200, hidden: 8 },
+ *   write: () => {},
+ *   logger: "quiet",
+ * });
+ * console.assert(summary.allEpochsStored && summary.final.match);
+ * await rm(dir, { recursive: true });
+ * ```
+ */
+export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
+  const started = performance.now();
+  const {
+    hub: hubOption,
+    apiKey,
+    epochs = 20,
+    dir: dirOption = ".hub-data",
+    trainer: trainerOptions = {},
+    rateLimits: rateOption,
+    write = (line: string) => console.log(line),
+    logger = undefined,
+    onProgress,
+    signal,
+  } = options;
+  if (!Number.isInteger(epochs) || epochs < 1 || epochs > 10_000) {
+    throw new RangeError(
+      `Cannot run the demo for ${epochs} epochs: pass an integer from 1 to 10000`,
+    );
+  }
+  if (typeof write !== "function") {
+    throw new TypeError("Cannot run the demo as 'write' is not a function");
+  }
+  if (hubOption !== undefined) {
+    try {
+      new URL(hubOption);
+    } catch {
+      throw new TypeError(
+        `Cannot run the demo against "${hubOption}" as it is not a URL: pass e.g. http://127.0.0.1:8080`,
+      );
+    }
+  }
+  signal?.throwIfAborted();
+  const rateLimits = { ...DEMO_RATE_LIMITS, ...rateOption };
+  const dir = resolve(dirOption);
+  await mkdir(dir, { recursive: true });
+
+  let server: HubServer | undefined;
+  let session: HUBTrainingSession | undefined;
+  try {
+    if (hubOption === undefined) {
+      server = await serveHub({ port: 0, dataDir: dir });
+      write(`Local HUB: ${server.url} (data in ${display(dir)})`);
+    } else {
+      write(`HUB: ${hubOption}`);
+    }
+    const hubUrl = server?.url ?? hubOption!;
+    write(
+      `Rate limits (small for the demo; the hosted HUB used 3 s and 15 min): metrics ${rateLimits.metrics} ms, checkpoints ${rateLimits.ckpt} ms`,
+    );
+
+    const trainer = new TinyTrainer({
+      hidden: 64,
+      samples: 6000,
+      ...trainerOptions,
+      epochs,
+      ...(signal === undefined ? {} : { signal }),
+    });
+    const args = trainer.args;
+    write(
+      `Training: ${args.model} on ${args.data} (${args.samples} points), ${args.epochs} epochs, Adam lr ${args.lr0}, batch ${args.batch}`,
+    );
+
+    session = await HUBTrainingSession.create(`${args.model}.yaml`, {
+      apiRoot: hubUrl,
+      webRoot: hubUrl,
+      rateLimits,
+      journal: join(dir, "journal"),
+      ...(logger === undefined ? {} : { logger }),
+      ...(signal === undefined ? {} : { signal }),
+      ...(server === undefined
+        ? (apiKey === undefined ? {} : { apiKey })
+        : { settingsFile: false, env: () => undefined }),
+    });
+    const hooks = hubCallbacks(session, {
+      ...(logger === undefined ? {} : { logger }),
+      ...(onProgress === undefined ? {} : { onProgress }),
+    });
+
+    const modelId = await hooks.onPretrainRoutineStart(trainer);
+    const modelUrl = session.apiUrl ?? `${hubUrl}/v1/models/${modelId}`;
+    write(`Model: ${modelUrl}`);
+    hooks.onPretrainRoutineEnd();
+
+    const weightsDir = join(dir, "runs", modelId, "weights");
+    const last = join(weightsDir, "last.pt");
+    const best = join(weightsDir, "best.pt");
+    const uploaded: number[] = [];
+    const outcomes: Array<Promise<CheckpointOutcome>> = [];
+    const width = String(epochs).length;
+    let first: Record<string, number> | undefined;
+    let latest: Record<string, number> = {};
+    let lastEpoch = 0;
+    while (!trainer.done) {
+      const result = await trainer.trainEpoch();
+      const { epoch, metrics, isBest } = result;
+      first ??= metrics;
+      latest = metrics;
+      lastEpoch = epoch;
+      hooks.onFitEpochEnd(epoch, metrics);
+      await trainer.save(last);
+      if (isBest) await trainer.save(best, { optimizer: false });
+      const outcome = hooks.onModelSave(epoch, last, isBest);
+      outcomes.push(outcome);
+      void outcome.then((o) => {
+        if (o.status === "uploaded") {
+          uploaded.push(o.epoch);
+          write(
+            `  checkpoint of epoch ${o.epoch + 1} stored on the HUB (${
+              formatBytes(o.size)
+            })`,
+          );
+        } else if (o.status === "failed") {
+          write(
+            `  checkpoint of epoch ${
+              o.epoch + 1
+            } not uploaded: ${o.error.message}`,
+          );
+        }
+      });
+      write(
+        `epoch ${String(epoch + 1).padStart(width)}/${epochs}  loss ${
+          (metrics["train/loss"] ?? NaN).toFixed(4)
+        }  val_loss ${(metrics["val/loss"] ?? NaN).toFixed(4)}  accuracy ${
+          (metrics["metrics/accuracy"] ?? NaN).toFixed(3)
+        }${isBest ? "  best" : ""}`,
+      );
+    }
+
+    write(`Uploading the final weights (${display(best)})`);
+    const report = await hooks.onTrainEnd(
+      lastEpoch,
+      best,
+      trainer.bestFitness,
+    );
+    await Promise.all(outcomes);
+    if (report.final === undefined) {
+      throw report.finalError ??
+        new HUBError("Cannot finish the demo as the final upload failed");
+    }
+
+    const client = new HUBClient({
+      apiRoot: hubUrl,
+      apiKey: server === undefined ? apiKey : undefined,
+      ...(signal === undefined ? {} : { signal }),
+    });
+    const stored = await client.listMetrics(modelId);
+    const doc = await client.getModel(modelId);
+    const storedEpochs = stored.map((entry) => entry.epoch);
+    const wanted = Array.from({ length: epochs }, (_, i) => i);
+    const allEpochsStored = wanted.every((e) => storedEpochs.includes(e));
+    const localSha = await sha256Of(report.final.path);
+    const remoteSha = serverSha(doc) ?? report.final.sha256;
+    const serverModelDir = server === undefined
+      ? undefined
+      : join(dir, "models", modelId);
+    uploaded.sort((a, b) => a - b);
+    const durationMs = performance.now() - started;
+
+    const summary: DemoSummary = {
+      hubUrl,
+      embedded: server !== undefined,
+      dir,
+      modelId,
+      modelUrl,
+      epochs,
+      storedEpochs,
+      allEpochsStored,
+      loss: {
+        first: first?.["train/loss"] ?? NaN,
+        last: latest["train/loss"] ?? NaN,
+      },
+      accuracy: {
+        first: first?.["metrics/accuracy"] ?? NaN,
+        last: latest["metrics/accuracy"] ?? NaN,
+      },
+      checkpointsUploaded: uploaded,
+      checkpointsSkipped: epochs - uploaded.length,
+      final: {
+        path: report.final.path,
+        size: report.final.size,
+        sha256: localSha,
+        serverSha256: remoteSha,
+        match: localSha === remoteSha,
+      },
+      weightsDir,
+      serverModelDir,
+      report,
+      durationMs,
+    };
+
+    write("");
+    write(`Done in ${(durationMs / 1000).toFixed(1)} s`);
+    write(`  model        ${modelUrl}`);
+    write(
+      `  epochs       ${storedEpochs.length} of ${epochs} stored on the HUB${
+        allEpochsStored ? "" : " (MISSING SOME)"
+      } (read back from ${hubUrl}/v1/models/${modelId}/metrics)`,
+    );
+    write(
+      `  training     loss ${summary.loss.first.toFixed(4)} -> ${
+        summary.loss.last.toFixed(4)
+      }, accuracy ${summary.accuracy.first.toFixed(3)} -> ${
+        summary.accuracy.last.toFixed(3)
+      }`,
+    );
+    write(
+      `  checkpoints  ${uploaded.length} uploaded (epoch ${
+        uploaded.map((e) => e + 1).join(", ") || "none"
+      }), ${summary.checkpointsSkipped} skipped by the ${rateLimits.ckpt} ms rate limit or superseded`,
+    );
+    write(
+      `  final        ${display(report.final.path)}, ${
+        formatBytes(report.final.size)
+      }, sha256 ${localSha}`,
+    );
+    write(
+      `               HUB's sha256 ${remoteSha}: ${
+        summary.final.match ? "match" : "MISMATCH"
+      }`,
+    );
+    if (report.pendingEpochs.length > 0 || !report.settled) {
+      write(
+        `  undelivered  ${
+          report.pendingEpochs.join(", ") || "none"
+        } (settled: ${report.settled})`,
+      );
+    }
+    write(`  local files  ${display(weightsDir)}/ (last.pt, best.pt)`);
+    if (serverModelDir !== undefined) {
+      write(
+        `  HUB files    ${
+          display(serverModelDir)
+        }/ (model.json, last.pt, best.pt)`,
+      );
+      write(
+        `  the local HUB has stopped; serve this data again with: deno task hub --data ${
+          display(dir)
+        }`,
+      );
+    }
+    return summary;
+  } finally {
+    await session?.close({ timeout: 0 });
+    await server?.close();
+  }
+}
