@@ -202,9 +202,9 @@ export interface HubCallbacks {
    */
   onPretrainRoutineStart(trainer: PretrainTrainer): Promise<string>;
   /**
-   * Marks the start of training: logs where to watch the model. The
-   * reference restarted its rate-limit timers here; the session keeps its
-   * own, so nothing else is needed.
+   * Marks the start of training; warns when the session has no model yet.
+   * The reference restarted its rate-limit timers here; the session keeps
+   * its own, so nothing else is needed.
    */
   onPretrainRoutineEnd(): void;
   /**
@@ -356,14 +356,11 @@ export function hubCallbacks(
     },
 
     onPretrainRoutineEnd(): void {
-      const url = session.modelUrl;
-      if (url === undefined) {
+      if (session.modelId === undefined) {
         logger.warn(
           "Training starts without a HUB model: call onPretrainRoutineStart() first, or metrics and weights stay local",
         );
-        return;
       }
-      logger.info(`Training started: view model at ${url}`);
     },
 
     onFitEpochEnd(
@@ -434,11 +431,6 @@ export function hubCallbacks(
       }
       await metrics;
       const report = await session.close({ timeout: closeTimeout });
-      if (final !== undefined) {
-        logger.info(
-          `Done: view model at ${session.modelUrl ?? "(no model)"}`,
-        );
-      }
       return {
         ...report,
         final,
