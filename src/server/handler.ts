@@ -61,6 +61,13 @@ export interface HubHandlerOptions {
    */
   now?: (() => number) | undefined;
   /**
+   * When aborted, uploads still being received are cancelled and answered
+   * 503, so that a server can shut down while a client stalls mid-upload.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal | undefined;
+  /**
    * Receives unexpected errors (answered with 500). Never given an API key.
    *
    * @default {logs the error with console.error}
@@ -703,6 +710,13 @@ function validateOptions(options: HubHandlerOptions): void {
       "Cannot create the HUB handler as now is not a function",
     );
   }
+  if (
+    options.signal !== undefined && !(options.signal instanceof AbortSignal)
+  ) {
+    throw new TypeError(
+      "Cannot create the HUB handler as signal is not an AbortSignal",
+    );
+  }
   if (options.onError !== undefined && typeof options.onError !== "function") {
     throw new TypeError(
       "Cannot create the HUB handler as onError is not a function",
@@ -759,11 +773,18 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
     maxUploadBytes = DEFAULT_MAX_UPLOAD_BYTES,
     publicUrl,
     now = Date.now,
+    signal,
     onError = (error: unknown): void => {
       console.error("HUB: unexpected server error", error);
     },
   } = options;
   const keyDigests = apiKeys.map(digest);
+  const uploadSignal = (request: Request): AbortSignal | undefined => {
+    const signals = [disconnectSignal(request), signal].filter(
+      (s): s is AbortSignal => s !== undefined,
+    );
+    return signals.length <= 1 ? signals[0] : AbortSignal.any(signals);
+  };
   const base = publicUrl?.replace(/\/+$/, "");
   let storePromise: Promise<HubStore> | undefined;
   const getStore = (): Promise<HubStore> => {
@@ -839,9 +860,15 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
         boundary,
         tempDir: store.tempDir,
         maxBytes: maxUploadBytes,
-        signal: disconnectSignal(request),
+        signal: uploadSignal(request),
       });
     } catch (error) {
+      if (signal?.aborted) {
+        throw new HttpError(
+          503,
+          "Cannot finish the upload as the server is shutting down",
+        );
+      }
       if (error instanceof MultipartError) {
         throw new HttpError(error.status, error.message);
       }
@@ -1010,6 +1037,17 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
     if (request.method === "HEAD") {
       await handle.close();
       return new Response(null, { status: 200, headers });
+    }
+    const bunFile = (globalThis as { Bun?: { file?: (path: string) => Blob } })
+      .Bun?.file;
+    if (typeof bunFile === "function") {
+      // Bun replaces Content-Length of a stream body with chunked encoding;
+      // its lazy file blob keeps the length (and is sent with sendfile).
+      await handle.close();
+      return new Response(bunFile(store.weightsPath(id, kind)), {
+        status: 200,
+        headers,
+      });
     }
     return new Response(createFileStream(handle, size), {
       status: 200,

@@ -99,6 +99,10 @@ async function main(args: string[]): Promise<number> {
   }
   const dataDir = resolve(values.data ?? ".hub-data");
 
+  // Listen for signals before announcing the URL, so that a SIGTERM sent
+  // right after the first line is handled as a clean shutdown.
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
+  const removeListeners = onTermination(() => stop());
   let server;
   try {
     server = await serveHub({
@@ -107,6 +111,7 @@ async function main(args: string[]): Promise<number> {
       ...(apiKeys.length > 0 ? { apiKeys } : {}),
     });
   } catch (error) {
+    removeListeners();
     console.error(`HUB: Cannot start the server: ${(error as Error).message}`);
     return 1;
   }
@@ -120,8 +125,6 @@ async function main(args: string[]): Promise<number> {
       : "HUB accepts every request (no --api-key given)",
   );
 
-  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
-  const removeListeners = onTermination(() => stop());
   await stopped;
   removeListeners();
   console.log("HUB shutting down");

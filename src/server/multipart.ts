@@ -552,8 +552,19 @@ export async function parseMultipart(
   try {
     signal?.throwIfAborted();
     for (;;) {
-      const { done, value } = await reader.read();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        signal?.throwIfAborted();
+        throw new MultipartError(
+          `Cannot read the request body as the connection failed: ${
+            (error as Error)?.message ?? String(error)
+          }`,
+        );
+      }
       signal?.throwIfAborted();
+      const { done, value } = chunk;
       if (done) break;
       bytesRead += value.byteLength;
       if (bytesRead > maxBytes) {

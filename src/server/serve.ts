@@ -23,7 +23,7 @@ export interface ServeHubOptions extends HubHandlerOptions {
    */
   hostname?: string | undefined;
   /**
-   * Closes the server when aborted.
+   * Closes the server when aborted (see {@linkcode HubServer.close}).
    *
    * @default {undefined}
    */
@@ -37,8 +37,9 @@ export interface HubServer extends AsyncDisposable {
   /** The port actually listened on. */
   readonly port: number;
   /**
-   * Stops accepting connections, lets requests in flight finish and frees
-   * the port; the process can exit afterwards. Calling it again is harmless.
+   * Stops accepting connections, lets requests in flight finish (uploads
+   * still being received are cancelled and answered 503) and frees the port;
+   * the process can exit afterwards. Calling it again is harmless.
    */
   close(): Promise<void>;
 }
@@ -174,7 +175,12 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
       "Cannot start the HUB server as hostname is not a non-empty string",
     );
   }
-  const handler = createHubHandler(handlerOptions);
+  // Cancels uploads still being received when the server closes.
+  const closing = new AbortController();
+  const handler = createHubHandler({
+    ...handlerOptions,
+    signal: closing.signal,
+  });
   signal?.throwIfAborted();
   await mkdir(handlerOptions.dataDir, { recursive: true });
   const listener = listen(
@@ -183,13 +189,15 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     handler,
     handlerOptions.maxUploadBytes ?? 2 * 1024 * MIB,
   );
-  let closing: Promise<void> | undefined;
+  let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
-    closing ??= (async () => {
+    closed ??= (async () => {
       signal?.removeEventListener("abort", onAbort);
-      await listener.stop();
+      const stopped = listener.stop();
+      closing.abort();
+      await stopped;
     })();
-    return closing;
+    return closed;
   };
   const onAbort = (): void => {
     close().catch(() => {});

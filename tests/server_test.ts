@@ -1,0 +1,1121 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import {
+  createHubHandler,
+  type HubServer,
+  serveHub,
+  type ServeHubOptions,
+} from "../src/server/mod.ts";
+
+const KEY = "a".repeat(42);
+const PAYLOAD = {
+  config: {
+    batchSize: 16,
+    epochs: 3,
+    imageSize: 320,
+    patience: 10,
+    device: "cpu",
+    cache: "ram",
+  },
+  dataset: { name: "coco8.yaml" },
+  lineage: {
+    architecture: { name: "yolov8n" },
+    parent: { name: "yolov8n.pt" },
+  },
+  meta: { name: "yolov8n.pt" },
+};
+const encoder = new TextEncoder();
+
+interface Envelope {
+  success: boolean;
+  data?: unknown;
+  message?: string;
+}
+
+type StreamInit = RequestInit & { duplex: "half" };
+
+function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+async function withServer(
+  fn: (server: HubServer, dataDir: string) => Promise<void>,
+  options: Omit<ServeHubOptions, "dataDir"> = {},
+): Promise<void> {
+  const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+  const server = await serveHub({ dataDir, ...options });
+  try {
+    await fn(server, dataDir);
+  } finally {
+    await server.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function call(
+  server: HubServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Envelope; headers: Headers }> {
+  const response = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    ...(body === undefined
+      ? {}
+      : { body: typeof body === "string" ? body : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  return {
+    status: response.status,
+    body: JSON.parse(text) as Envelope,
+    headers: response.headers,
+  };
+}
+
+async function createModel(
+  server: HubServer,
+  headers: Record<string, string> = {},
+): Promise<string> {
+  const { status, body } = await call(
+    server,
+    "POST",
+    "/v1/models",
+    PAYLOAD,
+    headers,
+  );
+  assert.equal(status, 200, body.message);
+  const id = (body.data as { id: string }).id;
+  assert.match(id, /^[A-Za-z0-9]{20}$/);
+  return id;
+}
+
+async function getDoc(
+  server: HubServer,
+  id: string,
+  headers: Record<string, string> = {},
+): Promise<Record<string, unknown>> {
+  const { status, body } = await call(
+    server,
+    "GET",
+    `/v1/models/${id}`,
+    undefined,
+    headers,
+  );
+  assert.equal(status, 200, body.message);
+  return body.data as Record<string, unknown>;
+}
+
+interface Part {
+  name: string;
+  value: string | Uint8Array;
+  filename?: string;
+}
+
+/** A multipart body as python-requests/urllib3 encodes it. */
+function multipart(
+  boundary: string,
+  parts: Part[],
+): Uint8Array<ArrayBuffer> {
+  const chunks: Uint8Array[] = [];
+  for (const part of parts) {
+    const filename = part.filename === undefined
+      ? ""
+      : `; filename="${part.filename}"`;
+    chunks.push(
+      encoder.encode(
+        `--${boundary}\r\nContent-Disposition: form-data; name="${part.name}"${filename}\r\n\r\n`,
+      ),
+    );
+    chunks.push(
+      typeof part.value === "string" ? encoder.encode(part.value) : part.value,
+    );
+    chunks.push(encoder.encode("\r\n"));
+  }
+  chunks.push(encoder.encode(`--${boundary}--\r\n`));
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+function epochParts(
+  epoch: number,
+  data: Uint8Array,
+  extra: Part[] = [],
+): Part[] {
+  return [
+    { name: "epoch", value: String(epoch) },
+    { name: "type", value: "epoch" },
+    { name: "isBest", value: "False" },
+    { name: "last.pt", filename: "last.pt", value: data },
+    ...extra,
+  ];
+}
+
+async function upload(
+  server: HubServer,
+  id: string,
+  body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>,
+  boundary: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Envelope }> {
+  const init: StreamInit = {
+    method: "POST",
+    headers: {
+      "content-type": `multipart/form-data; boundary=${boundary}`,
+      ...headers,
+    },
+    body,
+    duplex: "half",
+  };
+  const response = await fetch(`${server.url}/v1/models/${id}/upload`, init);
+  return { status: response.status, body: await response.json() as Envelope };
+}
+
+/** A stream of `data` cut into the given chunk sizes (cycled). */
+function chunked(
+  data: Uint8Array,
+  sizes: number[],
+): ReadableStream<Uint8Array> {
+  let offset = 0;
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (offset >= data.length) {
+        controller.close();
+        return;
+      }
+      const size = sizes[i++ % sizes.length]!;
+      controller.enqueue(data.slice(offset, offset + size));
+      offset += size;
+    },
+  });
+}
+
+async function listTemp(dataDir: string): Promise<string[]> {
+  return await readdir(join(dataDir, "tmp"));
+}
+
+async function waitFor(
+  condition: () => Promise<boolean>,
+  what: string,
+): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (await condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  assert.fail(`Timed out waiting until ${what}`);
+}
+
+describe("serveHub()", () => {
+  test("serveHub() answers on a free loopback port with a URL without trailing slash", async () => {
+    await withServer(async (server) => {
+      assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.equal(server.url, `http://127.0.0.1:${server.port}`);
+      assert.ok(server.port > 0);
+      const { status, body } = await call(server, "GET", "/");
+      assert.equal(status, 200);
+      assert.equal(body.success, true);
+    });
+  });
+
+  test("close() frees the port and can be called twice", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      const server = await serveHub({ dataDir });
+      await server.close();
+      await server.close();
+      await assert.rejects(fetch(`${server.url}/`));
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("an aborted signal closes the server", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      const controller = new AbortController();
+      const server = await serveHub({ dataDir, signal: controller.signal });
+      assert.equal(
+        (await fetch(`${server.url}/`).then((r) => r.json())).success,
+        true,
+      );
+      controller.abort();
+      await server.close();
+      await assert.rejects(fetch(`${server.url}/`));
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("serveHub() and createHubHandler() reject bad options before starting", async () => {
+    await assert.rejects(serveHub({ dataDir: "" }), TypeError);
+    await assert.rejects(serveHub({ dataDir: "x", port: 70_000 }), RangeError);
+    assert.throws(
+      () => createHubHandler({ dataDir: "x", maxUploadBytes: -1 }),
+      RangeError,
+    );
+    assert.throws(
+      () => createHubHandler({ dataDir: "x", apiKeys: [""] }),
+      TypeError,
+    );
+    assert.throws(
+      () => createHubHandler({ dataDir: "x", publicUrl: "ftp://host" }),
+      TypeError,
+    );
+  });
+});
+
+describe("authentication", () => {
+  test("a server without keys accepts /v1/auth with or without a key", async () => {
+    await withServer(async (server) => {
+      assert.equal((await call(server, "POST", "/v1/auth")).body.success, true);
+      const withKey = await call(server, "POST", "/v1/auth", undefined, {
+        "x-api-key": KEY,
+      });
+      assert.equal(withKey.status, 200);
+      assert.equal(withKey.body.success, true);
+    });
+  });
+
+  test("a server with keys answers 401 to a missing or wrong key and never echoes it", async () => {
+    await withServer(async (server) => {
+      const missing = await call(server, "POST", "/v1/auth");
+      assert.equal(missing.status, 401);
+      assert.equal(missing.body.success, false);
+      const wrongKey = "b".repeat(42);
+      const wrong = await call(server, "POST", "/v1/auth", undefined, {
+        "x-api-key": wrongKey,
+      });
+      assert.equal(wrong.status, 401);
+      assert.ok(!JSON.stringify(wrong.body).includes(wrongKey));
+      const other = await call(
+        server,
+        "GET",
+        "/v1/models/abcdefghij0123456789",
+        undefined,
+        {
+          "x-api-key": wrongKey,
+        },
+      );
+      assert.equal(other.status, 401);
+    }, { apiKeys: [KEY, "c".repeat(42)] });
+  });
+
+  test("a server with keys accepts x-api-key and authorization: Bearer", async () => {
+    await withServer(async (server) => {
+      const header = await call(server, "POST", "/v1/auth", undefined, {
+        "x-api-key": KEY,
+      });
+      assert.equal(header.status, 200);
+      assert.equal(header.body.success, true);
+      const bearer = await call(server, "POST", "/v1/auth", undefined, {
+        authorization: `Bearer ${KEY}`,
+      });
+      assert.equal(bearer.status, 200);
+      const id = await createModel(server, { "x-api-key": KEY });
+      assert.equal(
+        (await getDoc(server, id, { authorization: `Bearer ${KEY}` })).id,
+        id,
+      );
+    }, { apiKeys: [KEY] });
+  });
+});
+
+describe("routes and errors", () => {
+  test("unknown routes and models answer 404 and wrong methods 405 with Allow", async () => {
+    await withServer(async (server) => {
+      const route = await call(server, "GET", "/v2/nothing");
+      assert.equal(route.status, 404);
+      assert.equal(route.body.success, false);
+      assert.ok(route.body.message);
+      const unknown = "Z".repeat(20);
+      for (
+        const [method, path, body] of [
+          ["GET", `/v1/models/${unknown}`, undefined],
+          ["GET", `/v1/models/${unknown}/metrics`, undefined],
+          ["POST", `/v1/models/${unknown}`, { type: "metrics", metrics: {} }],
+          ["PATCH", `/v1/models/${unknown}`, {}],
+          ["DELETE", `/v1/models/${unknown}`, undefined],
+          ["POST", `/v1/models/${unknown}/export`, { format: "onnx" }],
+          ["POST", `/v1/agent/heartbeat/models/${unknown}`, {
+            agent: "x",
+            agentId: null,
+          }],
+          ["GET", `/v1/models/${unknown}/files/last.pt`, undefined],
+          ["GET", `/v1/models/../../etc/files/last.pt`, undefined],
+        ] as const
+      ) {
+        const reply = await call(server, method, path, body);
+        assert.equal(reply.status, 404, `${method} ${path}`);
+        assert.equal(reply.body.success, false);
+      }
+      const wrong = await call(server, "PUT", "/v1/models");
+      assert.equal(wrong.status, 405);
+      assert.equal(wrong.headers.get("allow"), "POST");
+      const get = await call(server, "GET", "/v1/auth");
+      assert.equal(get.status, 405);
+    });
+  });
+
+  test("bad create payloads answer 400 with a message", async () => {
+    await withServer(async (server) => {
+      for (
+        const body of [
+          "{not json",
+          "",
+          "[1, 2]",
+          JSON.stringify({ ...PAYLOAD, lineage: undefined }),
+          JSON.stringify({
+            ...PAYLOAD,
+            lineage: { architecture: { name: 3 } },
+          }),
+          JSON.stringify({ ...PAYLOAD, config: { epochs: "ten" } }),
+          JSON.stringify({ ...PAYLOAD, config: [] }),
+          JSON.stringify({ ...PAYLOAD, dataset: { name: 5 } }),
+        ]
+      ) {
+        const reply = await call(server, "POST", "/v1/models", body);
+        assert.equal(reply.status, 400, body);
+        assert.equal(reply.body.success, false);
+        assert.match(reply.body.message ?? "", /^Cannot /);
+      }
+    });
+  });
+});
+
+describe("models", () => {
+  test("a created model's document carries every protocol field", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const doc = await getDoc(server, id);
+      assert.equal(doc.id, id);
+      assert.equal(doc.status, "new");
+      assert.equal(doc.data, "coco8.yaml");
+      assert.equal(doc.cfg, "yolov8n.yaml");
+      assert.equal(doc.weights, "yolov8n.pt");
+      assert.equal(doc.resume, undefined);
+      assert.equal(doc.has_last_weights, false);
+      assert.equal(doc.has_best_weights, false);
+      assert.equal(doc.is_pretrained, true);
+      assert.equal(doc.is_custom, false);
+      assert.deepEqual(doc.train_args, {
+        batch: 16,
+        epochs: 3,
+        imgsz: 320,
+        patience: 10,
+        device: "cpu",
+        cache: "ram",
+        data: "coco8.yaml",
+      });
+      assert.equal(doc.batch_size, 16);
+      assert.equal(doc.epochs, 3);
+      assert.equal(doc.imgsz, 320);
+      assert.equal(doc.patience, 10);
+      assert.equal(doc.device, "cpu");
+      assert.equal(doc.cache, "ram");
+      assert.deepEqual(doc.config, PAYLOAD.config);
+    });
+  });
+
+  test("a model built from a .yaml is custom and not pretrained, with default config", async () => {
+    await withServer(async (server) => {
+      const { body } = await call(server, "POST", "/v1/models", {
+        config: {},
+        dataset: { name: "coco8.yaml" },
+        lineage: { architecture: { name: "yolov8s" }, parent: {} },
+        meta: { name: "yolov8s.yaml" },
+      });
+      const doc = await getDoc(server, (body.data as { id: string }).id);
+      assert.equal(doc.is_pretrained, false);
+      assert.equal(doc.is_custom, true);
+      assert.equal(doc.weights, undefined);
+      assert.equal(doc.cfg, "yolov8s.yaml");
+      assert.deepEqual(doc.config, {
+        batchSize: -1,
+        epochs: 300,
+        imageSize: 640,
+        patience: 100,
+        device: "",
+        cache: "ram",
+      });
+    });
+  });
+
+  test("PATCH updates the config and refuses computed fields", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const patched = await call(server, "PATCH", `/v1/models/${id}`, {
+        config: { epochs: 50 },
+        meta: { name: "renamed" },
+        notes: "hello",
+      });
+      assert.equal(patched.status, 200, patched.body.message);
+      const doc = await getDoc(server, id);
+      assert.equal(doc.epochs, 50);
+      assert.equal((doc.train_args as { epochs: number }).epochs, 50);
+      assert.equal(doc.name, "renamed");
+      assert.equal(doc.notes, "hello");
+      const bad = await call(server, "PATCH", `/v1/models/${id}`, {
+        has_best_weights: true,
+      });
+      assert.equal(bad.status, 400);
+      const notObject = await call(server, "PATCH", `/v1/models/${id}`, "42");
+      assert.equal(notObject.status, 400);
+    });
+  });
+
+  test("DELETE soft-deletes by default and removes the files with hard=true", async () => {
+    await withServer(async (server, dataDir) => {
+      const soft = await createModel(server);
+      assert.equal(
+        (await call(server, "DELETE", `/v1/models/${soft}?hard=false`)).status,
+        200,
+      );
+      assert.equal(
+        (await call(server, "GET", `/v1/models/${soft}`)).status,
+        404,
+      );
+      assert.ok((await stat(join(dataDir, "models", soft))).isDirectory());
+      const hard = await createModel(server);
+      assert.equal(
+        (await call(server, "DELETE", `/v1/models/${hard}?hard=true`)).status,
+        200,
+      );
+      assert.equal(
+        (await call(server, "GET", `/v1/models/${hard}`)).status,
+        404,
+      );
+      await assert.rejects(stat(join(dataDir, "models", hard)));
+      const other = await createModel(server);
+      assert.equal(
+        (await call(server, "DELETE", `/v1/models/${other}?hard=maybe`)).status,
+        400,
+      );
+    });
+  });
+
+  test("export is recorded and needs a format", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const reply = await call(server, "POST", `/v1/models/${id}/export`, {
+        format: "onnx",
+      });
+      assert.equal(reply.status, 200);
+      assert.equal((reply.body.data as { format: string }).format, "onnx");
+      const doc = await getDoc(server, id);
+      assert.equal((doc.exports as { format: string }[])[0]?.format, "onnx");
+      assert.equal(
+        (await call(server, "POST", `/v1/models/${id}/export`, {})).status,
+        400,
+      );
+    });
+  });
+});
+
+describe("metrics", () => {
+  test("re-sending an epoch replaces it and the list is sorted by epoch", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const send = (metrics: Record<string, unknown>) =>
+        call(server, "POST", `/v1/models/${id}`, { type: "metrics", metrics });
+      assert.equal(
+        (await send({ "10": JSON.stringify({ loss: 1 }) })).status,
+        200,
+      );
+      assert.equal(
+        (await send({
+          "2": JSON.stringify({ loss: 3 }),
+          "1": JSON.stringify({ loss: 4 }),
+        })).status,
+        200,
+      );
+      assert.equal(
+        (await send({ "2": JSON.stringify({ loss: 2.5, map: 0.1 }) })).status,
+        200,
+      );
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(body.data, [
+        { epoch: 1, metrics: { loss: 4 } },
+        { epoch: 2, metrics: { loss: 2.5, map: 0.1 } },
+        { epoch: 10, metrics: { loss: 1 } },
+      ]);
+      assert.equal((await getDoc(server, id)).status, "training");
+    });
+  });
+
+  test("malformed metrics answer 400 and change nothing", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      for (
+        const body of [
+          { type: "other", metrics: {} },
+          { type: "metrics", metrics: [] },
+          { type: "metrics", metrics: { "x": "{}" } },
+          { type: "metrics", metrics: { "1": "{not json" } },
+          { type: "metrics", metrics: { "1": "[1]" } },
+          {
+            type: "metrics",
+            metrics: { "1": JSON.stringify({ loss: "high" }) },
+          },
+        ]
+      ) {
+        const reply = await call(server, "POST", `/v1/models/${id}`, body);
+        assert.equal(reply.status, 400, JSON.stringify(body));
+      }
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(body.data, []);
+      assert.equal((await getDoc(server, id)).status, "new");
+    });
+  });
+
+  test("concurrent metric posts to one model lose nothing, also after a restart", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      let id: string;
+      {
+        await using server = await serveHub({ dataDir });
+        id = await createModel(server);
+        const replies = await Promise.all(
+          Array.from(
+            { length: 60 },
+            (_, epoch) =>
+              call(server, "POST", `/v1/models/${id}`, {
+                type: "metrics",
+                metrics: { [epoch]: JSON.stringify({ epoch }) },
+              }),
+          ),
+        );
+        assert.ok(replies.every((r) => r.status === 200));
+      }
+      await using server = await serveHub({ dataDir });
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      const list = body.data as { epoch: number; metrics: { epoch: number } }[];
+      assert.equal(list.length, 60);
+      assert.deepEqual(
+        list.map((m) => m.epoch),
+        Array.from({ length: 60 }, (_, i) => i),
+      );
+      assert.ok(list.every((m) => m.metrics.epoch === m.epoch));
+      const raw = JSON.parse(
+        await readFile(join(dataDir, "models", id, "model.json"), "utf8"),
+      );
+      assert.equal(Object.keys(raw.metrics).length, 60);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("heartbeat", () => {
+  test("a heartbeat gets an agentId, keeps a known one and starts training", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const path = `/v1/agent/heartbeat/models/${id}`;
+      const first = await call(server, "POST", path, {
+        agent: "test/1",
+        agentId: null,
+      });
+      assert.equal(first.status, 200);
+      const agentId = (first.body.data as { agentId: string }).agentId;
+      assert.equal(typeof agentId, "string");
+      assert.ok(agentId.length > 0);
+      const second = await call(server, "POST", path, {
+        agent: "test/1",
+        agentId,
+      });
+      assert.equal((second.body.data as { agentId: string }).agentId, agentId);
+      const doc = await getDoc(server, id);
+      assert.equal(doc.status, "training");
+      assert.equal((doc.heartbeat as { agentId: string }).agentId, agentId);
+      assert.equal(
+        (await call(server, "POST", path, { agent: 5, agentId: null })).status,
+        400,
+      );
+      assert.equal(
+        (await call(server, "POST", path, { agent: "x", agentId: 7 })).status,
+        400,
+      );
+    });
+  });
+});
+
+describe("uploads", () => {
+  test("an upload is stored byte for byte and served back at the resume URL", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const data = randomBytes(3 * 1024 * 1024 + 17);
+      const boundary = randomBytes(16).toString("hex");
+      const reply = await upload(
+        server,
+        id,
+        multipart(boundary, epochParts(4, data)),
+        boundary,
+      );
+      assert.equal(reply.status, 200, reply.body.message);
+      assert.deepEqual(reply.body.data, {
+        sha256: sha256(data),
+        size: data.length,
+        epoch: 4,
+        type: "epoch",
+      });
+      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      assert.equal(sha256(stored), sha256(data));
+      const doc = await getDoc(server, id);
+      assert.equal(doc.has_last_weights, true);
+      assert.equal(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
+      const served = await fetch(doc.resume as string);
+      assert.equal(served.status, 200);
+      assert.equal(served.headers.get("content-length"), String(data.length));
+      assert.equal(
+        sha256(new Uint8Array(await served.arrayBuffer())),
+        sha256(data),
+      );
+      assert.deepEqual(await listTemp(dataDir), []);
+    });
+  });
+
+  test("a chunked upload cut at awkward places is parsed exactly", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const data = randomBytes(2 * 1024 * 1024 + 3);
+      // Make the file contain boundary look-alikes.
+      const boundary = "----hubBoundary" + randomBytes(8).toString("hex");
+      data.set(encoder.encode(`\r\n--${boundary.slice(0, -1)}`), 1000);
+      data.set(encoder.encode(`\r\n--`), 5000);
+      const sha = sha256(data);
+      const body = multipart(
+        boundary,
+        epochParts(7, data, [{ name: "sha256", value: sha }]),
+      );
+      const reply = await upload(
+        server,
+        id,
+        chunked(body, [1, 7, 65_536, 3, 40, 1_048_576, 2]),
+        boundary,
+      );
+      assert.equal(reply.status, 200, reply.body.message);
+      assert.equal((reply.body.data as { sha256: string }).sha256, sha);
+      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      assert.equal(sha256(stored), sha);
+    });
+  });
+
+  test("every split of a small multipart body into two chunks parses the same", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      const handle = createHubHandler({ dataDir });
+      const created = await handle(
+        new Request("http://127.0.0.1/v1/models", {
+          method: "POST",
+          body: JSON.stringify(PAYLOAD),
+        }),
+      );
+      const id = ((await created.json()) as { data: { id: string } }).data.id;
+      const data = encoder.encode("\r\n--a\r\n\r\n-weights\r\n-\r");
+      const body = multipart(
+        "ab",
+        epochParts(1, data, [{ name: "sha256", value: sha256(data) }]),
+      );
+      for (let cut = 0; cut <= body.length; cut++) {
+        const init: StreamInit = {
+          method: "POST",
+          headers: { "content-type": "multipart/form-data; boundary=ab" },
+          body: chunked(body, [cut === 0 ? body.length : cut, body.length]),
+          duplex: "half",
+        };
+        const response = await handle(
+          new Request(`http://127.0.0.1/v1/models/${id}/upload`, init),
+        );
+        const reply = await response.json() as Envelope;
+        assert.equal(response.status, 200, `cut at ${cut}: ${reply.message}`);
+        assert.equal((reply.data as { size: number }).size, data.length);
+      }
+      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      assert.deepEqual(new Uint8Array(stored), data);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a checksum mismatch answers 400 and stores no weights", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const data = randomBytes(256 * 1024);
+      const boundary = randomBytes(16).toString("hex");
+      const reply = await upload(
+        server,
+        id,
+        multipart(
+          boundary,
+          epochParts(1, data, [{ name: "sha256", value: "0".repeat(64) }]),
+        ),
+        boundary,
+      );
+      assert.equal(reply.status, 400);
+      assert.match(reply.body.message ?? "", /^Checksum mismatch/);
+      assert.equal((await getDoc(server, id)).has_last_weights, false);
+      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
+      assert.deepEqual(await listTemp(dataDir), []);
+    });
+  });
+
+  test("a final upload stores best.pt, records the mAP and marks the model trained", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const data = randomBytes(100_000);
+      const boundary = randomBytes(16).toString("hex");
+      const reply = await upload(
+        server,
+        id,
+        multipart(boundary, [
+          { name: "epoch", value: "3" },
+          { name: "type", value: "final" },
+          { name: "map", value: "0.625" },
+          { name: "best.pt", filename: "best.pt", value: data },
+        ]),
+        boundary,
+      );
+      assert.equal(reply.status, 200, reply.body.message);
+      const doc = await getDoc(server, id);
+      assert.equal(doc.status, "trained");
+      assert.equal(doc.has_best_weights, true);
+      assert.equal(doc.map, 0.625);
+      assert.equal(doc.weights, `${server.url}/v1/models/${id}/files/best.pt`);
+      const served = await fetch(doc.weights as string);
+      assert.equal(
+        sha256(new Uint8Array(await served.arrayBuffer())),
+        sha256(data),
+      );
+    });
+  });
+
+  test("a 0-byte file is stored as an empty file", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(16).toString("hex");
+      const reply = await upload(
+        server,
+        id,
+        multipart(boundary, epochParts(0, new Uint8Array(0))),
+        boundary,
+      );
+      assert.equal(reply.status, 200, reply.body.message);
+      assert.equal((reply.body.data as { size: number }).size, 0);
+      assert.equal(
+        (await stat(join(dataDir, "models", id, "last.pt"))).size,
+        0,
+      );
+      assert.equal((await getDoc(server, id)).has_last_weights, true);
+    });
+  });
+
+  test("malformed uploads answer 400 and leave no temporary files", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const data = randomBytes(1000);
+      const b = "xyz123";
+      const cases: [string, Uint8Array<ArrayBuffer>, string][] = [
+        [
+          "no closing boundary",
+          multipart(b, epochParts(1, data)).slice(0, -12),
+          b,
+        ],
+        [
+          "missing type",
+          multipart(b, [{ name: "epoch", value: "1" }, {
+            name: "last.pt",
+            filename: "last.pt",
+            value: data,
+          }]),
+          b,
+        ],
+        [
+          "wrong file part",
+          multipart(b, [{ name: "epoch", value: "1" }, {
+            name: "type",
+            value: "final",
+          }, { name: "last.pt", filename: "last.pt", value: data }]),
+          b,
+        ],
+        [
+          "no file",
+          multipart(b, [{ name: "epoch", value: "1" }, {
+            name: "type",
+            value: "epoch",
+          }]),
+          b,
+        ],
+        [
+          "bad epoch",
+          multipart(b, [{ name: "epoch", value: "one" }, {
+            name: "type",
+            value: "epoch",
+          }, { name: "last.pt", filename: "last.pt", value: data }]),
+          b,
+        ],
+        [
+          "bad isBest",
+          multipart(b, [
+            { name: "epoch", value: "1" },
+            { name: "type", value: "epoch" },
+            { name: "isBest", value: "Maybe" },
+            { name: "last.pt", filename: "last.pt", value: data },
+          ]),
+          b,
+        ],
+        [
+          "two files",
+          multipart(b, [...epochParts(1, data), {
+            name: "best.pt",
+            filename: "best.pt",
+            value: data,
+          }]),
+          b,
+        ],
+      ];
+      for (const [what, body, boundary] of cases) {
+        const reply = await upload(server, id, body, boundary);
+        assert.equal(reply.status, 400, what);
+        assert.equal(reply.body.success, false);
+      }
+      const notMultipart = await fetch(`${server.url}/v1/models/${id}/upload`, {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: new Uint8Array(data),
+      });
+      assert.equal(notMultipart.status, 400);
+      await notMultipart.body?.cancel();
+      assert.equal((await getDoc(server, id)).has_last_weights, false);
+      assert.deepEqual(await listTemp(dataDir), []);
+    });
+  });
+
+  test("an upload above the limit answers 413, by Content-Length and by counted chunks", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(16).toString("hex");
+      const body = multipart(boundary, epochParts(1, randomBytes(200_000)));
+      const declared = await upload(server, id, body, boundary);
+      assert.equal(declared.status, 413);
+      assert.equal(declared.body.success, false);
+      const streamed = await upload(
+        server,
+        id,
+        chunked(body, [16_384]),
+        boundary,
+      );
+      assert.equal(streamed.status, 413);
+      assert.equal((await getDoc(server, id)).has_last_weights, false);
+      await waitFor(
+        async () => (await listTemp(dataDir)).length === 0,
+        "temporary files are gone",
+      );
+    }, { maxUploadBytes: 100_000 });
+  });
+
+  test("an upload aborted mid-body leaves no weights and no temporary file", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(16).toString("hex");
+      const head = multipart(
+        boundary,
+        epochParts(1, randomBytes(2 * 1024 * 1024)),
+      ).slice(0, 1024 * 1024);
+      const controller = new AbortController();
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (!sent) {
+            sent = true;
+            c.enqueue(head);
+          }
+          // Then never finish: the client aborts.
+          return new Promise(() => {});
+        },
+      });
+      const init: StreamInit = {
+        method: "POST",
+        headers: {
+          "content-type": `multipart/form-data; boundary=${boundary}`,
+        },
+        body,
+        duplex: "half",
+        signal: controller.signal,
+      };
+      const pending = fetch(`${server.url}/v1/models/${id}/upload`, init);
+      pending.catch(() => {});
+      await waitFor(
+        async () => (await listTemp(dataDir)).length === 1,
+        "the upload has reached the file part",
+      );
+      controller.abort();
+      await assert.rejects(pending);
+      await waitFor(
+        async () => (await listTemp(dataDir)).length === 0,
+        "the temporary file is deleted",
+      );
+      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
+      assert.equal((await getDoc(server, id)).has_last_weights, false);
+    });
+  });
+});
+
+describe("persistence", () => {
+  test("a new server on the same data directory serves everything stored before", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      const data = randomBytes(500_000);
+      let id: string;
+      let agentId: string;
+      {
+        await using server = await serveHub({ dataDir });
+        id = await createModel(server);
+        await call(server, "POST", `/v1/models/${id}`, {
+          type: "metrics",
+          metrics: { "0": JSON.stringify({ loss: 0.5 }) },
+        });
+        const beat = await call(
+          server,
+          "POST",
+          `/v1/agent/heartbeat/models/${id}`,
+          {
+            agent: "test",
+            agentId: null,
+          },
+        );
+        agentId = (beat.body.data as { agentId: string }).agentId;
+        const boundary = randomBytes(16).toString("hex");
+        const reply = await upload(
+          server,
+          id,
+          multipart(boundary, epochParts(0, data)),
+          boundary,
+        );
+        assert.equal(reply.status, 200);
+      }
+      await using server = await serveHub({ dataDir });
+      const doc = await getDoc(server, id);
+      assert.equal(doc.status, "training");
+      assert.equal(doc.has_last_weights, true);
+      assert.equal((doc.heartbeat as { agentId: string }).agentId, agentId);
+      assert.equal(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(body.data, [{ epoch: 0, metrics: { loss: 0.5 } }]);
+      const served = await fetch(doc.resume as string);
+      assert.equal(
+        sha256(new Uint8Array(await served.arrayBuffer())),
+        sha256(data),
+      );
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("weight files on a server with keys", () => {
+  test("weights download with a key or with the URL's token, and not without", async () => {
+    await withServer(async (server) => {
+      const auth = { "x-api-key": KEY };
+      const id = await createModel(server, auth);
+      const data = randomBytes(10_000);
+      const boundary = randomBytes(16).toString("hex");
+      assert.equal(
+        (await upload(
+          server,
+          id,
+          multipart(boundary, epochParts(2, data)),
+          boundary,
+          auth,
+        )).status,
+        200,
+      );
+      const doc = await getDoc(server, id, auth);
+      const resume = doc.resume as string;
+      assert.match(resume, /\/files\/last\.pt\?token=[0-9a-f]+$/);
+      assert.ok(!resume.includes(KEY));
+      const byToken = await fetch(resume);
+      assert.equal(
+        sha256(new Uint8Array(await byToken.arrayBuffer())),
+        sha256(data),
+      );
+      const bare = resume.replace(/\?.*$/, "");
+      const byKey = await fetch(bare, { headers: auth });
+      assert.equal(byKey.status, 200);
+      await byKey.body?.cancel();
+      const none = await fetch(bare);
+      assert.equal(none.status, 401);
+      await none.body?.cancel();
+      const badToken = await fetch(`${bare}?token=00`);
+      assert.equal(badToken.status, 401);
+      await badToken.body?.cancel();
+    }, { apiKeys: [KEY] });
+  });
+});
+
+describe("main.ts", () => {
+  test("main.ts prints the listening line first, serves, and exits 0 on SIGTERM", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-main-"));
+    const mainPath = join(
+      dirname(fileURLToPath(import.meta.url)),
+      "..",
+      "src",
+      "server",
+      "main.ts",
+    );
+    const isDeno = "Deno" in globalThis;
+    const args = isDeno
+      ? ["run", "-A", mainPath, "--port", "0", "--data", dataDir]
+      : [mainPath, "--port", "0", "--data", dataDir];
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let stdout = "";
+      let stderr = "";
+      child.stderr.on("data", (chunk: Uint8Array) => {
+        stderr += new TextDecoder().decode(chunk);
+      });
+      const exited = new Promise<number | null>((resolve) =>
+        child.on("exit", (code) => resolve(code))
+      );
+      const firstLine = await new Promise<string>((resolve, reject) => {
+        child.stdout.on("data", (chunk: Uint8Array) => {
+          stdout += new TextDecoder().decode(chunk);
+          const newline = stdout.indexOf("\n");
+          if (newline !== -1) resolve(stdout.slice(0, newline));
+        });
+        child.on(
+          "exit",
+          () => reject(new Error(`main.ts exited early: ${stderr}`)),
+        );
+      });
+      const match = /^HUB listening on (http:\/\/127\.0\.0\.1:\d+)$/.exec(
+        firstLine,
+      );
+      assert.ok(match, firstLine);
+      const reply = await fetch(`${match[1]}/v1/auth`, { method: "POST" });
+      assert.equal((await reply.json() as Envelope).success, true);
+      // process.kill, not child.kill: Deno's child_process reports a child
+      // it signalled itself as killed by the signal even when it exits 0.
+      process.kill(child.pid!, "SIGTERM");
+      assert.equal(await exited, 0, stderr);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
