@@ -1,0 +1,110 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HUBClient } from "../src/client.ts";
+import { DEMO_RATE_LIMITS, runDemo } from "../src/demo/run.ts";
+import { serveHub } from "../src/server/mod.ts";
+
+let dir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "hub-demo-test-"));
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("runDemo()", () => {
+  test("stores every epoch and the final weights with a matching sha256 on the embedded HUB", async () => {
+    const lines: string[] = [];
+    const data = join(dir, "embedded");
+    const summary = await runDemo({
+      epochs: 4,
+      dir: data,
+      trainer: { samples: 200, hidden: 8 },
+      write: (line) => lines.push(line),
+      logger: "quiet",
+    });
+    assert.equal(summary.embedded, true);
+    assert.equal(summary.dir, data);
+    assert.deepEqual(summary.storedEpochs, [0, 1, 2, 3]);
+    assert.equal(summary.allEpochsStored, true);
+    assert.equal(summary.final.match, true);
+    assert.deepEqual(summary.report.pendingEpochs, []);
+    assert.match(summary.final.sha256, /^[0-9a-f]{64}$/);
+    // The server's copy is the local file, byte for byte.
+    const local = await readFile(summary.final.path);
+    const stored = await readFile(
+      join(data, "models", summary.modelId, "best.pt"),
+    );
+    assert.deepEqual(stored, local);
+    assert.equal(
+      createHash("sha256").update(stored).digest("hex"),
+      summary.final.sha256,
+    );
+    assert.ok(summary.checkpointsUploaded.includes(0));
+    assert.equal(
+      summary.modelUrl,
+      `${summary.hubUrl}/v1/models/${summary.modelId}`,
+    );
+    // Real weights: the local checkpoint is a HUBTINY1 file.
+    const last = await readFile(join(summary.weightsDir, "last.pt"));
+    assert.equal(new TextDecoder().decode(last.subarray(0, 8)), "HUBTINY1");
+    // The output has one line per epoch and a summary that says "match".
+    assert.equal(
+      lines.filter((l) => /^epoch [1-4]\/4 {2}loss /.test(l)).length,
+      4,
+    );
+    assert.ok(lines.some((l) => l.includes("4 of 4 stored on the HUB")));
+    assert.ok(lines.some((l) => l.endsWith(": match")));
+    assert.ok(
+      lines.some((l) =>
+        l.includes(`metrics ${DEMO_RATE_LIMITS.metrics} ms`) &&
+        l.includes(`checkpoints ${DEMO_RATE_LIMITS.ckpt} ms`)
+      ),
+    );
+    // The embedded HUB is stopped afterwards.
+    await assert.rejects(fetch(summary.hubUrl));
+    // Nothing but the HUB's files, the (emptied) journal and the run are left.
+    assert.ok((await readdir(data)).includes("runs"));
+  });
+
+  test("trains against another HUB given by URL", async () => {
+    const hub = await serveHub({ port: 0, dataDir: join(dir, "other-hub") });
+    try {
+      const summary = await runDemo({
+        hub: hub.url,
+        epochs: 2,
+        dir: join(dir, "client-side"),
+        trainer: { samples: 100, hidden: 4 },
+        write: () => {},
+        logger: "quiet",
+      });
+      assert.equal(summary.embedded, false);
+      assert.equal(summary.serverModelDir, undefined);
+      assert.equal(summary.allEpochsStored, true);
+      assert.equal(summary.final.match, true);
+      const metrics = await new HUBClient({ apiRoot: hub.url }).listMetrics(
+        summary.modelId,
+      );
+      assert.equal(metrics.length, 2);
+      assert.ok((metrics[0]!.metrics["train/loss"] ?? 0) > 0);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  test("refuses a bad epoch count before starting anything", async () => {
+    await assert.rejects(runDemo({ epochs: 0, dir, write: () => {} }), {
+      name: "RangeError",
+    });
+    await assert.rejects(
+      runDemo({ hub: "not a url", dir, write: () => {} }),
+      { name: "TypeError" },
+    );
+  });
+});
