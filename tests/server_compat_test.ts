@@ -43,8 +43,6 @@ function jsonDumps(value: PyValue | number): string {
     if (value === Infinity) return "Infinity";
     if (value === -Infinity) return "-Infinity";
     return String(value);
-      ? `${value}.0`.replace(/\.0$/, "")
-      : String(value);
   }
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(jsonDumps).join(", ")}]`;
