@@ -204,10 +204,17 @@ async function runOnce(
   const { startFaultProxy } = await import("../tests/support/fault_proxy.ts");
   const dir = await mkdtemp(join(tmpdir(), "hub-chaos-"));
   let serverErrors = 0;
+  const serverErrorKinds = new Map<string, number>();
   const hub = await serveHub({
     port: 0,
     dataDir: join(dir, "hub"),
-    onError: () => serverErrors++,
+    onError: (error: unknown) => {
+      serverErrors++;
+      const text = error instanceof Error
+        ? `${error.name}: ${error.message}`
+        : String(error);
+      serverErrorKinds.set(text, (serverErrorKinds.get(text) ?? 0) + 1);
+    },
   });
   const direct = new HUBClient({ apiRoot: hub.url });
   const notes: string[] = [];
@@ -279,9 +286,16 @@ async function runOnce(
     await proxy.close();
     const sessionErrors: Record<string, number> = {};
     for (const line of stderr.split("\n")) {
-      const error = /^session error: (\w+ \w+)/.exec(line);
+      const error = /^session error: (\w+ \w+).*? failed: (.*)$/.exec(line);
       if (error !== null) {
-        const key = (error[1] ?? "").toLowerCase().replace(" ", "-");
+        const what = (error[1] ?? "").toLowerCase().replace(" ", "-");
+        const why = error[2] ?? "";
+        const reason = /^\d+ attempts failed/.test(why)
+          ? "budget spent"
+          : /attempt timeout/.test(why)
+          ? "timeout"
+          : why.slice(0, 60);
+        const key = `${what} (${reason})`;
         sessionErrors[key] = (sessionErrors[key] ?? 0) + 1;
       } else if (line.trim() !== "" && !/^npm /.test(line)) {
         notes.push(line.trim());
@@ -330,6 +344,9 @@ async function runOnce(
     }
     if (result !== undefined && result.pendingEpochs.length > 0) {
       notes.push(`pending at close: ${result.pendingEpochs.join(",")}`);
+    }
+    for (const [text, n] of serverErrorKinds) {
+      notes.push(`server onError x${n}: ${text}`);
     }
     const faults: Record<string, number> = {};
     for (const entry of proxy.log) {
