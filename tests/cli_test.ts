@@ -1,0 +1,286 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { main } from "../src/cli.ts";
+import type { CliOptions } from "../src/cli.ts";
+import { HUBClient } from "../src/client.ts";
+import { serveHub } from "../src/server/mod.ts";
+import { HUBTrainingSession } from "../src/session.ts";
+
+type Hub = Awaited<ReturnType<typeof serveHub>>;
+
+let dir: string;
+let hub: Hub;
+let client: HUBClient;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "hub-cli-test-"));
+  hub = await serveHub({ port: 0, dataDir: join(dir, "hub") });
+  client = new HUBClient({ apiRoot: hub.url });
+});
+
+after(async () => {
+  await hub.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number;
+  out: string[];
+  err: string[];
+}
+
+const SECRET = "k3y-that-must-never-be-printed-0123456789";
+
+/** Runs the CLI in-process with captured output and an empty environment. */
+async function run(args: string[], extra: CliOptions = {}): Promise<Run> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(args, {
+    write: (line) => out.push(line),
+    writeError: (line) => err.push(line),
+    env: (name) =>
+      name === "YOLO_CONFIG_DIR" ? join(dir, "no-config") : undefined,
+    ...extra,
+  });
+  return { code, out, err };
+}
+
+function assertOneLineError(result: Run, pattern: RegExp): void {
+  assert.equal(result.err.length, 1, result.err.join("\n"));
+  const line = result.err[0]!;
+  assert.ok(line.startsWith("error: "), line);
+  assert.ok(!line.includes("\n"), line);
+  assert.ok(!/\bat .*:\d+:\d+/.test(line), `stack trace in: ${line}`);
+  assert.match(line, pattern);
+}
+
+async function newModel(): Promise<string> {
+  return await client.createModel({
+    config: {
+      batchSize: 8,
+      epochs: 3,
+      imageSize: 2,
+      patience: 3,
+      device: "",
+      cache: "",
+    },
+    dataset: { name: "two-spirals" },
+    lineage: { architecture: { name: "mlp" }, parent: {} },
+    meta: { name: "mlp.yaml" },
+  });
+}
+
+const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+const cliFile = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+
+describe("hub-session CLI", () => {
+  test("--help lists every command and exits 0", async () => {
+    const result = await run(["--help"]);
+    assert.equal(result.code, 0);
+    const help = result.out.join("\n");
+    for (const command of ["serve", "demo", "sync", "upload", "model"]) {
+      assert.match(help, new RegExp(`^  ${command}\\b`, "m"));
+    }
+  });
+
+  test("every command has its own --help", async () => {
+    for (const command of ["serve", "demo", "sync", "upload", "model"]) {
+      const result = await run([command, "--help"]);
+      assert.equal(result.code, 0, command);
+      assert.ok(result.out[0]!.startsWith(`hub-session ${command}`), command);
+      assert.deepEqual(result.err, []);
+    }
+  });
+
+  test("wrong usage exits 2 with a one-line error", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["frobnicate"], /Unknown command "frobnicate"/],
+      [["model", "--bogus"], /Unknown option '--bogus'/],
+      [["model"], /takes MODEL_ID, got nothing/],
+      [["upload", "onlyone"], /takes MODEL_ID FILE/],
+      [["demo", "--epochs", "zero"], /--epochs must be an integer/],
+      [["upload", "a", "b", "--map", "high"], /--map must be a number/],
+      [["serve", "--port", "70000"], /--port must be an integer/],
+      [["demo", "--key", SECRET], /--key needs --hub/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await run(args);
+      assert.equal(result.code, 2, args.join(" "));
+      assertOneLineError(result, pattern);
+      assert.ok(!result.err[0]!.includes(SECRET));
+    }
+    const bare = await run([]);
+    assert.equal(bare.code, 2);
+    assert.match(bare.err.join("\n"), /hub-session <command>/);
+  });
+
+  test("model prints the document as JSON", async () => {
+    const id = await newModel();
+    const result = await run(["model", id, "--hub", hub.url]);
+    assert.equal(result.code, 0, result.err.join("\n"));
+    const doc = JSON.parse(result.out.join("\n"));
+    assert.equal(doc.id, id);
+    assert.equal(doc.data, "two-spirals");
+  });
+
+  test("a bad model id exits 1 with a one-line error", async () => {
+    const malformed = await run(["model", "not-an-id", "--hub", hub.url]);
+    assert.equal(malformed.code, 1);
+    assertOneLineError(malformed, /not 20 letters and digits/);
+    const missing = await run([
+      "model",
+      "AAAAAAAAAAAAAAAAAAAA",
+      "--hub",
+      hub.url,
+    ]);
+    assert.equal(missing.code, 1);
+    assertOneLineError(missing, /404|not find|does not exist/i);
+    assert.deepEqual(missing.out, []);
+  });
+
+  test("an API key is never printed, even in an error", async () => {
+    const result = await run([
+      "model",
+      "AAAAAAAAAAAAAAAAAAAA",
+      "--hub",
+      "http://hub.example.com",
+      `--key=${SECRET}`,
+    ]);
+    assert.equal(result.code, 1);
+    assert.equal(result.err.length, 1);
+    assert.ok(!result.err[0]!.includes(SECRET), result.err[0]);
+    assert.ok(!result.out.join("\n").includes(SECRET));
+  });
+
+  test("upload sends the final weights and prints the sha256 the HUB stored", async () => {
+    const id = await newModel();
+    const file = join(dir, "upload-best.pt");
+    const bytes = new Uint8Array(100_000).map((_, i) => (i * 31) & 0xff);
+    await writeFile(file, bytes);
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    const result = await run([
+      "upload",
+      id,
+      file,
+      "--hub",
+      hub.url,
+      "--map",
+      "0.75",
+      "--epoch",
+      "2",
+    ]);
+    assert.equal(result.code, 0, result.err.join("\n"));
+    assert.ok(result.out.some((line) => line.includes(`sha256 ${sha}`)));
+    const doc = await client.getModel(id);
+    const best = (doc.checkpoints as { best: Record<string, unknown> }).best;
+    assert.equal(best.sha256, sha);
+    assert.equal(best.epoch, 2);
+    assert.equal(best.map, 0.75);
+  });
+
+  test("upload of a missing file exits 1 before any request", async () => {
+    const result = await run([
+      "upload",
+      "AAAAAAAAAAAAAAAAAAAA",
+      join(dir, "missing.pt"),
+      "--hub",
+      "http://127.0.0.1:9",
+    ]);
+    assert.equal(result.code, 1);
+    assertOneLineError(result, /does not exist/);
+  });
+
+  test("sync delivers the metrics an offline session left in the journal", async () => {
+    const id = await newModel();
+    const journal = join(dir, "journal");
+    const session = await HUBTrainingSession.create(id, {
+      apiRoot: hub.url,
+      webRoot: hub.url,
+      settingsFile: false,
+      env: () => undefined,
+      logger: "quiet",
+      journal,
+      offline: true,
+    });
+    session.queueMetrics(0, { "train/loss": 0.7 });
+    session.queueMetrics(1, { "train/loss": 0.6 });
+    await session.close();
+    assert.deepEqual(await client.listMetrics(id), []);
+    const result = await run([
+      "sync",
+      "--hub",
+      hub.url,
+      "--journal",
+      journal,
+      "--model",
+      id,
+    ]);
+    assert.equal(result.code, 0, result.err.join("\n"));
+    assert.ok(
+      result.out.some((line) => line.startsWith(`model ${id}: 2 epoch(s)`)),
+      result.out.join("\n"),
+    );
+    const stored = await client.listMetrics(id);
+    assert.deepEqual(stored.map((s) => s.epoch), [0, 1]);
+    const again = await run(["sync", "--hub", hub.url, "--journal", journal]);
+    assert.equal(again.code, 0);
+  });
+
+  test("serve runs the local HUB until stopped", async () => {
+    const controller = new AbortController();
+    const lines: string[] = [];
+    const { promise: listening, resolve: onListening } = Promise
+      .withResolvers<string>();
+    const running = main(["serve", "--port", "0", "--data", join(dir, "s")], {
+      signal: controller.signal,
+      write: (line) => {
+        lines.push(line);
+        const url = /^HUB listening on (\S+)$/.exec(line)?.[1];
+        if (url !== undefined) onListening(url);
+      },
+      writeError: (line) => lines.push(line),
+    });
+    const url = await listening;
+    const reply = await fetch(`${url}/v1/models/AAAAAAAAAAAAAAAAAAAA`);
+    assert.equal(reply.status, 404);
+    await reply.body?.cancel();
+    controller.abort();
+    assert.equal(await running, 0);
+    assert.equal(lines.at(-1), "HUB stopped");
+    await assert.rejects(fetch(url));
+  });
+
+  test("src/cli.ts runs as a script and exits 0 on --help", async () => {
+    const args = isDeno
+      ? ["run", "-A", cliFile, "--help"]
+      : [cliFile, "--help"];
+    const result = await new Promise<{ code: number | null; stdout: string }>(
+      (resolve, reject) => {
+        const child = spawn(process.execPath, args, {
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let stdout = "";
+        child.stdout.on("data", (chunk) => stdout += chunk);
+        child.stderr.on("data", () => {});
+        const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+        child.on("error", (error) => {
+          clearTimeout(timer);
+          reject(error);
+        });
+        child.on("close", (code) => {
+          clearTimeout(timer);
+          resolve({ code, stdout });
+        });
+      },
+    );
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /^hub-session <command> \[options\]/);
+  });
+});
