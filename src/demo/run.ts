@@ -8,7 +8,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { hubCallbacks } from "../callbacks.ts";
@@ -16,6 +16,7 @@ import type { TrainEndReport } from "../callbacks.ts";
 import type { CheckpointOutcome } from "../checkpoint_uploader.ts";
 import { HUBClient } from "../client.ts";
 import { HUBError } from "../errors.ts";
+import { serverJournalDir } from "../journal.ts";
 import { formatBytes } from "../progress.ts";
 import { serveHub } from "../server/mod.ts";
 import type { HubServer } from "../server/mod.ts";
@@ -276,6 +277,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
 
   let server: HubServer | undefined;
   let session: HUBTrainingSession | undefined;
+  let hubUrl: string | undefined;
+  const journal = join(dir, "journal");
   try {
     if (hubOption === undefined) {
       server = await serveHub({ port: 0, dataDir: dir });
@@ -283,7 +286,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     } else {
       write(`HUB: ${hubOption}`);
     }
-    const hubUrl = server?.url ?? hubOption!;
+    hubUrl = server?.url ?? hubOption!;
     write(
       `Rate limits (small for the demo; the hosted HUB used 3 s and 15 min): metrics ${rateLimits.metrics} ms, checkpoints ${rateLimits.ckpt} ms`,
     );
@@ -304,7 +307,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       apiRoot: hubUrl,
       webRoot: hubUrl,
       rateLimits,
-      journal: join(dir, "journal"),
+      journal,
       ...(logger === undefined ? {} : { logger }),
       ...(signal === undefined ? {} : { signal }),
       ...(server === undefined
@@ -482,5 +485,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   } finally {
     await session?.close({ timeout: 0 });
     await server?.close();
+    // A delivered journal leaves empty directories (one per HUB URL, and the
+    // embedded HUB's port changes every run): remove them, keep anything else.
+    if (hubUrl !== undefined) {
+      await rmdir(serverJournalDir(journal, hubUrl)).catch(() => {});
+      await rmdir(journal).catch(() => {});
+    }
   }
 }
