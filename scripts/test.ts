@@ -52,13 +52,19 @@ const strip = (text: string): string => text.replace(/\x1b\[[0-9;]*m/g, "");
 function parseDeno(
   output: string,
 ): { passed: number; failed: number } | undefined {
+  // "ok | 4 passed (33 steps) | 1 failed (2 steps) | 0 ignored": node:test
+  // describe() blocks run as tests with steps, so both numbers count.
   const line = strip(output).split("\n").reverse().find((l) =>
     /^(ok|FAILED) \| \d+ passed/.test(l.trim())
   );
   if (line === undefined) return undefined;
-  const passed = Number(/(\d+) passed/.exec(line)?.[1] ?? 0);
-  const failed = Number(/(\d+) failed/.exec(line)?.[1] ?? 0);
-  return { passed, failed };
+  const count = (what: string): number => {
+    const match = new RegExp(`(\\d+) ${what}(?: \\((\\d+) steps?\\))?`).exec(
+      line,
+    );
+    return Number(match?.[1] ?? 0) + Number(match?.[2] ?? 0);
+  };
+  return { passed: count("passed"), failed: count("failed") };
 }
 
 function parseBun(

@@ -182,6 +182,30 @@ interface Call {
   acceptRefusal?: boolean;
 }
 
+function redirectError(
+  response: Response,
+  method: string,
+  path: string,
+  action: string,
+  apiRoot: string,
+): HUBRequestError {
+  let target = "another address";
+  try {
+    const location = response.headers.get("location");
+    if (location !== null) {
+      const url = new URL(location, apiRoot);
+      target = `${url.origin}${url.pathname}`;
+    }
+  } catch {
+    // an unparsable Location: say nothing about it
+  }
+  return new HUBRequestError(
+    `Cannot ${action} as the server redirected ${method} ${path} to ${target}: ` +
+      "set the API root to the server's final address (redirects are not followed, so the API key stays with the server it was meant for)",
+    { method, path, status: response.status || undefined, retriable: false },
+  );
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -782,7 +806,13 @@ export class HUBClient {
       headers["content-length"] = String(upload.contentLength);
       body = upload.body.stream;
     }
-    const init: RequestInit & { duplex?: "half" } = { method, headers, signal };
+    // Redirects are not followed: fetch would carry x-api-key to the new host.
+    const init: RequestInit & { duplex?: "half" } = {
+      method,
+      headers,
+      signal,
+      redirect: "manual",
+    };
     if (body !== undefined) init.body = body;
     if (upload !== undefined) init.duplex = "half";
 
@@ -826,6 +856,13 @@ export class HUBClient {
           `${this.apiRoot}${path}${call.query ?? ""}`,
           init,
         );
+        if (
+          response.type === "opaqueredirect" ||
+          (response.status >= 300 && response.status < 400)
+        ) {
+          await response.body?.cancel().catch(() => {});
+          throw redirectError(response, method, safePath, action, this.apiRoot);
+        }
         text = await readCapped(response, () => {
           throw new HUBRequestError(
             `Cannot ${action} as the reply of ${method} ${safePath} exceeds ${MAX_RESPONSE_BYTES} bytes: check that ${this.apiRoot} is a HUB server`,

@@ -610,3 +610,40 @@ describe("HUBClient error mapping", () => {
     assert.equal(calls, 0);
   });
 });
+
+test("a redirect is not followed and fails with a typed error that keeps the key", async () => {
+  const seen: RequestInit[] = [];
+  const redirecting = ((_input: RequestInfo | URL, init?: RequestInit) => {
+    seen.push(init ?? {});
+    return Promise.resolve(
+      new Response(null, {
+        status: 307,
+        headers: {
+          location: "http://other.example:9999/v1/models/x?token=abc",
+        },
+      }),
+    );
+  }) as typeof fetch;
+  const client = new HUBClient({
+    apiRoot: "http://127.0.0.1:9",
+    apiKey: KEY,
+    fetch: redirecting,
+    logger: quiet,
+  });
+  await assert.rejects(
+    client.getModel("AbCdEfGhIj0123456789"),
+    (error: unknown) => {
+      assert.ok(error instanceof HUBRequestError);
+      assert.equal(error.status, 307);
+      assert.equal(error.retriable, false);
+      assert.match(
+        error.message,
+        /redirected .* to http:\/\/other\.example:9999\/v1\/models\/x/,
+      );
+      assert.ok(!error.message.includes("token=abc"));
+      assert.ok(!error.message.includes(KEY));
+      return true;
+    },
+  );
+  assert.equal(seen[0]?.redirect, "manual");
+});
