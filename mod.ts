@@ -47,6 +47,14 @@ export {
 } from "./src/session.ts";
 export type { CheckpointOutcome } from "./src/checkpoint_uploader.ts";
 export {
+  type HubCallbacks,
+  hubCallbacks,
+  type HubCallbacksOptions,
+  type PretrainTrainer,
+  type TrainEndReport,
+  type TrainerArgs,
+} from "./src/callbacks.ts";
+export {
   HUBClient,
   type HUBClientOptions,
   isRetriableStatus,

@@ -25,12 +25,13 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmdirSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { readEnv } from "./config.ts";
 import type { EpochMetrics, ModelDocument } from "./types.ts";
 
@@ -149,7 +150,7 @@ export function journalDir(
  * import { MetricsJournal } from "./journal.ts";
  * import { mkdtempSync, rmSync } from "node:fs";
  * import { tmpdir } from "node:os";
- * import { join } from "node:path";
+ * import { dirname, join } from "node:path";
  *
  * const dir = mkdtempSync(join(tmpdir(), "journal-"));
  * const journal = MetricsJournal.open(dir);
@@ -347,6 +348,12 @@ export class MetricsJournal {
       deferredWeightsIn(this.#dir).length === 0
     ) {
       rmSync(this.#dir, { recursive: true, force: true });
+      // The server's directory goes too once its last model is delivered.
+      try {
+        rmdirSync(dirname(this.#dir));
+      } catch {
+        // other models still have journals there
+      }
     }
   }
 }
