@@ -1,0 +1,357 @@
+/**
+ * Load on the local HUB: 20 concurrent clients (loopback only) post metrics
+ * and upload files for a bounded time (default 60 s), each to its own model
+ * and some also to one shared model, with small uploads and a few of 8 MiB.
+ *
+ * The server runs as a child process (`deno task hub --port 0 --data DIR`);
+ * its RSS is sampled from `/proc/<pid>/status` (VmRSS). Afterwards the bench
+ * checks that no write was lost (every acknowledged epoch is on the server
+ * with its value, every model's last.pt is the last acknowledged upload) and
+ * that no JSON document is corrupted (every `.json` file in the data
+ * directory parses), then prints requests/s, p50/p99 latency, peak RSS and
+ * errors.
+ *
+ * Run: `deno task load [--seconds 60] [--clients 20]`
+ *
+ * @module
+ */
+
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { HUBClient } from "../src/client.ts";
+import { createModelPayload } from "../src/session.ts";
+
+const MiB = 1024 * 1024;
+const SHARED_WRITERS = 5;
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    seconds: { type: "string", default: "60" },
+    clients: { type: "string", default: "20" },
+  },
+});
+const seconds = Number(values.seconds);
+const clients = Number(values.clients);
+if (!(seconds > 0 && seconds <= 60) || !Number.isInteger(clients)) {
+  throw new RangeError(
+    "Cannot run the load bench: --seconds must be in (0, 60] and --clients an integer",
+  );
+}
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const work = await mkdtemp(join(tmpdir(), "hub-load-"));
+const dataDir = join(work, "data");
+
+// ------------------------------------------------------------ the server ---
+
+const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
+const server = spawn(
+  deno?.execPath() ?? "deno",
+  ["task", "hub", "--port", "0", "--data", dataDir],
+  { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+);
+let serverStderr = "";
+server.stderr.setEncoding("utf8");
+server.stderr.on("data", (chunk: string) => serverStderr += chunk);
+const apiRoot = await new Promise<string>((resolve, reject) => {
+  let out = "";
+  server.stdout.setEncoding("utf8");
+  const onData = (chunk: string): void => {
+    out += chunk;
+    const match = /HUB listening on (http:\/\/\S+)/.exec(out);
+    if (match !== null) {
+      server.stdout.off("data", onData);
+      server.stdout.resume();
+      resolve(match[1] ?? "");
+    }
+  };
+  server.stdout.on("data", onData);
+  server.on(
+    "exit",
+    (code) => reject(new Error(`The server exited (${code}): ${serverStderr}`)),
+  );
+});
+if (!/^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/.test(apiRoot)) {
+  server.kill("SIGTERM");
+  throw new Error(`Cannot load a non-loopback server: ${apiRoot}`);
+}
+
+/** The process that serves (`deno task` runs it as a descendant). */
+async function descendants(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  const stack = [pid];
+  while (stack.length > 0) {
+    const current = stack.pop()!;
+    out.push(current);
+    let tasks: string[] = [];
+    try {
+      tasks = await readdir(`/proc/${current}/task`);
+    } catch {
+      continue;
+    }
+    for (const task of tasks) {
+      try {
+        const children = await readFile(
+          `/proc/${current}/task/${task}/children`,
+          "utf8",
+        );
+        for (const child of children.trim().split(/\s+/)) {
+          if (child !== "") stack.push(Number(child));
+        }
+      } catch {
+        // The task ended.
+      }
+    }
+  }
+  return out;
+}
+
+async function serverPid(): Promise<number | undefined> {
+  for (const pid of await descendants(server.pid ?? 0)) {
+    try {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
+      if (cmdline.includes("src/server/main.ts")) return pid;
+    } catch {
+      // Gone.
+    }
+  }
+  return undefined;
+}
+
+async function rssOf(pid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const match = /VmRSS:\s+(\d+) kB/.exec(status);
+    return match === null ? undefined : Number(match[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+const pid = await serverPid();
+const rssSamples: number[] = [];
+const baseline = pid === undefined ? undefined : await rssOf(pid);
+const sampler = setInterval(async () => {
+  if (pid === undefined) return;
+  const rss = await rssOf(pid);
+  if (rss !== undefined) rssSamples.push(rss);
+}, 250);
+
+// ----------------------------------------------------------- the clients ---
+
+const small = join(work, "small.pt");
+const large = join(work, "large.pt");
+await writeFile(small, randomBytes(64 * 1024));
+await writeFile(large, randomBytes(8 * MiB));
+const fileSha = new Map<string, string>();
+for (const path of [small, large]) {
+  fileSha.set(
+    path,
+    createHash("sha256").update(await readFile(path)).digest("hex"),
+  );
+}
+
+const admin = new HUBClient({ apiRoot, timeout: 60_000 });
+const payload = createModelPayload("load.yaml", { data: "load", epochs: 1 });
+const shared = await admin.createModel(payload);
+const own: string[] = [];
+for (let i = 0; i < clients; i++) own.push(await admin.createModel(payload));
+
+const latencies: number[] = [];
+const errors = new Map<string, number>();
+/** model id -> epoch -> value the server acknowledged. */
+const acknowledged = new Map<string, Map<number, number>>();
+/** model id -> sha256 of the last acknowledged upload. */
+const lastUpload = new Map<string, string>();
+let uploads = 0;
+let uploadedBytes = 0;
+
+function ack(model: string, epoch: number, value: number): void {
+  let epochs = acknowledged.get(model);
+  if (epochs === undefined) acknowledged.set(model, epochs = new Map());
+  epochs.set(epoch, value);
+}
+
+async function timed<T>(
+  what: string,
+  fn: () => Promise<T>,
+): Promise<{ ok: true; value: T } | { ok: false }> {
+  const start = performance.now();
+  try {
+    const value = await fn();
+    latencies.push(performance.now() - start);
+    return { ok: true, value };
+  } catch (error) {
+    const key = `${what}: ${
+      error instanceof Error ? error.message.slice(0, 100) : String(error)
+    }`;
+    errors.set(key, (errors.get(key) ?? 0) + 1);
+    return { ok: false };
+  }
+}
+
+function errorCount(): number {
+  let total = 0;
+  for (const n of errors.values()) total += n;
+  return total;
+}
+
+const started = performance.now();
+const deadline = started + seconds * 1000;
+
+async function runClient(index: number): Promise<void> {
+  const client = new HUBClient({ apiRoot, timeout: 60_000 });
+  const model = own[index]!;
+  const writesShared = index < SHARED_WRITERS;
+  for (let n = 0; performance.now() < deadline; n++) {
+    const value = index * 1000 + n / 7;
+    const sent = await timed(
+      "metrics",
+      () => client.uploadMetrics(model, { [n]: { "train/loss": value } }),
+    );
+    if (sent.ok) ack(model, n, value);
+    if (writesShared && performance.now() < deadline) {
+      // Disjoint epoch ranges, so every acknowledged value must survive.
+      const epoch = index * 1_000_000 + n;
+      const result = await timed(
+        "shared metrics",
+        () =>
+          client.uploadMetrics(shared, { [epoch]: { "train/loss": value } }),
+      );
+      if (result.ok) ack(shared, epoch, value);
+    }
+    if (n % 10 === 9 && performance.now() < deadline) {
+      const file = index < 4 && n % 50 === 49 ? large : small;
+      const result = await timed(
+        "upload",
+        () => client.uploadModel(model, { epoch: n, file, type: "epoch" }),
+      );
+      if (result.ok) {
+        uploads++;
+        uploadedBytes += result.value.size;
+        lastUpload.set(model, result.value.sha256);
+        if (result.value.sha256 !== fileSha.get(file)) {
+          const key = "upload: wrong sha256 acknowledged";
+          errors.set(key, (errors.get(key) ?? 0) + 1);
+        }
+      }
+    }
+  }
+}
+
+await Promise.all(Array.from({ length: clients }, (_, i) => runClient(i)));
+const elapsed = (performance.now() - started) / 1000;
+clearInterval(sampler);
+
+// ------------------------------------------------------------ the checks ---
+
+let lost = 0;
+let wrong = 0;
+let checked = 0;
+for (const [model, epochs] of acknowledged) {
+  const stored = new Map(
+    (await admin.listMetrics(model)).map((m) => [m.epoch, m.metrics]),
+  );
+  for (const [epoch, value] of epochs) {
+    checked++;
+    const got = stored.get(epoch);
+    if (got === undefined) lost++;
+    else if (got["train/loss"] !== value) wrong++;
+  }
+}
+let uploadMismatch = 0;
+for (const [model, sha] of lastUpload) {
+  const response = await fetch(`${apiRoot}/v1/models/${model}/files/last.pt`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (createHash("sha256").update(bytes).digest("hex") !== sha) {
+    uploadMismatch++;
+  }
+}
+
+// Stop the serving process itself (a signal to `deno task` is not forwarded).
+if (pid !== undefined) process.kill(pid, "SIGTERM");
+else server.kill("SIGTERM");
+const exitCode = await new Promise<number | null>((resolve) => {
+  if (server.exitCode !== null) resolve(server.exitCode);
+  else server.on("exit", (code) => resolve(code));
+});
+
+let documents = 0;
+let corrupted = 0;
+const corruptedFiles: string[] = [];
+async function walk(path: string): Promise<void> {
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const full = join(path, entry.name);
+    if (entry.isDirectory()) await walk(full);
+    else if (entry.name.endsWith(".json")) {
+      documents++;
+      try {
+        JSON.parse(await readFile(full, "utf8"));
+      } catch {
+        corrupted++;
+        corruptedFiles.push(full);
+      }
+    }
+  }
+}
+await walk(dataDir);
+let leftovers = 0;
+try {
+  leftovers = (await readdir(join(dataDir, "tmp"))).length;
+} catch {
+  // No tmp directory.
+}
+
+// ------------------------------------------------------------ the report ---
+
+latencies.sort((a, b) => a - b);
+const pct = (p: number): number =>
+  latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ??
+    NaN;
+const peak = rssSamples.length > 0 ? Math.max(...rssSamples) : undefined;
+const last = rssSamples.at(-1);
+const mib = (bytes: number | undefined): string =>
+  bytes === undefined ? "n/a" : `${(bytes / MiB).toFixed(1)} MiB`;
+const totalErrors = errorCount();
+const rows: Array<[string, string]> = [
+  ["duration", `${elapsed.toFixed(1)} s, ${clients} clients`],
+  ["requests (ok)", String(latencies.length)],
+  ["requests/s", (latencies.length / elapsed).toFixed(1)],
+  ["latency p50", `${pct(0.5).toFixed(1)} ms`],
+  ["latency p99", `${pct(0.99).toFixed(1)} ms`],
+  ["latency max", `${(latencies.at(-1) ?? NaN).toFixed(1)} ms`],
+  ["uploads", `${uploads} (${(uploadedBytes / MiB).toFixed(1)} MiB)`],
+  ["errors", String(totalErrors)],
+  ["acknowledged epochs checked", String(checked)],
+  ["lost writes", String(lost)],
+  ["wrong values", String(wrong)],
+  ["last.pt not the last upload", String(uploadMismatch)],
+  ["JSON documents parsed", String(documents)],
+  ["corrupted JSON documents", String(corrupted)],
+  ["files left in tmp/", String(leftovers)],
+  ["server RSS baseline", mib(baseline)],
+  ["server RSS peak", mib(peak)],
+  ["server RSS at end", mib(last)],
+  ["RSS samples", String(rssSamples.length)],
+  ["server exit code (SIGTERM)", String(exitCode)],
+];
+const width = Math.max(...rows.map(([k]) => k.length));
+console.log(`\nLocal HUB under load (${apiRoot})\n`);
+for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+for (const [k, n] of errors) console.log(`error x${n}: ${k}`);
+for (const file of corruptedFiles) console.log(`corrupted: ${file}`);
+const serverLines = serverStderr.split("\n").filter((line) =>
+  line.trim() !== "" && !line.includes("Task") // deno task's own banner
+);
+if (serverLines.length > 0) {
+  console.log(`server stderr (${serverLines.length} lines, last 10):`);
+  console.log(serverLines.slice(-10).join("\n"));
+}
+await rm(work, { recursive: true, force: true });
