@@ -339,6 +339,12 @@ const rows: Array<[string, string]> = [
   ["server RSS baseline", mib(baseline)],
   ["server RSS peak", mib(peak)],
   ["server RSS at end", mib(last)],
+  [
+    "server RSS at 25/50/75 % of the run",
+    [0.25, 0.5, 0.75].map((q) =>
+      mib(rssSamples[Math.floor(rssSamples.length * q)])
+    ).join(" / "),
+  ],
   ["RSS samples", String(rssSamples.length)],
   ["server exit code (SIGTERM)", String(exitCode)],
 ];
