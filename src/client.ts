@@ -13,6 +13,7 @@
 
 import { HUBRequestError, HUBTimeoutError } from "./errors.ts";
 import type { HUBError } from "./errors.ts";
+import { assertSafeTransport } from "./config.ts";
 import { consoleLogger } from "./logger.ts";
 import { createMultipartUpload } from "./upload.ts";
 import type { MultipartBody } from "./upload.ts";
@@ -315,6 +316,7 @@ export class HUBClient {
         "Cannot create the client as 'idToken' must be a non-empty string",
       );
     }
+    assertSafeTransport(url.href, apiKey ?? idToken);
     if (typeof fetchFn !== "function") {
       throw new TypeError(
         "Cannot create the client as 'fetch' is not a function",
@@ -933,7 +935,9 @@ export class HUBClient {
             method,
             path,
             status,
-            serverMessage: message,
+            serverMessage: message === undefined
+              ? undefined
+              : this.#redact(message),
             retryAfter,
             retriable,
           },
@@ -971,7 +975,15 @@ export class HUBClient {
               message === undefined ? "" : `: ${message}`
             }`,
           ),
-          { method, path, status, serverMessage: message, retriable: false },
+          {
+            method,
+            path,
+            status,
+            serverMessage: message === undefined
+              ? undefined
+              : this.#redact(message),
+            retriable: false,
+          },
         ),
       );
     }

@@ -199,27 +199,26 @@ export class MetricsJournal {
     const latest = new Map<number, { seq: number; metrics: EpochMetrics }>();
     const acked = new Set<number>();
     let seq = 0;
-    if (existsSync(file)) {
-      for (const line of readFileSync(file, "utf8").split("\n")) {
-        if (line.trim() === "") continue;
-        let record: MetricsRecord | AckRecord;
-        try {
-          record = JSON.parse(line);
-        } catch {
-          continue; // a torn write from a crash
+    const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    for (const line of text.split("\n")) {
+      if (line.trim() === "") continue;
+      let record: MetricsRecord | AckRecord;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        continue; // a torn write from a crash
+      }
+      if (
+        record.t === "m" && Number.isInteger(record.e) &&
+        Number.isInteger(record.s)
+      ) {
+        seq = Math.max(seq, record.s);
+        const previous = latest.get(record.e);
+        if (previous === undefined || previous.seq < record.s) {
+          latest.set(record.e, { seq: record.s, metrics: record.m });
         }
-        if (
-          record.t === "m" && Number.isInteger(record.e) &&
-          Number.isInteger(record.s)
-        ) {
-          seq = Math.max(seq, record.s);
-          const previous = latest.get(record.e);
-          if (previous === undefined || previous.seq < record.s) {
-            latest.set(record.e, { seq: record.s, metrics: record.m });
-          }
-        } else if (record.t === "a" && Array.isArray(record.s)) {
-          for (const s of record.s) acked.add(s);
-        }
+      } else if (record.t === "a" && Array.isArray(record.s)) {
+        for (const s of record.s) acked.add(s);
       }
     }
     const unacknowledged = new Map<
@@ -230,6 +229,8 @@ export class MetricsJournal {
       if (!acked.has(entry.seq)) unacknowledged.set(epoch, entry);
     }
     const fd = openSync(file, "a");
+    // A torn last line must not swallow the next record: end it first.
+    if (text !== "" && !text.endsWith("\n")) writeSync(fd, "\n");
     return new MetricsJournal(dir, fd, seq, unacknowledged);
   }
 

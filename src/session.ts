@@ -799,6 +799,9 @@ export class HUBTrainingSession {
       }
       return Promise.resolve({ status: "skipped", epoch, reason: "closed" });
     }
+    if (this.#offline) {
+      return Promise.resolve(this.#defer(epoch, path, options, "checkpoint"));
+    }
     const now = performance.now();
     if (
       options.force !== true &&

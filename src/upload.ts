@@ -275,6 +275,8 @@ export class MultipartUpload {
             }
             if (withChecksum) hash.update(buffer);
             position += filled;
+            // Cancelled while reading (the request ended): nothing to enqueue.
+            if (finished) return;
             controller.enqueue(buffer);
             loaded += filled;
             report();
