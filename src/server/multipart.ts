@@ -1,12 +1,19 @@
 /**
  * A streaming `multipart/form-data` parser for weight uploads.
  *
- * The body is read chunk by chunk: the boundary is found with the native
- * `Buffer#indexOf`, file bytes go straight to a temporary file through large
- * batched writes (at most one write in flight, so reading and writing
- * overlap) and are hashed with sha256 in the same pass. Text fields are kept
- * in memory (bounded), including those that follow the file part, such as the
- * `sha256` integrity field. On any failure the temporary file is removed.
+ * The body is read chunk by chunk: the delimiter is found with a
+ * Boyer-Moore-Horspool scan (or Bun's native `Buffer#indexOf`), file bytes are
+ * hashed with sha256 and go to a temporary file in 1 MiB batches, in the same
+ * pass. Text fields are kept in memory (bounded), including those that follow
+ * the file part, such as the `sha256` integrity field. On any failure the
+ * temporary file is removed.
+ *
+ * Measured on a 512 MiB upload over loopback (2 cores): Deno's
+ * `Buffer#indexOf` is written in JavaScript and takes ~2 s for the scan, the
+ * Horspool scan ~50 ms (Bun's native one ~10 ms); an awaited
+ * `FileHandle#write` per 1 MiB batch adds ~1 s on Bun 1.4.5 and ~0.6 s on
+ * Deno 2.9.6, while `writeSync` of the same batches to the page cache takes
+ * ~0.15-0.25 s, so batches are written synchronously.
  *
  * Internal to the local server; not part of the public API.
  *
@@ -15,6 +22,7 @@
 
 import { Buffer } from "node:buffer";
 import { createHash, type Hash, randomBytes } from "node:crypto";
+import { writeSync } from "node:fs";
 import { type FileHandle, open, unlink } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -80,6 +88,8 @@ const MAX_FIELDS = 64;
 const CRLF = Buffer.from("\r\n");
 const HEADER_END = Buffer.from("\r\n\r\n");
 const EMPTY = Buffer.alloc(0);
+// Bun's Buffer#indexOf is native (~10 ms per 512 MiB); Deno's is not (~2 s).
+const NATIVE_BUFFER_SEARCH = "Bun" in globalThis;
 
 const enum State {
   Preamble,
@@ -115,98 +125,107 @@ export function getBoundary(contentType: string | null): string | undefined {
 }
 
 /**
- * Writes bytes to a file in large batches while hashing them.
+ * Writes bytes to a file in 1 MiB batches while hashing them.
  *
- * Small chunks are copied into one of two 1 MiB buffers; a full buffer is
- * written while the other one fills. Chunks of 1 MiB or more are written
- * without a copy.
+ * Small chunks are copied into one reused buffer that is written when full;
+ * chunks of 1 MiB or more are written without a copy.
  */
 class HashingFileSink {
-  #handle: FileHandle;
+  #fd: number;
   #hash: Hash = createHash("sha256");
   #size = 0;
   #buffer: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
-  #spare: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
   #length = 0;
-  #inflight: Promise<void> | undefined;
 
   constructor(handle: FileHandle) {
-    this.#handle = handle;
+    this.#fd = handle.fd;
   }
 
   get size(): number {
     return this.#size;
   }
 
-  async write(data: Buffer): Promise<void> {
+  write(data: Uint8Array): void {
     if (data.length === 0) return;
     this.#hash.update(data);
     this.#size += data.length;
     if (data.length >= BATCH_BYTES) {
-      await this.#flush();
-      await this.#settle();
-      this.#inflight = this.#writeAll(data);
+      this.#flush();
+      this.#writeAll(data);
       return;
     }
     let offset = 0;
     while (offset < data.length) {
       const n = Math.min(BATCH_BYTES - this.#length, data.length - offset);
-      data.copy(this.#buffer, this.#length, offset, offset + n);
+      this.#buffer.set(data.subarray(offset, offset + n), this.#length);
       this.#length += n;
       offset += n;
-      if (this.#length === BATCH_BYTES) await this.#flush();
+      if (this.#length === BATCH_BYTES) this.#flush();
     }
   }
 
   /** Writes everything buffered and returns the hex digest. */
-  async finish(): Promise<string> {
-    await this.#flush();
-    await this.#settle();
+  finish(): string {
+    this.#flush();
     return this.#hash.digest("hex");
   }
 
-  /** Waits for any write in flight, ignoring its failure. */
-  async abandon(): Promise<void> {
-    try {
-      await this.#inflight;
-    } catch {
-      // The file is deleted anyway.
-    }
-    this.#inflight = undefined;
-  }
-
-  async #settle(): Promise<void> {
-    const inflight = this.#inflight;
-    this.#inflight = undefined;
-    await inflight;
-  }
-
-  async #flush(): Promise<void> {
+  #flush(): void {
     if (this.#length === 0) return;
-    await this.#settle();
-    // The spare buffer is free: its write was settled above.
-    const full = this.#buffer;
-    const chunk = full.subarray(0, this.#length);
-    this.#buffer = this.#spare;
-    this.#spare = full;
+    this.#writeAll(this.#buffer.subarray(0, this.#length));
     this.#length = 0;
-    const inflight = this.#writeAll(chunk);
-    // Observed later by #settle(); avoid an unhandled rejection meanwhile.
-    inflight.catch(() => {});
-    this.#inflight = inflight;
   }
 
-  async #writeAll(data: Buffer): Promise<void> {
+  #writeAll(data: Uint8Array): void {
     let offset = 0;
     while (offset < data.length) {
-      const { bytesWritten } = await this.#handle.write(
+      const written = writeSync(
+        this.#fd,
         data,
         offset,
         data.length - offset,
       );
-      if (bytesWritten <= 0) throw new Error("Cannot write the upload to disk");
-      offset += bytesWritten;
+      if (written <= 0) throw new Error("Cannot write the upload to disk");
+      offset += written;
     }
+  }
+}
+
+/** Finds a fixed byte string: Horspool in JavaScript, or Bun's native scan. */
+class Finder {
+  readonly pattern: Buffer;
+  #skip: Int32Array;
+
+  constructor(pattern: Buffer) {
+    this.pattern = pattern;
+    const m = pattern.length;
+    this.#skip = new Int32Array(256).fill(m);
+    for (let j = 0; j < m - 1; j++) this.#skip[pattern[j]!] = m - 1 - j;
+  }
+
+  /** Index of the first occurrence in `buf`, or -1. */
+  indexOf(buf: Buffer): number {
+    if (NATIVE_BUFFER_SEARCH) return buf.indexOf(this.pattern);
+    const d = this.pattern;
+    const skip = this.#skip;
+    const last = d.length - 1;
+    const lastByte = d[last]!;
+    const n = buf.length;
+    let i = last;
+    while (i < n) {
+      const c = buf[i]!;
+      if (c === lastByte) {
+        let j = last - 1;
+        let k = i - 1;
+        while (j >= 0 && buf[k] === d[j]) {
+          j--;
+          k--;
+        }
+        if (j < 0) return i - last;
+      }
+      i += skip[c]!;
+    }
+    return -1;
   }
 }
 
@@ -283,6 +302,7 @@ class MultipartParser {
   file: UploadedFile | undefined;
 
   #delim: Buffer;
+  #finder: Finder;
   #tempDir: string;
   #maxFieldBytes: number;
   #isFilePart: (part: PartInfo) => boolean;
@@ -304,6 +324,7 @@ class MultipartParser {
     isFilePart: (part: PartInfo) => boolean,
   ) {
     this.#delim = Buffer.from(`\r\n--${boundary}`, "latin1");
+    this.#finder = new Finder(this.#delim);
     this.#tempDir = tempDir;
     this.#maxFieldBytes = maxFieldBytes;
     this.#isFilePart = isFilePart;
@@ -327,14 +348,14 @@ class MultipartParser {
         // Look for a delimiter that starts in the carried bytes without
         // copying the whole chunk.
         const junction = Buffer.concat([carry, chunk.subarray(0, dl - 1)]);
-        const idx = junction.indexOf(this.#delim);
+        const idx = this.#finder.indexOf(junction);
         if (idx !== -1 && idx < carry.length) {
-          await this.#emit(junction.subarray(0, idx));
+          this.#emit(junction.subarray(0, idx));
           await this.#endPart();
           buf = chunk.subarray(idx + dl - carry.length);
           this.#state = State.AfterBoundary;
         } else {
-          await this.#emit(carry);
+          this.#emit(carry);
         }
       } else {
         buf = Buffer.concat([carry, chunk]);
@@ -349,7 +370,7 @@ class MultipartParser {
     for (;;) {
       switch (this.#state) {
         case State.Preamble: {
-          const idx = buf.indexOf(delim);
+          const idx = this.#finder.indexOf(buf);
           if (idx === -1) {
             const keep = partialDelimiterLength(buf, delim);
             this.#carry = Buffer.from(buf.subarray(buf.length - keep));
@@ -385,7 +406,8 @@ class MultipartParser {
               "Cannot parse the multipart body as a part has no headers",
             );
           }
-          const idx = buf.indexOf(HEADER_END);
+          const idx = buf.subarray(0, MAX_HEADER_BYTES + HEADER_END.length)
+            .indexOf(HEADER_END);
           if (idx === -1) {
             if (buf.length > MAX_HEADER_BYTES) {
               throw new MultipartError(
@@ -401,16 +423,16 @@ class MultipartParser {
           break;
         }
         case State.Body: {
-          const idx = buf.indexOf(delim);
+          const idx = this.#finder.indexOf(buf);
           if (idx === -1) {
             const keep = partialDelimiterLength(buf, delim);
-            await this.#emit(buf.subarray(0, buf.length - keep));
+            this.#emit(buf.subarray(0, buf.length - keep));
             this.#carry = keep === 0
               ? EMPTY
               : Buffer.from(buf.subarray(buf.length - keep));
             return;
           }
-          await this.#emit(buf.subarray(0, idx));
+          this.#emit(buf.subarray(0, idx));
           await this.#endPart();
           buf = buf.subarray(idx + delim.length);
           this.#state = State.AfterBoundary;
@@ -448,11 +470,11 @@ class MultipartParser {
     }
   }
 
-  async #emit(data: Buffer): Promise<void> {
+  #emit(data: Buffer): void {
     if (data.length === 0) return;
     if (this.#part === undefined) return;
     if (this.#sink !== undefined) {
-      await this.#sink.write(data);
+      this.#sink.write(data);
       return;
     }
     this.#fieldBytes += data.length;
@@ -469,7 +491,7 @@ class MultipartParser {
     if (part === undefined) return;
     this.#part = undefined;
     if (this.#sink !== undefined) {
-      const sha256 = await this.#sink.finish();
+      const sha256 = this.#sink.finish();
       const size = this.#sink.size;
       this.#sink = undefined;
       await this.#handle!.close();
@@ -492,7 +514,6 @@ class MultipartParser {
 
   /** Closes and deletes the temporary file, ignoring errors. */
   async discard(): Promise<void> {
-    await this.#sink?.abandon();
     this.#sink = undefined;
     try {
       await this.#handle?.close();
