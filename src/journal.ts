@@ -32,6 +32,7 @@ import {
 } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import { unrefTimer } from "./_timers.ts";
 import { readEnv } from "./config.ts";
 import type { EpochMetrics, ModelDocument } from "./types.ts";
 
@@ -278,11 +279,7 @@ export class MetricsJournal {
         this.#syncTimer = undefined;
         this.#syncing = this.#sync();
       }, SYNC_INTERVAL);
-      const deno =
-        (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
-      if (deno !== undefined && typeof this.#syncTimer === "number") {
-        deno.unrefTimer(this.#syncTimer);
-      } else (this.#syncTimer as { unref?: () => void }).unref?.();
+      unrefTimer(this.#syncTimer);
     }
   }
 

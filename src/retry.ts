@@ -6,6 +6,7 @@
  * @module
  */
 
+import { unrefTimer } from "./_timers.ts";
 import { HUBError, HUBTimeoutError } from "./errors.ts";
 
 /** Options for {@linkcode delay}. */
@@ -509,20 +510,6 @@ interface Timer {
 }
 
 const I32_MAX = 2 ** 31 - 1;
-
-interface DenoTimers {
-  unrefTimer(id: number): void;
-}
-
-/** Unrefs a timer handle on Deno (numeric id) and Node/Bun (`unref()`). */
-function unrefTimer(handle: ReturnType<typeof setTimeout>): void {
-  const deno = (globalThis as { Deno?: DenoTimers }).Deno;
-  if (deno !== undefined && typeof handle === "number") {
-    deno.unrefTimer(handle);
-  } else {
-    (handle as { unref?: () => void }).unref?.();
-  }
-}
 
 /** A clearable timeout of any length (chained beyond the 32-bit limit). */
 function startTimer(

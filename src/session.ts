@@ -15,6 +15,7 @@ import {
   type UploadModelOptions,
   type UploadResult,
 } from "./client.ts";
+import { unrefTimer } from "./_timers.ts";
 import { readEnv, resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
 import { HUBError, HUBModelError, HUBRequestError } from "./errors.ts";
@@ -185,12 +186,6 @@ export interface FlushOptions {
 }
 
 const DEFAULT_FLUSH_TIMEOUT = 30_000;
-
-function unref(timer: ReturnType<typeof setTimeout>): void {
-  const deno = (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
-  if (deno !== undefined && typeof timer === "number") deno.unrefTimer(timer);
-  else (timer as { unref?: () => void }).unref?.();
-}
 
 function checkRateLimits(limits: RateLimits): void {
   for (const [name, value] of Object.entries(limits)) {
@@ -681,7 +676,7 @@ export class HUBTrainingSession {
       queueMicrotask(go);
     } else {
       this.#metricsTimer = setTimeout(go, wait);
-      unref(this.#metricsTimer);
+      unrefTimer(this.#metricsTimer);
     }
   }
 
@@ -981,7 +976,7 @@ export class HUBTrainingSession {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeout);
-      unref(timer);
+      unrefTimer(timer);
     });
     const outcome = await Promise.race([
       work.then(() => "done" as const),
