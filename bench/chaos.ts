@@ -19,11 +19,12 @@
 
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { sha256File } from "../src/_hash.ts";
 import { parseArgs } from "node:util";
 
 const MiB = 1024 * 1024;
@@ -68,22 +69,6 @@ function formatCounts(counts: Record<string, number>): string {
   return entries.length === 0
     ? "none"
     : entries.map(([k, n]) => `${k}:${n}`).join(" ");
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  const file = await open(path);
-  try {
-    const buffer = new Uint8Array(4 * MiB);
-    for (;;) {
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-    }
-  } finally {
-    await file.close();
-  }
-  return hash.digest("hex");
 }
 
 // ---------------------------------------------------------------- child ---

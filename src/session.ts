@@ -7,14 +7,14 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
-import { open, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import {
   HUBClient,
   type UploadModelOptions,
   type UploadResult,
 } from "./client.ts";
+import { sha256File } from "./_hash.ts";
 import { unrefTimer } from "./_timers.ts";
 import { readEnv, resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
@@ -1038,22 +1038,6 @@ export class HUBTrainingSession {
       );
     }
   }
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  const file = await open(path);
-  try {
-    const buffer = new Uint8Array(1 << 20);
-    for (;;) {
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-    }
-  } finally {
-    await file.close();
-  }
-  return hash.digest("hex");
 }
 
 /**

@@ -7,8 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
-import { mkdir, readFile, rmdir } from "node:fs/promises";
+import { mkdir, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { hubCallbacks } from "../callbacks.ts";
@@ -24,6 +23,7 @@ import { HUBTrainingSession } from "../session.ts";
 import type { RateLimits } from "../session.ts";
 import type { Logger, ProgressCallback } from "../types.ts";
 import { TinyTrainer } from "./trainer.ts";
+import { sha256File } from "../_hash.ts";
 import type { TinyTrainerOptions } from "./trainer.ts";
 
 /**
@@ -185,10 +185,6 @@ export interface DemoSummary {
   report: TrainEndReport;
   /** Wall-clock duration in milliseconds. */
   durationMs: number;
-}
-
-async function sha256Of(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
 }
 
 function display(path: string): string {
@@ -391,7 +387,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     const storedEpochs = stored.map((entry) => entry.epoch);
     const wanted = Array.from({ length: epochs }, (_, i) => i);
     const allEpochsStored = wanted.every((e) => storedEpochs.includes(e));
-    const localSha = await sha256Of(report.final.path);
+    const localSha = await sha256File(report.final.path);
     const remoteSha = serverSha(doc) ?? report.final.sha256;
     const serverModelDir = server === undefined
       ? undefined
