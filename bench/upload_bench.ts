@@ -152,7 +152,10 @@ async function childBody(url: string, file: string): Promise<void> {
       partName: "best.pt",
       fields: [["epoch", "1"], ["type", "final"], ["map", "0.5"]],
     });
-    const body = upload.body({ onProgress: () => {} });
+    const body = upload.body({
+      onProgress: () => {},
+      releaseChunks: !argv.includes("--keep-chunks"),
+    });
     const init: RequestInit & { duplex: "half" } = {
       method: "POST",
       headers: {

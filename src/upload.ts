@@ -67,6 +67,23 @@ export interface MultipartBodyOptions {
   onProgress?: ProgressCallback;
   /** Receives a warning line, e.g. when `onProgress` throws. @default {console.warn} */
   onWarning?: (message: string) => void;
+  /**
+   * Frees each file chunk's memory as soon as the consumer has read a few
+   * more chunks, by detaching its `ArrayBuffer` (`transfer(0)`), instead of
+   * leaving it to the garbage collector. Set it only when the consumer is a
+   * runtime's own `fetch`, which hands every chunk to native code before it
+   * reads the next one; a consumer that keeps chunks (such as
+   * `new Response(stream).arrayBuffer()`) would see them emptied.
+   *
+   * Measured on a 512 MiB upload: Deno's `fetch` otherwise keeps ~70 MiB of
+   * read chunks alive until V8's external-memory limit triggers a collection
+   * (Bun ~30 MiB); with it both stay under ~20 MiB, and the upload gets faster
+   * as the allocator reuses the freed memory. Detaching never corrupts what was
+   * sent: native code holds its own reference to the bytes (reusing buffers
+   * instead was measured to corrupt uploads on both runtimes).
+   * @default {false}
+   */
+  releaseChunks?: boolean;
 }
 
 /** One attempt's body: a fresh stream over the file. */
@@ -168,7 +185,11 @@ export class MultipartUpload {
    * ```
    */
   body(options: MultipartBodyOptions = {}): MultipartBody {
-    const { onProgress, onWarning = (m: string) => console.warn(m) } = options;
+    const {
+      onProgress,
+      onWarning = (m: string) => console.warn(m),
+      releaseChunks = false,
+    } = options;
     if (onProgress !== undefined && typeof onProgress !== "function") {
       throw new TypeError(
         "Cannot create the upload body as 'onProgress' is not a function",
@@ -180,6 +201,13 @@ export class MultipartUpload {
     const chunkSize = this.#chunkSize;
     const prefix = this.#prefix;
     const withChecksum = this.#checksumField !== false;
+    // Chunks handed out but maybe not yet passed to native code; older ones
+    // are detached (`releaseChunks`). Two beyond the queue is a safety margin:
+    // a pull for chunk n means the consumer has already asked for chunk
+    // n - highWaterMark, so it is done with the ones before.
+    const keep = this.#highWaterMark + 2;
+    const recent: Uint8Array[] = [];
+    const detach = releaseChunks && canDetach();
     const hash: Hash = createHash("sha256");
     let handle: FileHandle | undefined;
     let opening: Promise<void> | undefined;
@@ -278,6 +306,10 @@ export class MultipartUpload {
             // Cancelled while reading (the request ended): nothing to enqueue.
             if (finished) return;
             controller.enqueue(buffer);
+            if (detach) {
+              recent.push(buffer);
+              if (recent.length > keep) detachChunk(recent.shift()!);
+            }
             loaded += filled;
             report();
             return;
@@ -313,6 +345,23 @@ export class MultipartUpload {
         if (!busy) release();
       },
     };
+  }
+}
+
+type Detachable = ArrayBuffer & { transfer(length: number): ArrayBuffer };
+
+/** Whether `ArrayBuffer#transfer` exists (Deno 2, Bun 1.1+). */
+function canDetach(): boolean {
+  return typeof (ArrayBuffer.prototype as Partial<Detachable>).transfer ===
+    "function";
+}
+
+/** Frees a chunk's memory now rather than at the next garbage collection. */
+function detachChunk(chunk: Uint8Array): void {
+  try {
+    (chunk.buffer as Detachable).transfer(0);
+  } catch {
+    // Not detachable (e.g. already detached by the consumer): leave it to GC.
   }
 }
 
