@@ -102,8 +102,11 @@ export type EpochMetrics = Record<string, number>;
 export interface StoredEpochMetrics {
   /** Epoch number. */
   epoch: number;
-  /** The metrics of that epoch. */
-  metrics: EpochMetrics;
+  /**
+   * The metrics of that epoch; `null` where the trainer sent a value JSON
+   * cannot carry (NaN, Infinity).
+   */
+  metrics: Record<string, number | null>;
 }
 
 /** Progress of a request body: bytes handed to the network so far. */
