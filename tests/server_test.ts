@@ -1,8 +1,18 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { connect } from "node:net";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import {
+  appendFile,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -13,6 +23,7 @@ import {
   serveHub,
   type ServeHubOptions,
 } from "../src/server/mod.ts";
+import { HubStore, MAX_CACHED_MODELS } from "../src/server/store.ts";
 
 const KEY = "a".repeat(42);
 const PAYLOAD = {
@@ -610,10 +621,16 @@ describe("metrics", () => {
         Array.from({ length: 60 }, (_, i) => i),
       );
       assert.ok(list.every((m) => m.metrics.epoch === m.epoch));
+      // One appended, synced line per post; model.json no longer holds them.
       const raw = JSON.parse(
         await readFile(join(dataDir, "models", id, "model.json"), "utf8"),
       );
-      assert.equal(Object.keys(raw.metrics).length, 60);
+      assert.equal(raw.metrics, undefined);
+      const lines = (await readFile(
+        join(dataDir, "models", id, "metrics.jsonl"),
+        "utf8",
+      )).split("\n").filter((line) => line !== "");
+      assert.equal(lines.length, 60);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1117,5 +1134,388 @@ describe("main.ts", () => {
       if (child.exitCode === null) child.kill("SIGKILL");
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+/** Sends a request's head and the first bytes of its body, then resets. */
+async function sendCut(
+  server: HubServer,
+  head: string,
+  body: Uint8Array,
+): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(server.port, "127.0.0.1", () => {
+      socket.write(head);
+      socket.write(body, () => {
+        socket.destroy();
+        resolve();
+      });
+    });
+    socket.on("error", reject);
+  });
+}
+
+describe("aborted requests", () => {
+  test("an upload or metrics post cut mid-body reports nothing to onError and leaves no temporary file", async () => {
+    const errors: unknown[] = [];
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(16).toString("hex");
+      const full = multipart(boundary, epochParts(1, randomBytes(1 << 20)));
+      const cut = full.subarray(0, 256 * 1024);
+      await sendCut(
+        server,
+        `POST /v1/models/${id}/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+          `Content-Type: multipart/form-data; boundary=${boundary}\r\n` +
+          `Content-Length: ${full.length}\r\n\r\n`,
+        cut,
+      );
+      const json = encoder.encode(
+        JSON.stringify({ type: "metrics", metrics: { "0": '{"a": 1}' } }),
+      );
+      await sendCut(
+        server,
+        `POST /v1/models/${id} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+          `Content-Type: application/json\r\n` +
+          `Content-Length: ${json.length + 100}\r\n\r\n`,
+        json,
+      );
+      await waitFor(
+        async () => (await listTemp(dataDir)).length === 0,
+        "the temporary file is deleted",
+      );
+      const doc = await getDoc(server, id);
+      assert.equal(doc.has_last_weights, false);
+      assert.equal(doc.epochs_completed, 0);
+      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
+      // close() waits for the requests in flight, the cut ones included.
+      await server.close();
+      assert.deepEqual(errors, []);
+    }, { onError: (error) => errors.push(error) });
+  });
+
+  test("a body that fails mid-read answers 400 Upload aborted or Request aborted, not 500", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    const errors: unknown[] = [];
+    try {
+      const handle = createHubHandler({
+        dataDir,
+        onError: (error) => errors.push(error),
+      });
+      const created = await handle(
+        new Request("http://127.0.0.1/v1/models", {
+          method: "POST",
+          body: JSON.stringify(PAYLOAD),
+        }),
+      );
+      const { id } = (await created.json() as Envelope).data as { id: string };
+      const failing = (head: Uint8Array): ReadableStream<Uint8Array> => {
+        let sent = false;
+        return new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent) {
+              // As Deno reports a connection that went away.
+              const error = new Error(
+                "Cannot read request body as underlying resource unavailable",
+              );
+              error.name = "BadResource";
+              controller.error(error);
+              return;
+            }
+            sent = true;
+            controller.enqueue(head);
+          },
+        });
+      };
+      const boundary = randomBytes(16).toString("hex");
+      const uploadInit: StreamInit = {
+        method: "POST",
+        headers: {
+          "content-type": `multipart/form-data; boundary=${boundary}`,
+        },
+        body: failing(
+          multipart(boundary, epochParts(1, randomBytes(100_000))).subarray(
+            0,
+            50_000,
+          ),
+        ),
+        duplex: "half",
+      };
+      const upload = await handle(
+        new Request(`http://127.0.0.1/v1/models/${id}/upload`, uploadInit),
+      );
+      assert.equal(upload.status, 400);
+      assert.match(
+        (await upload.json() as Envelope).message ?? "",
+        /^Upload aborted/,
+      );
+      const metricsInit: StreamInit = {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: failing(encoder.encode('{"type": "metrics", "metr')),
+        duplex: "half",
+      };
+      const metrics = await handle(
+        new Request(`http://127.0.0.1/v1/models/${id}`, metricsInit),
+      );
+      assert.equal(metrics.status, 400);
+      assert.match(
+        (await metrics.json() as Envelope).message ?? "",
+        /^Request aborted/,
+      );
+      assert.deepEqual(errors, []);
+      assert.deepEqual(await listTemp(dataDir), []);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("metrics storage", () => {
+  test("a torn last line of metrics.jsonl is ignored and cut off before the next post", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      let id: string;
+      const post = (server: HubServer, epoch: number) =>
+        call(server, "POST", `/v1/models/${id}`, {
+          type: "metrics",
+          metrics: { [epoch]: JSON.stringify({ loss: epoch / 10 }) },
+        });
+      {
+        await using server = await serveHub({ dataDir });
+        id = await createModel(server);
+        assert.equal((await post(server, 0)).status, 200);
+        assert.equal((await post(server, 1)).status, 200);
+      }
+      const file = join(dataDir, "models", id, "metrics.jsonl");
+      // A crash during an append, before the post was acknowledged.
+      await appendFile(file, '{"time":1,"metrics":{"2":{"loss"');
+      await using server = await serveHub({ dataDir });
+      const listed = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(
+        (listed.body.data as { epoch: number }[]).map((m) => m.epoch),
+        [0, 1],
+      );
+      assert.equal((await post(server, 3)).status, 200);
+      const after = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(after.body.data, [
+        { epoch: 0, metrics: { loss: 0 } },
+        { epoch: 1, metrics: { loss: 0.1 } },
+        { epoch: 3, metrics: { loss: 0.3 } },
+      ]);
+      const text = await readFile(file, "utf8");
+      assert.ok(text.endsWith("\n"));
+      for (const line of text.split("\n").filter((l) => l !== "")) {
+        JSON.parse(line);
+      }
+      assert.equal((await getDoc(server, id)).epochs_completed, 3);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a model.json that still holds its metrics is migrated to metrics.jsonl", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      let id: string;
+      {
+        await using server = await serveHub({ dataDir });
+        id = await createModel(server);
+      }
+      const dir = join(dataDir, "models", id);
+      const old = JSON.parse(await readFile(join(dir, "model.json"), "utf8"));
+      await writeFile(
+        join(dir, "model.json"),
+        JSON.stringify({
+          ...old,
+          version: 1,
+          status: "training",
+          metrics: { "0": { loss: 1 }, "1": { loss: 0.5 } },
+        }),
+      );
+      await unlink(join(dir, "metrics.jsonl")).catch(() => {});
+      await using server = await serveHub({ dataDir });
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(body.data, [
+        { epoch: 0, metrics: { loss: 1 } },
+        { epoch: 1, metrics: { loss: 0.5 } },
+      ]);
+      assert.equal((await getDoc(server, id)).epochs_completed, 2);
+      const migrated = JSON.parse(
+        await readFile(join(dir, "model.json"), "utf8"),
+      );
+      assert.equal(migrated.metrics, undefined);
+      assert.equal(migrated.version, 2);
+      const lines = (await readFile(join(dir, "metrics.jsonl"), "utf8"))
+        .split("\n").filter((l) => l !== "");
+      assert.equal(lines.length, 2);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("re-sending one epoch many times compacts the file and keeps the last value", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      for (let n = 0; n < 150; n++) {
+        const reply = await call(server, "POST", `/v1/models/${id}`, {
+          type: "metrics",
+          metrics: { "7": JSON.stringify({ loss: n }) },
+        });
+        assert.equal(reply.status, 200);
+      }
+      const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
+      assert.deepEqual(body.data, [{ epoch: 7, metrics: { loss: 149 } }]);
+      const lines = (await readFile(
+        join(dataDir, "models", id, "metrics.jsonl"),
+        "utf8",
+      )).split("\n").filter((l) => l !== "");
+      assert.ok(lines.length < 100, `${lines.length} lines`);
+      assert.equal((await getDoc(server, id)).epochs_completed, 1);
+    });
+  });
+
+  test("the store caches a bounded number of models and still finds the others", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-store-"));
+    try {
+      const store = await HubStore.open(dataDir);
+      const ids: string[] = [];
+      for (let i = 0; i < MAX_CACHED_MODELS + 20; i++) {
+        const record = await store.create({
+          name: `m${i}`,
+          dataset: "",
+          architecture: "yolov8n",
+          config: {
+            batchSize: -1,
+            epochs: 1,
+            imageSize: 640,
+            patience: 1,
+            device: "",
+            cache: "ram",
+          },
+        }, i);
+        ids.push(record.id);
+      }
+      assert.equal(store.cachedModels, MAX_CACHED_MODELS);
+      assert.equal((await store.get(ids[0]!))?.name, "m0");
+      assert.equal(store.cachedModels, MAX_CACHED_MODELS);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("pages", () => {
+  async function page(
+    server: HubServer,
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; text: string; headers: Headers }> {
+    const response = await fetch(`${server.url}${path}`, {
+      headers: {
+        accept: "text/html,application/xhtml+xml,*/*;q=0.8",
+        ...headers,
+      },
+    });
+    return {
+      status: response.status,
+      text: await response.text(),
+      headers: response.headers,
+    };
+  }
+
+  test("the model page lists the last 50 epochs and escapes every value", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const metrics: Record<string, string> = {};
+      for (let epoch = 0; epoch < 60; epoch++) {
+        metrics[epoch] = JSON.stringify({
+          "train/box_loss": epoch / 100,
+          "<script>alert(1)</script>": epoch,
+        });
+      }
+      await call(server, "POST", `/v1/models/${id}`, {
+        type: "metrics",
+        metrics,
+      });
+      await call(server, "PATCH", `/v1/models/${id}`, {
+        meta: { name: '<img src=x onerror="alert(1)">' },
+      });
+      const boundary = randomBytes(16).toString("hex");
+      await upload(
+        server,
+        id,
+        multipart(boundary, epochParts(59, randomBytes(1000))),
+        boundary,
+      );
+      const { status, text, headers } = await page(server, `/models/${id}`);
+      assert.equal(status, 200);
+      assert.match(headers.get("content-type") ?? "", /^text\/html/);
+      assert.match(
+        headers.get("content-security-policy") ?? "",
+        /default-src 'none'/,
+      );
+      assert.ok(!/<script|<img/i.test(text), "no unescaped markup");
+      assert.ok(text.includes("&lt;script&gt;alert(1)&lt;/script&gt;"));
+      assert.ok(
+        text.includes("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"),
+      );
+      assert.ok(text.includes("train/box_loss"));
+      const rows = [...text.matchAll(/<tr><td>(\d+)<\/td>/g)].map((m) =>
+        Number(m[1])
+      );
+      assert.deepEqual(rows, Array.from({ length: 50 }, (_, i) => i + 10));
+      assert.ok(text.includes("60 of 3"), "epochs completed of configured");
+      assert.ok(text.includes(`href="${server.url}/v1/models/${id}"`));
+      assert.ok(
+        text.includes(`href="${server.url}/v1/models/${id}/files/last.pt"`),
+      );
+      assert.ok(text.includes("coco8.yaml"));
+      assert.ok(text.includes("yolov8n.yaml"));
+    });
+  });
+
+  test("GET / lists the models for browsers and stays a JSON health reply for clients", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const index = await page(server, "/");
+      assert.equal(index.status, 200);
+      assert.ok(index.text.includes(`href="/models/${id}"`));
+      for (const accept of [undefined, "*/*", "application/json"]) {
+        const response = await fetch(`${server.url}/`, {
+          headers: accept === undefined ? {} : { accept },
+        });
+        assert.equal(response.status, 200);
+        assert.equal((await response.json() as Envelope).success, true);
+      }
+      const v1 = await call(server, "GET", "/v1");
+      assert.equal(v1.status, 200);
+      assert.equal(v1.body.success, true);
+      const missing = await page(server, `/models/${"Z".repeat(20)}`);
+      assert.equal(missing.status, 404);
+      assert.match(missing.text, /Model not found/);
+    });
+  });
+
+  test("on a server with keys, pages need the key and show nothing without it", async () => {
+    await withServer(async (server) => {
+      const auth = { "x-api-key": KEY };
+      const id = await createModel(server, auth);
+      for (const path of [`/models/${id}`, "/"]) {
+        const denied = await page(server, path);
+        assert.equal(denied.status, 401, path);
+        assert.ok(!denied.text.includes(id));
+        assert.ok(!denied.text.includes("yolov8n"));
+        const allowed = await page(server, path, auth);
+        assert.equal(allowed.status, 200, path);
+        assert.ok(allowed.text.includes(id));
+      }
+      const withKey = await page(server, `/models/${id}`, auth);
+      assert.ok(!withKey.text.includes(KEY));
+      // The JSON health reply carries no model data and needs no key.
+      const health = await fetch(`${server.url}/`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+    }, { apiKeys: [KEY] });
   });
 });

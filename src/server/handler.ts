@@ -19,6 +19,15 @@ import type {
 } from "../types.ts";
 import { getBoundary, MultipartError, parseMultipart } from "./multipart.ts";
 import {
+  type IndexEntry,
+  PAGE_EPOCHS,
+  type PageWeights,
+  renderIndexPage,
+  renderMessagePage,
+  renderModelPage,
+  renderUnauthorizedPage,
+} from "./page.ts";
+import {
   HubStore,
   type ModelRecord,
   type NewModel,
@@ -109,6 +118,55 @@ class HttpError extends Error {
   }
 }
 
+/**
+ * The request body could not be read to its end: the client disconnected or
+ * cancelled the request mid-body. Answered 400, never reported as a server
+ * error.
+ */
+class BodyAbortedError extends HttpError {
+  constructor(message: string) {
+    super(400, message);
+    this.name = "BodyAbortedError";
+  }
+}
+
+/** Message of an upload whose body ended early (the connection failed). */
+const UPLOAD_ABORTED = "Upload aborted: the request body ended early";
+/** Message of a JSON request whose body ended early. */
+const REQUEST_ABORTED = "Request aborted: the request body ended early";
+
+/**
+ * Names of the errors a runtime raises when a request body cannot be read
+ * because the connection went away: Deno's `BadResource` ("Cannot read
+ * request body as underlying resource unavailable") and its I/O error
+ * classes, Bun's `AbortError` DOMException ("The connection was closed.").
+ */
+const BODY_READ_ERRORS = new Set([
+  "BadResource",
+  "Http",
+  "Interrupted",
+  "ConnectionReset",
+  "ConnectionAborted",
+  "BrokenPipe",
+  "UnexpectedEof",
+  "AbortError",
+]);
+
+/**
+ * Whether an error means the request body could not be read to its end.
+ * Only for errors raised by reading a body: a disk error while storing an
+ * upload is a server error.
+ */
+function isBodyReadFailure(error: unknown): boolean {
+  if (error instanceof BodyAbortedError) return true;
+  if (error instanceof MultipartError) {
+    // parseMultipart reports a failed read of the body this way.
+    return error.message.startsWith("Cannot read the request body");
+  }
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === "string" && BODY_READ_ERRORS.has(name);
+}
+
 function json(
   status: number,
   body: unknown,
@@ -120,8 +178,46 @@ function json(
   });
 }
 
+/** Headers of every HTML page: no scripts, no external resources. */
+const PAGE_HEADERS = {
+  "content-type": "text/html; charset=utf-8",
+  "content-security-policy":
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "cache-control": "no-store",
+};
+
+function html(request: Request, status: number, body: string): Response {
+  return new Response(request.method === "HEAD" ? null : body, {
+    status,
+    headers: PAGE_HEADERS,
+  });
+}
+
+/** Most models the index page lists (most recently updated first). */
+const INDEX_MODELS = 500;
+
+/**
+ * Whether a request for `/` asks for HTML: a browser's `Accept` names
+ * `text/html` before any JSON type. Clients that send no `Accept`, `*\/*` or
+ * `application/json` get the JSON health reply.
+ */
+function wantsHtml(request: Request): boolean {
+  const accept = request.headers.get("accept")?.toLowerCase() ?? "";
+  const htmlAt = accept.indexOf("text/html");
+  if (htmlAt === -1) return false;
+  const jsonAt = accept.indexOf("application/json");
+  return jsonAt === -1 || htmlAt < jsonAt;
+}
+
 function ok(data: unknown, message: string, status = 200): Response {
   return json(status, { success: true, data, message });
+}
+
+/** `GET /v1`, and `GET /` for clients that do not ask for HTML. */
+function healthReply(): Response {
+  return ok({ name: "hub-session local HUB", api: "v1" }, "HUB is running");
 }
 
 function fail(
@@ -155,7 +251,13 @@ async function readBody(request: Request, limit: number): Promise<string> {
   let total = 0;
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch {
+        throw new BodyAbortedError(REQUEST_ABORTED);
+      }
+      const { done, value } = chunk;
       if (done) break;
       total += value.byteLength;
       if (total > limit) {
@@ -473,6 +575,7 @@ function renderDocument(
   record: ModelRecord,
   base: string,
   withToken: boolean,
+  epochsCompleted: number,
 ): ModelDocument {
   const fileUrl = (kind: WeightsKind): string =>
     `${base}/v1/models/${record.id}/files/${kind}.pt${
@@ -530,7 +633,7 @@ function renderDocument(
         : { ...best, uploadedAt: iso(best.uploadedAt) },
     },
     ...(best?.map === undefined ? {} : { map: best.map }),
-    epochs_completed: Object.keys(record.metrics).length,
+    epochs_completed: epochsCompleted,
     heartbeat: record.heartbeat === undefined ? null : {
       agentId: record.heartbeat.agentId,
       agent: record.heartbeat.agent,
@@ -541,12 +644,6 @@ function renderDocument(
       requestedAt: iso(e.requestedAt),
     })),
   };
-}
-
-function listMetrics(record: ModelRecord): StoredEpochMetrics[] {
-  return Object.entries(record.metrics)
-    .map(([epoch, metrics]) => ({ epoch: Number(epoch), metrics }))
-    .sort((a, b) => a.epoch - b.epoch) as StoredEpochMetrics[];
 }
 
 function parseBool(value: string, field: string): boolean {
@@ -611,6 +708,8 @@ function createFileStream(
 interface Route {
   name:
     | "root"
+    | "health"
+    | "page"
     | "auth"
     | "models"
     | "model"
@@ -628,7 +727,11 @@ function matchRoute(pathname: string): Route | undefined {
   const parts = pathname.split("/").filter((p) => p !== "");
   const [v1, a, b, c, d, e] = parts;
   if (parts.length === 0) return { name: "root", methods: ["GET", "HEAD"] };
+  if (v1 === "models" && parts.length === 2 && a !== undefined) {
+    return { name: "page", id: a, methods: ["GET", "HEAD"] };
+  }
   if (v1 !== "v1") return undefined;
+  if (parts.length === 1) return { name: "health", methods: ["GET", "HEAD"] };
   if (a === "auth" && parts.length === 2) {
     return { name: "auth", methods: ["POST"] };
   }
@@ -869,6 +972,13 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
           "Cannot finish the upload as the server is shutting down",
         );
       }
+      if (
+        disconnectSignal(request)?.aborted || isBodyReadFailure(error)
+      ) {
+        // The client went away mid-body: not a server error. The temporary
+        // file is already deleted.
+        throw new BodyAbortedError(UPLOAD_ABORTED);
+      }
       if (error instanceof MultipartError) {
         throw new HttpError(error.status, error.message);
       }
@@ -1055,6 +1165,84 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
     });
   }
 
+  async function indexPage(store: HubStore): Promise<string> {
+    const entries: IndexEntry[] = [];
+    for (const modelId of await store.ids()) {
+      const record = await store.get(modelId);
+      if (record === undefined) continue;
+      entries.push({
+        id: record.id,
+        name: record.name,
+        status: record.status,
+        dataset: record.dataset,
+        updatedAt: record.updatedAt,
+      });
+    }
+    entries.sort((a, b) => b.updatedAt - a.updatedAt);
+    return renderIndexPage(
+      entries.slice(0, INDEX_MODELS),
+      Math.max(0, entries.length - INDEX_MODELS),
+    );
+  }
+
+  async function modelPage(
+    request: Request,
+    store: HubStore,
+    id: string,
+    origin: string,
+    withToken: boolean,
+  ): Promise<Response> {
+    const record = await store.get(id);
+    const metrics = await store.listMetrics(id);
+    if (record === undefined || metrics === undefined) {
+      return html(
+        request,
+        404,
+        renderMessagePage(
+          "Model not found",
+          `Cannot find the model "${id}" on this HUB`,
+        ),
+      );
+    }
+    const weights: PageWeights[] = [];
+    for (const kind of ["last", "best"] as const) {
+      const info = record.weights[kind];
+      if (info === undefined) continue;
+      weights.push({
+        name: `${kind}.pt`,
+        url: `${origin}/v1/models/${record.id}/files/${kind}.pt${
+          withToken ? `?token=${record.downloadToken}` : ""
+        }`,
+        epoch: info.epoch,
+        size: info.size,
+        sha256: info.sha256,
+      });
+    }
+    const doc = renderDocument(record, origin, withToken, metrics.length);
+    return html(
+      request,
+      200,
+      renderModelPage({
+        id: record.id,
+        name: record.name,
+        status: record.status,
+        dataset: record.dataset,
+        architecture: doc.cfg ?? record.architecture,
+        parent: record.parent,
+        epochs: record.config.epochs,
+        epochsCompleted: metrics.length,
+        updatedAt: record.updatedAt,
+        metrics: metrics.slice(-PAGE_EPOCHS),
+        documentUrl: `${origin}/v1/models/${record.id}`,
+        weights,
+        heartbeat: record.heartbeat === undefined ? undefined : {
+          agent: record.heartbeat.agent,
+          lastSeen: record.heartbeat.lastSeen,
+        },
+      }),
+    );
+  }
+
   async function route(request: Request): Promise<Response> {
     const url = new URL(request.url);
     const matched = matchRoute(url.pathname);
@@ -1073,11 +1261,14 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
         { allow: matched.methods.join(", ") },
       );
     }
-    if (matched.name === "root") {
-      return ok({ name: "hub-session local HUB", api: "v1" }, "HUB is running");
-    }
+    const health = matched.name === "health" ||
+      (matched.name === "root" && !wantsHtml(request));
+    if (health) return healthReply();
     const authorized = keyDigests.length === 0 ||
       keyIsValid(presentedKey(request));
+    if (!authorized && (matched.name === "root" || matched.name === "page")) {
+      return html(request, 401, renderUnauthorizedPage());
+    }
     if (!authorized && matched.name !== "file") {
       return fail(
         401,
@@ -1099,7 +1290,15 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
       case "model": {
         if (request.method === "GET") {
           const record = await requireModel(store, id);
-          return ok(renderDocument(record, origin, withToken), "Model found");
+          return ok(
+            renderDocument(
+              record,
+              origin,
+              withToken,
+              await store.epochCount(id),
+            ),
+            "Model found",
+          );
         }
         if (request.method === "DELETE") {
           const hardText = url.searchParams.get("hard");
@@ -1136,26 +1335,29 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
             throw new HttpError(404, `Cannot find the model "${id}"`);
           }
           return ok(
-            renderDocument(updated.record, origin, withToken),
+            renderDocument(
+              updated.record,
+              origin,
+              withToken,
+              await store.epochCount(id),
+            ),
             "Model updated",
           );
         }
         const metrics = parseMetrics(body);
         const epochs = [...metrics.keys()].sort((a, b) => a - b);
-        const updated = await store.update(id, (r) => {
-          for (const [epoch, values] of metrics) {
-            r.metrics[String(epoch)] = values;
-          }
-          if (metrics.size > 0 && r.status === "new") r.status = "training";
-        }, now());
+        const updated = await store.appendMetrics(id, metrics, now());
         if (updated === undefined) {
           throw new HttpError(404, `Cannot find the model "${id}"`);
         }
         return ok({ epochs }, "Model metrics uploaded");
       }
       case "metrics": {
-        const record = await requireModel(store, id);
-        return ok(listMetrics(record), "Model metrics found");
+        const list = await store.listMetrics(id);
+        if (list === undefined) {
+          throw new HttpError(404, `Cannot find the model "${id}"`);
+        }
+        return ok(list as StoredEpochMetrics[], "Model metrics found");
       }
       case "upload":
         return await handleUpload(request, store, id);
@@ -1220,6 +1422,12 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
         }
         return ok({ agentId: updated.result }, "Heartbeat received");
       }
+      case "health":
+        return healthReply();
+      case "root":
+        return html(request, 200, await indexPage(store));
+      case "page":
+        return await modelPage(request, store, id, origin, withToken);
       case "file":
         return await handleFile(
           request,
@@ -1237,6 +1445,11 @@ export function createHubHandler(options: HubHandlerOptions): HubHandler {
     } catch (error) {
       if (error instanceof HttpError) {
         return fail(error.status, error.message, error.headers);
+      }
+      if (isBodyReadFailure(error)) {
+        // A body read that failed outside the readers above: still the
+        // client's doing.
+        return fail(400, REQUEST_ABORTED);
       }
       if (disconnectSignal(request)?.aborted) {
         // The client went away; nobody reads this reply.

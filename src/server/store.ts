@@ -4,16 +4,31 @@
  * Layout under `dataDir`:
  *
  * ```
- * models/<id>/model.json   one JSON document per model (metrics, heartbeat, weights info)
- * models/<id>/last.pt      last checkpoint
- * models/<id>/best.pt      final weights
- * tmp/                     uploads in progress (emptied when a store opens)
+ * models/<id>/model.json     one JSON document per model (config, heartbeat, weights info)
+ * models/<id>/metrics.jsonl  the model's metrics: one line per metrics post
+ * models/<id>/last.pt        last checkpoint
+ * models/<id>/best.pt        final weights
+ * tmp/                       uploads in progress (emptied when a store opens)
  * ```
  *
  * Every document write goes to a temporary file that is synced and then
  * renamed over the old one, so a reader or a crash sees either the old or the
  * new document. Writes to one model run one after another (a promise-chain
  * mutex): concurrent requests never lose each other's changes.
+ *
+ * Metrics are appended, not rewritten: a metrics post appends one line
+ * `{"time": <ms>, "metrics": {"<epoch>": {...}}}` to `metrics.jsonl` and syncs
+ * it before it is acknowledged, so its cost does not grow with the number of
+ * stored epochs (rewriting `model.json` with every epoch made a post O(n) and
+ * a run O(n²)). The last line for an epoch wins. A line torn by a crash was
+ * never acknowledged: it is ignored when read and cut off before the next
+ * append. When superseded entries (re-sent epochs) outnumber the live ones,
+ * the file is compacted by an atomic rewrite. Documents written by earlier
+ * versions, with metrics inside `model.json`, are migrated on first load.
+ *
+ * Memory: the store caches at most {@linkcode MAX_CACHED_MODELS} models
+ * (documents without metrics, plus the set of stored epoch numbers); metric
+ * values are read from disk when listed.
  *
  * Internal to the local server; not part of the public API.
  *
@@ -28,6 +43,7 @@ import {
   readFile,
   rename,
   rm,
+  truncate,
   unlink,
 } from "node:fs/promises";
 import { join } from "node:path";
@@ -88,8 +104,8 @@ export interface ExportRequest {
 
 /** Everything the store keeps about one model (the `model.json` content). */
 export interface ModelRecord {
-  /** Document format version. */
-  version: 1;
+  /** Document format version (1 kept metrics inside `model.json`). */
+  version: 2;
   /** Model id (20 characters of `[A-Za-z0-9]`). */
   id: string;
   /** Creation time, ms since the epoch. */
@@ -112,8 +128,6 @@ export interface ModelRecord {
   config: StoredConfig;
   /** Further fields set through `PATCH`. */
   extra: Record<string, unknown>;
-  /** Metrics by epoch number (as a string key). */
-  metrics: Record<string, StoredMetrics>;
   /** Last heartbeat, if any. */
   heartbeat?: HeartbeatInfo;
   /** Stored weights files. */
@@ -134,6 +148,105 @@ export type NewModel =
 
 /** Name of a stored weights file. */
 export type WeightsKind = "last" | "best";
+
+/** One epoch's stored metrics. */
+export interface EpochEntry {
+  /** Epoch number. */
+  epoch: number;
+  /** The epoch's metrics. */
+  metrics: StoredMetrics;
+}
+
+/** Most models whose documents and epoch numbers are kept in memory. */
+export const MAX_CACHED_MODELS = 256;
+
+/** A version 1 document: metrics inside `model.json`. */
+type LegacyRecord = Omit<ModelRecord, "version"> & {
+  version: 1 | 2;
+  metrics?: Record<string, StoredMetrics>;
+};
+
+interface CacheEntry {
+  /** The document; `null` when the model does not exist. */
+  record: ModelRecord | null;
+  /** Epoch numbers stored in `metrics.jsonl`. */
+  epochs: Set<number>;
+  /** Epoch entries in `metrics.jsonl`, superseded ones included. */
+  entries: number;
+}
+
+/** What {@linkcode readMetricsLog} found in a metrics file. */
+interface MetricsLog {
+  /** Metrics by epoch, the last line for an epoch winning. */
+  metrics: Map<number, StoredMetrics>;
+  /** Epoch entries in complete lines, superseded ones included. */
+  entries: number;
+  /** Byte length of the complete lines (a torn tail starts here). */
+  validBytes: number;
+  /** Total byte length of the file. */
+  totalBytes: number;
+  /** Time of the last complete line, ms since the epoch. */
+  lastTime: number | undefined;
+}
+
+const METRICS_FILE = "metrics.jsonl";
+const NEWLINE = 0x0a;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Parses a metrics file. Lines that do not parse are skipped; only a torn
+ * last line (no final newline) is expected, from a crash during an append.
+ */
+function parseMetricsLog(bytes: Uint8Array): MetricsLog {
+  const metrics = new Map<number, StoredMetrics>();
+  const decoder = new TextDecoder();
+  let entries = 0;
+  let lastTime: number | undefined;
+  let start = 0;
+  let validBytes = 0;
+  while (start < bytes.length) {
+    const end = bytes.indexOf(NEWLINE, start);
+    if (end === -1) break; // torn tail
+    validBytes = end + 1;
+    const text = decoder.decode(bytes.subarray(start, end));
+    start = end + 1;
+    let line: unknown;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    if (!isPlainObject(line) || !isPlainObject(line.metrics)) continue;
+    if (typeof line.time === "number") lastTime = line.time;
+    for (const [key, value] of Object.entries(line.metrics)) {
+      const epoch = Number(key);
+      if (!Number.isSafeInteger(epoch) || epoch < 0) continue;
+      if (!isPlainObject(value)) continue;
+      metrics.set(epoch, value as StoredMetrics);
+      entries++;
+    }
+  }
+  return { metrics, entries, validBytes, totalBytes: bytes.length, lastTime };
+}
+
+function metricsLine(
+  metrics: Iterable<[number, StoredMetrics]>,
+  time: number | undefined,
+): string {
+  const byEpoch: Record<string, StoredMetrics> = {};
+  for (const [epoch, values] of metrics) byEpoch[String(epoch)] = values;
+  return `${
+    JSON.stringify(
+      time === undefined ? { metrics: byEpoch } : {
+        time,
+        metrics: byEpoch,
+      },
+    )
+  }\n`;
+}
 
 const ID_ALPHABET =
   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -162,7 +275,8 @@ export class HubStore {
   /** Directory of uploads in progress. */
   readonly tempDir: string;
   #modelsDir: string;
-  #cache = new Map<string, ModelRecord | null>();
+  /** Least recently used first (a `Map` keeps insertion order). */
+  #cache = new Map<string, CacheEntry>();
   #locks = new Map<string, Promise<void>>();
 
   private constructor(dataDir: string) {
@@ -200,6 +314,11 @@ export class HubStore {
     return store;
   }
 
+  /** Number of models whose documents are cached (for tests). */
+  get cachedModels(): number {
+    return this.#cache.size;
+  }
+
   /**
    * Path of a model's weights file.
    *
@@ -212,17 +331,67 @@ export class HubStore {
   }
 
   /**
+   * Lists the ids of the models that exist (not soft-deleted).
+   *
+   * @returns The ids, in no particular order.
+   */
+  async ids(): Promise<string[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.#modelsDir);
+    } catch (error) {
+      if (isNotFound(error)) return [];
+      throw error;
+    }
+    return entries.filter(isModelId);
+  }
+
+  /**
    * Reads a model; soft-deleted and unknown models are `undefined`.
    *
    * @param id Model id.
    * @returns The record (do not mutate), or `undefined`.
    */
   async get(id: string): Promise<ModelRecord | undefined> {
-    if (!isModelId(id)) return undefined;
-    const record = await this.#load(id);
-    return record === null || record.deletedAt !== undefined
+    const entry = await this.#entry(id);
+    const record = entry?.record;
+    return record === null || record === undefined ||
+        record.deletedAt !== undefined
       ? undefined
       : record;
+  }
+
+  /**
+   * Number of distinct epochs with stored metrics.
+   *
+   * @param id Model id.
+   * @returns The count (0 for an unknown model).
+   */
+  async epochCount(id: string): Promise<number> {
+    return (await this.#entry(id))?.epochs.size ?? 0;
+  }
+
+  /**
+   * Reads a model's metrics from disk, sorted by epoch.
+   *
+   * @param id Model id.
+   * @returns The epochs' metrics, or `undefined` when the model does not
+   * exist.
+   */
+  async listMetrics(id: string): Promise<EpochEntry[] | undefined> {
+    if (await this.get(id) === undefined) return undefined;
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(this.#metricsPath(id));
+    } catch (error) {
+      if (isNotFound(error)) return [];
+      throw error;
+    }
+    // A line still being appended has no newline yet and is skipped.
+    const { metrics } = parseMetricsLog(bytes);
+    return [...metrics]
+      .sort(([a], [b]) => a - b)
+      .map(([epoch, values]) => ({ epoch, metrics: values }));
   }
 
   /**
@@ -242,7 +411,7 @@ export class HubStore {
         throw error;
       }
       const record: ModelRecord = {
-        version: 1,
+        version: 2,
         id,
         createdAt: now,
         updatedAt: now,
@@ -253,14 +422,13 @@ export class HubStore {
         ...(init.parent === undefined ? {} : { parent: init.parent }),
         config: { ...init.config },
         extra: {},
-        metrics: {},
         weights: {},
         exports: [],
         downloadToken: randomBytes(16).toString("hex"),
       };
       await this.#withLock(id, async () => {
         await this.#write(record);
-        this.#cache.set(id, record);
+        this.#remember(id, { record, epochs: new Set(), entries: 0 });
       });
       return record;
     }
@@ -284,14 +452,59 @@ export class HubStore {
   ): Promise<{ record: ModelRecord; result: T } | undefined> {
     if (!isModelId(id)) return Promise.resolve(undefined);
     return this.#withLock(id, async () => {
-      const current = await this.#load(id);
+      const entry = await this.#load(id);
+      const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return undefined;
       const copy = structuredClone(current);
       const result = await change(copy);
       copy.updatedAt = now;
       await this.#write(copy);
-      this.#cache.set(id, copy);
+      this.#remember(id, { ...entry, record: copy });
       return { record: copy, result };
+    });
+  }
+
+  /**
+   * Stores epochs' metrics (replacing earlier values of the same epochs):
+   * appends them to the model's metrics file and syncs it. A model still
+   * `new` becomes `training`.
+   *
+   * @param id Model id.
+   * @param metrics Metrics by epoch.
+   * @param now Time of the post, ms since the epoch.
+   * @returns The record, or `undefined` when the model does not exist.
+   */
+  appendMetrics(
+    id: string,
+    metrics: ReadonlyMap<number, StoredMetrics>,
+    now: number,
+  ): Promise<ModelRecord | undefined> {
+    if (!isModelId(id)) return Promise.resolve(undefined);
+    return this.#withLock(id, async () => {
+      const entry = await this.#load(id);
+      const current = entry.record;
+      if (current === null || current.deletedAt !== undefined) return undefined;
+      if (metrics.size === 0) return current;
+      try {
+        await appendSynced(this.#metricsPath(id), metricsLine(metrics, now));
+      } catch (error) {
+        // A partly written line is cut off when the model is loaded again.
+        this.#cache.delete(id);
+        throw error;
+      }
+      const epochs = entry.epochs;
+      for (const epoch of metrics.keys()) epochs.add(epoch);
+      let entries = entry.entries + metrics.size;
+      let record: ModelRecord = { ...current, updatedAt: now };
+      if (current.status === "new") {
+        record = { ...record, status: "training" };
+        await this.#write(record);
+      }
+      if (entries > 2 * epochs.size + 64) {
+        entries = await this.#compact(id, now);
+      }
+      this.#remember(id, { record, epochs, entries });
+      return record;
     });
   }
 
@@ -335,60 +548,135 @@ export class HubStore {
   delete(id: string, hard: boolean, now: number): Promise<boolean> {
     if (!isModelId(id)) return Promise.resolve(false);
     return this.#withLock(id, async () => {
-      const current = await this.#load(id);
+      const entry = await this.#load(id);
+      const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return false;
       if (hard) {
         await rm(join(this.#modelsDir, id), { recursive: true, force: true });
-        this.#cache.set(id, null);
+        this.#cache.delete(id);
         return true;
       }
       const copy = structuredClone(current);
       copy.deletedAt = now;
       copy.updatedAt = now;
       await this.#write(copy);
-      this.#cache.set(id, copy);
+      this.#remember(id, { ...entry, record: copy });
       return true;
     });
   }
 
-  async #load(id: string): Promise<ModelRecord | null> {
+  #metricsPath(id: string): string {
+    return join(this.#modelsDir, id, METRICS_FILE);
+  }
+
+  /** The cached entry, or one loaded under the model's lock. */
+  async #entry(id: string): Promise<CacheEntry | undefined> {
+    if (!isModelId(id)) return undefined;
+    const cached = this.#cache.get(id);
+    if (cached !== undefined) {
+      this.#remember(id, cached);
+      return cached;
+    }
+    return await this.#withLock(id, () => this.#load(id));
+  }
+
+  /** Caches an entry as the most recently used, evicting the oldest. */
+  #remember(id: string, entry: CacheEntry): void {
+    this.#cache.delete(id);
+    this.#cache.set(id, entry);
+    while (this.#cache.size > MAX_CACHED_MODELS) {
+      const oldest = this.#cache.keys().next().value;
+      if (oldest === undefined) break;
+      this.#cache.delete(oldest);
+    }
+  }
+
+  /**
+   * Loads a model (call under its lock): the document, and the epochs of its
+   * metrics file, whose torn tail, if any, is cut off. A version 1 document
+   * has its metrics moved to the metrics file.
+   */
+  async #load(id: string): Promise<CacheEntry> {
     const cached = this.#cache.get(id);
     if (cached !== undefined) return cached;
+    const dir = join(this.#modelsDir, id);
     let text: string;
     try {
-      text = await readFile(join(this.#modelsDir, id, "model.json"), "utf8");
+      text = await readFile(join(dir, "model.json"), "utf8");
     } catch (error) {
-      if (isNotFound(error)) return null;
-      throw error;
+      if (!isNotFound(error)) throw error;
+      // Not cached: a missing model is looked up again next time.
+      return { record: null, epochs: new Set(), entries: 0 };
     }
-    const record = JSON.parse(text) as ModelRecord;
-    // Another request may have loaded it meanwhile: keep the first copy.
-    const again = this.#cache.get(id);
-    if (again !== undefined) return again;
-    this.#cache.set(id, record);
-    return record;
+    const stored = JSON.parse(text) as LegacyRecord;
+    const { metrics: legacy, ...rest } = stored;
+    let record: ModelRecord = { ...rest, version: 2 };
+    let log: MetricsLog;
+    try {
+      log = parseMetricsLog(await readFile(this.#metricsPath(id)));
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      log = {
+        metrics: new Map(),
+        entries: 0,
+        validBytes: 0,
+        totalBytes: 0,
+        lastTime: undefined,
+      };
+    }
+    if (log.validBytes < log.totalBytes) {
+      await truncate(this.#metricsPath(id), log.validBytes);
+    }
+    if (log.lastTime !== undefined && log.lastTime > record.updatedAt) {
+      record = { ...record, updatedAt: log.lastTime };
+    }
+    const entry: CacheEntry = {
+      record,
+      epochs: new Set(log.metrics.keys()),
+      entries: log.entries,
+    };
+    if (legacy !== undefined || stored.version !== 2) {
+      // Version 1: metrics lived in model.json. The metrics file (newer
+      // entries win) is rewritten with all of them before model.json drops
+      // them, so a crash in between loses nothing.
+      const merged = new Map<number, StoredMetrics>();
+      for (const [key, value] of Object.entries(legacy ?? {})) {
+        merged.set(Number(key), value);
+      }
+      for (const [epoch, value] of log.metrics) merged.set(epoch, value);
+      await this.#writeMetrics(id, merged, record.updatedAt);
+      await this.#write(record);
+      entry.epochs = new Set(merged.keys());
+      entry.entries = merged.size;
+    }
+    this.#remember(id, entry);
+    return entry;
+  }
+
+  /** Rewrites the metrics file without superseded entries (under lock). */
+  async #compact(id: string, now: number): Promise<number> {
+    const log = parseMetricsLog(await readFile(this.#metricsPath(id)));
+    await this.#writeMetrics(id, log.metrics, now);
+    return log.metrics.size;
+  }
+
+  /** Atomically replaces the metrics file, one line per epoch. */
+  async #writeMetrics(
+    id: string,
+    metrics: ReadonlyMap<number, StoredMetrics>,
+    time: number,
+  ): Promise<void> {
+    const lines = [...metrics]
+      .sort(([a], [b]) => a - b)
+      .map(([epoch, values]) => metricsLine([[epoch, values]], time));
+    await writeAtomic(this.#metricsPath(id), lines.join(""));
   }
 
   async #write(record: ModelRecord): Promise<void> {
-    const dir = join(this.#modelsDir, record.id);
-    const target = join(dir, "model.json");
-    const temp = join(dir, `model.json.${randomBytes(6).toString("hex")}.tmp`);
-    const handle = await open(temp, "wx");
-    try {
-      await handle.writeFile(JSON.stringify(record), "utf8");
-      await handle.datasync();
-    } catch (error) {
-      await handle.close().catch(() => {});
-      await unlink(temp).catch(() => {});
-      throw error;
-    }
-    await handle.close();
-    try {
-      await rename(temp, target);
-    } catch (error) {
-      await unlink(temp).catch(() => {});
-      throw error;
-    }
+    await writeAtomic(
+      join(this.#modelsDir, record.id, "model.json"),
+      JSON.stringify(record),
+    );
   }
 
   async #withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -401,5 +689,37 @@ export class HubStore {
     } finally {
       if (this.#locks.get(id) === tail) this.#locks.delete(id);
     }
+  }
+}
+
+/** Writes a file through a synced temporary file renamed over it. */
+async function writeAtomic(target: string, text: string): Promise<void> {
+  const temp = `${target}.${randomBytes(6).toString("hex")}.tmp`;
+  const handle = await open(temp, "wx");
+  try {
+    await handle.writeFile(text, "utf8");
+    await handle.datasync();
+  } catch (error) {
+    await handle.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw error;
+  }
+  await handle.close();
+  try {
+    await rename(temp, target);
+  } catch (error) {
+    await unlink(temp).catch(() => {});
+    throw error;
+  }
+}
+
+/** Appends text to a file and syncs it before returning. */
+async function appendSynced(path: string, text: string): Promise<void> {
+  const handle = await open(path, "a");
+  try {
+    await handle.appendFile(text, "utf8");
+    await handle.datasync();
+  } finally {
+    await handle.close();
   }
 }
