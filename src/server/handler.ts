@@ -836,7 +836,20 @@ function validateOptions(options: HubHandlerOptions): void {
  * `POST /v1/models/{id}/export`, `GET /v1/models/{id}/files/{last.pt|best.pt}`
  * and `POST /v1/agent/heartbeat/models/{id}`. Unknown routes and models
  * answer 404, wrong methods 405, bad payloads 400, missing or wrong keys 401
- * (when `apiKeys` is set) and oversized uploads 413.
+ * (when `apiKeys` is set) and oversized uploads 413. A request whose body
+ * ends early (the client disconnected mid-upload) answers 400
+ * `Upload aborted...` / `Request aborted...` and is not reported to
+ * `onError`.
+ *
+ * HTML pages (no scripts): `GET /models/{id}` shows a model (the page a
+ * session links as `<web root>/models/<id>`: status, dataset, architecture,
+ * epochs, the last 50 epochs' metrics, links to the JSON document and the
+ * weights) and `GET /` lists the models when the client asks for
+ * `text/html`; other clients get the JSON health reply there, as at
+ * `GET /v1`. With `apiKeys` set, pages need a key like the API
+ * (`x-api-key` or `authorization: Bearer`; never in the URL) and answer 401
+ * with a page that shows no model data otherwise; the health reply needs no
+ * key and carries no data.
  *
  * The data directory is opened on the first request.
  *
