@@ -13,7 +13,13 @@
  * Horspool scan ~50 ms (Bun's native one ~10 ms); an awaited
  * `FileHandle#write` per 1 MiB batch adds ~1 s on Bun 1.4.5 and ~0.6 s on
  * Deno 2.9.6, while `writeSync` of the same batches to the page cache takes
- * ~0.15-0.25 s, so batches are written synchronously.
+ * ~0.15-0.25 s, so batches are written synchronously. Both runtimes deliver
+ * request bodies in 64 KiB chunks; the hash is updated per 1 MiB batch.
+ *
+ * Hashing and writing in a worker thread (batches transferred to it and back)
+ * was measured and rejected: on 2 cores, curl, the kernel's loopback and the
+ * receiving thread already keep both cores busy, and the worker made a
+ * 512 MiB upload ~15-20% slower on both runtimes.
  *
  * Internal to the local server; not part of the public API.
  *
@@ -125,7 +131,7 @@ export function getBoundary(contentType: string | null): string | undefined {
 }
 
 /**
- * Writes bytes to a file in 1 MiB batches while hashing them.
+ * Writes bytes to a file in 1 MiB batches while hashing them (per batch).
  *
  * Small chunks are copied into one reused buffer that is written when full;
  * chunks of 1 MiB or more are written without a copy.
@@ -147,7 +153,6 @@ class HashingFileSink {
 
   write(data: Uint8Array): void {
     if (data.length === 0) return;
-    this.#hash.update(data);
     this.#size += data.length;
     if (data.length >= BATCH_BYTES) {
       this.#flush();
@@ -177,6 +182,9 @@ class HashingFileSink {
   }
 
   #writeAll(data: Uint8Array): void {
+    // Hashing the 1 MiB batches rather than each 64 KiB body chunk: 16× fewer
+    // calls, ~15% less time per upload on Deno (op overhead), same on Bun.
+    this.#hash.update(data);
     let offset = 0;
     while (offset < data.length) {
       const written = writeSync(
