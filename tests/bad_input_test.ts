@@ -25,6 +25,7 @@ import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
 import { serveHub } from "../src/server/mod.ts";
 import type { Logger } from "../src/types.ts";
+import { captureLogger } from "./support/common.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 
@@ -68,20 +69,6 @@ function assertNoUnhandled(): void {
     [],
     "unhandled rejections",
   );
-}
-
-interface Captured extends Logger {
-  lines: string[];
-}
-
-function captureLogger(): Captured {
-  const lines: string[] = [];
-  return {
-    lines,
-    info: (m) => lines.push(`info ${m}`),
-    warn: (m) => lines.push(`warn ${m}`),
-    error: (m) => lines.push(`error ${m}`),
-  };
 }
 
 function options(extra: SessionOptions = {}): SessionOptions {

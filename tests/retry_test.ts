@@ -1,11 +1,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import process from "node:process";
 import { delay, retry, RetryError } from "../src/retry.ts";
 import type { RetryInfo, RetryOptions } from "../src/retry.ts";
 import { HUBError, HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
+import { runScript } from "./support/common.ts";
 
 function unavailable(retryAfter?: number): HUBRequestError {
   return new HUBRequestError("Cannot upload metrics: Service unavailable", {
@@ -27,40 +26,19 @@ function waitForAbort(signal: AbortSignal): Promise<never> {
   });
 }
 
-const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
 const childFile = fileURLToPath(
   new URL("./fixtures/heartbeat_child.ts", import.meta.url),
 );
 
-/** Runs the child fixture; kills it (and reports so) after 20 s. */
-function runChild(
+/** Runs the child fixture; it must exit on its own (killed after 20 s). */
+async function runChild(
   mode: string,
 ): Promise<{ code: number | null; killed: boolean; stdout: string }> {
-  const args = isDeno ? ["run", "-A", childFile, mode] : [childFile, mode];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    let killed = false;
-    child.stdout.on("data", (chunk) => stdout += chunk);
-    child.stderr.on("data", (chunk) => stderr += chunk);
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill("SIGKILL");
-    }, 20_000);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      if (code !== 0 && !killed) {
-        reject(new Error(`Child exited with ${code}: ${stderr}`));
-      } else resolve({ code, killed, stdout });
-    });
-  });
+  const result = await runScript(childFile, [mode]);
+  if (result.code !== 0 && !result.killed) {
+    throw new Error(`Child exited with ${result.code}: ${result.stderr}`);
+  }
+  return result;
 }
 
 describe("retry()", () => {

@@ -1,5 +1,4 @@
 import { after, before, test } from "node:test";
-import process from "node:process";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -10,7 +9,7 @@ import { HUBError, HUBModelError, HUBRequestError } from "../src/errors.ts";
 import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
 import { serveHub } from "../src/server/mod.ts";
-import type { Logger } from "../src/types.ts";
+import { captureLogger, runScript } from "./support/common.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 
@@ -28,20 +27,6 @@ after(async () => {
   await hub.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-interface Captured extends Logger {
-  lines: string[];
-}
-
-function captureLogger(): Captured {
-  const lines: string[] = [];
-  return {
-    lines,
-    info: (m) => lines.push(`info ${m}`),
-    warn: (m) => lines.push(`warn ${m}`),
-    error: (m) => lines.push(`error ${m}`),
-  };
-}
 
 /** Options every test uses: the local HUB, tiny delays, no settings file. */
 function options(extra: SessionOptions = {}): SessionOptions {
@@ -775,26 +760,16 @@ test("the session closes with `await using`", async () => {
 
 test("after close() the process has nothing pending and exits promptly", async () => {
   const id = await newModelId();
-  const { spawn } = await import("node:child_process");
   const fixture =
     new URL("./fixtures/session_child.ts", import.meta.url).pathname;
-  const isDeno = "Deno" in globalThis;
-  const args = isDeno
-    ? ["run", "-A", fixture, hub.url, id]
-    : [fixture, hub.url, id];
-  const child = spawn(process.execPath, args, {
-    stdio: ["ignore", "pipe", "pipe"],
+  const { code, killed, stdout, stderr } = await runScript(fixture, [
+    hub.url,
+    id,
+  ], {
+    timeout: 30_000,
   });
-  let out = "";
-  child.stdout.on("data", (d) => out += String(d));
-  child.stderr.on("data", (d) => out += String(d));
-  const code = await new Promise<number | null>((resolve) => {
-    const killer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    child.on("close", (c) => {
-      clearTimeout(killer);
-      resolve(c);
-    });
-  });
+  const out = stdout + stderr;
+  assert.equal(killed, false, "the child did not exit on its own");
   assert.equal(code, 0, out);
   assert.match(out, /closed pending=0/);
   assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [
