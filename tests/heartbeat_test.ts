@@ -1,12 +1,11 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { Heartbeat } from "../src/heartbeat.ts";
 import type { HeartbeatOptions } from "../src/heartbeat.ts";
 import { delay } from "../src/retry.ts";
 import { HUBRequestError } from "../src/errors.ts";
-import { runScript } from "./support/common.ts";
+import { runFixture } from "./support/common.ts";
 
 interface Recorded {
   info: string[];
@@ -45,21 +44,6 @@ function unavailable(): HUBRequestError {
     serverMessage: "Service unavailable",
     retriable: true,
   });
-}
-
-const childFile = fileURLToPath(
-  new URL("./fixtures/heartbeat_child.ts", import.meta.url),
-);
-
-/** Runs the child fixture; it must exit on its own (killed after 20 s). */
-async function runChild(
-  mode: string,
-): Promise<{ code: number | null; killed: boolean; stdout: string }> {
-  const result = await runScript(childFile, [mode]);
-  if (result.code !== 0 && !result.killed) {
-    throw new Error(`Child exited with ${result.code}: ${result.stderr}`);
-  }
-  return result;
 }
 
 describe("Heartbeat", () => {
@@ -300,14 +284,14 @@ describe("Heartbeat", () => {
   });
 
   test("a process that starts a heartbeat with a 1-hour interval exits by itself", async () => {
-    const result = await runChild("heartbeat");
+    const result = await runFixture("heartbeat_child.ts", ["heartbeat"]);
     assert.equal(result.killed, false, "the child had to be killed");
     assert.equal(result.code, 0);
     assert.match(result.stdout, /beats ok=1 agentId=child-agent/);
   });
 
   test("a process that starts and stops a heartbeat exits by itself", async () => {
-    const result = await runChild("stopped");
+    const result = await runFixture("heartbeat_child.ts", ["stopped"]);
     assert.equal(result.killed, false, "the child had to be killed");
     assert.equal(result.code, 0);
     assert.match(result.stdout, /stopped alive=false/);

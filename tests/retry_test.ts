@@ -1,10 +1,9 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { delay, retry, RetryError } from "../src/retry.ts";
 import type { RetryInfo, RetryOptions } from "../src/retry.ts";
 import { HUBError, HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
-import { runScript } from "./support/common.ts";
+import { runFixture } from "./support/common.ts";
 
 function unavailable(retryAfter?: number): HUBRequestError {
   return new HUBRequestError("Cannot upload metrics: Service unavailable", {
@@ -24,21 +23,6 @@ function waitForAbort(signal: AbortSignal): Promise<never> {
       once: true,
     });
   });
-}
-
-const childFile = fileURLToPath(
-  new URL("./fixtures/heartbeat_child.ts", import.meta.url),
-);
-
-/** Runs the child fixture; it must exit on its own (killed after 20 s). */
-async function runChild(
-  mode: string,
-): Promise<{ code: number | null; killed: boolean; stdout: string }> {
-  const result = await runScript(childFile, [mode]);
-  if (result.code !== 0 && !result.killed) {
-    throw new Error(`Child exited with ${result.code}: ${result.stderr}`);
-  }
-  return result;
 }
 
 describe("retry()", () => {
@@ -408,7 +392,7 @@ describe("delay()", () => {
   });
 
   test("delay() with persistent: false does not keep the process alive", async () => {
-    const result = await runChild("delay");
+    const result = await runFixture("heartbeat_child.ts", ["delay"]);
     assert.equal(result.killed, false, "the child had to be killed");
     assert.equal(result.code, 0);
     assert.match(result.stdout, /delay started/);

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { HUBClient } from "../../src/client.ts";
 import { serveHub } from "../../src/server/mod.ts";
 import type { HubServer } from "../../src/server/mod.ts";
@@ -111,4 +112,20 @@ export async function startTestHub(prefix = "hub-test-"): Promise<TestHub> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Runs `tests/fixtures/<name>` as a child of the current runtime; rejects when
+ * it fails (a kill after the timeout is reported as `killed`, not thrown).
+ */
+export async function runFixture(
+  name: string,
+  args: string[] = [],
+): Promise<ScriptResult> {
+  const file = fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
+  const result = await runScript(file, args);
+  if (result.code !== 0 && !result.killed) {
+    throw new Error(`${name} exited with ${result.code}: ${result.stderr}`);
+  }
+  return result;
 }
