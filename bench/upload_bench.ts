@@ -8,7 +8,9 @@
  * random file into a temporary directory, then runs each case `--runs` times
  * (interleaved) and prints medians:
  * - our final upload (`HUBClient.uploadModel`) in a child process on Deno
- *   and on Bun, and `curl -F` of the same form, to the Deno HUB;
+ *   and on Bun, and `curl -F` of the same form, to the Deno HUB; also our
+ *   multipart body with `releaseChunks` posted by plain `fetch` to the same
+ *   upload URL (what `uploadModel` sends once it sets that option);
  * - a raw streamed `fetch` of the file (`FileHandle#readableWebStream()` as
  *   the body) and our multipart body alone (no server work) to the sink, on
  *   both runtimes, against `curl -F` to the sink: the client-side ceiling;
@@ -23,6 +25,10 @@
  * Nothing is written into the repository; the temporary directory is deleted
  * at the end.
  *
+ * For the curl cases the CPU time of curl (bash `times`) and of the server
+ * process (`/proc/PID/stat`) is recorded: on a small machine the sum divided
+ * by the number of cores bounds how fast storing can possibly be.
+ *
  * Run: `deno task bench [--size MiB] [--runs N]` (defaults: 1024 MiB, 3 runs).
  *
  * @module
@@ -33,7 +39,7 @@ import type { ChildProcess } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -66,6 +72,8 @@ const runtimeName = bun !== undefined ? "bun" : "deno";
 /** What a client child prints as its last stdout line. */
 interface ChildReport {
   ms: number;
+  /** CPU seconds of curl plus the server during the run (curl cases). */
+  cpu?: number;
   /** Idle RSS right before the upload, bytes. */
   baseline: number;
   /** Peak RSS during the upload, bytes. */
@@ -145,6 +153,8 @@ async function childUpload(
 }
 
 async function childBody(url: string, file: string): Promise<void> {
+  // `url` is the full target: a sink, or a HUB model's upload URL (the HUB
+  // checks the sha256 field, so a corrupted body fails the run).
   const { createMultipartUpload } = await import("../src/upload.ts");
   const report = await measured(async () => {
     const upload = await createMultipartUpload({
@@ -165,7 +175,7 @@ async function childBody(url: string, file: string): Promise<void> {
       body: body.stream,
       duplex: "half",
     };
-    const response = await fetch(`${url}/sink`, init);
+    const response = await fetch(url, init);
     await response.text();
     body.finish();
     if (!response.ok) throw new Error(`sink answered ${response.status}`);
@@ -174,14 +184,29 @@ async function childBody(url: string, file: string): Promise<void> {
   console.log(JSON.stringify(report));
 }
 
-async function childRaw(url: string, file: string): Promise<void> {
+async function childRaw(
+  url: string,
+  file: string,
+  native: boolean,
+): Promise<void> {
   const report = await measured(async () => {
     const handle = await open(file);
     const size = (await handle.stat()).size;
+    // The runtime's own file stream: Deno's resource-backed `FsFile#readable`
+    // (fetch sends it without JavaScript per chunk), Bun's `BunFile#stream()`.
+    const stream = !native
+      ? handle.readableWebStream() as ReadableStream<Uint8Array>
+      : bun !== undefined
+      ? (bun as unknown as {
+        file(path: string): { stream(): ReadableStream<Uint8Array> };
+      }).file(file).stream()
+      : (await (deno as unknown as {
+        open(path: string): Promise<{ readable: ReadableStream<Uint8Array> }>;
+      }).open(file)).readable;
     const init: RequestInit & { duplex: "half" } = {
       method: "POST",
       headers: { "content-type": "application/octet-stream" },
-      body: handle.readableWebStream() as ReadableStream<Uint8Array>,
+      body: stream,
       duplex: "half",
     };
     try {
@@ -323,17 +348,39 @@ function stop(proc: ChildProcess): Promise<void> {
   });
 }
 
+/** CPU seconds (user + system) a process used so far, from `/proc`. */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+interface CurlResult {
+  ms: number;
+  /** CPU seconds of curl itself. */
+  curlCpu: number;
+}
+
 async function curlForm(
   url: string,
   file: string,
   path: string,
-): Promise<number> {
-  const out = await run("curl", [
+): Promise<CurlResult> {
+  // `times` prints the CPU time of the shell's children: curl's.
+  const out = await run("bash", [
+    "-c",
+    'curl "$@"; times',
+    "curl",
     "-s",
     "-o",
     "/dev/null",
     "-w",
-    "%{http_code} %{time_total}",
+    "%{http_code} %{time_total}\\n",
     "-F",
     "epoch=1",
     "-F",
@@ -344,11 +391,14 @@ async function curlForm(
     `best.pt=@${file};filename=best.pt`,
     `${url}${path}`,
   ]);
-  const [code, seconds] = out.trim().split(" ");
+  const lines = out.trim().split("\n");
+  const [code, seconds] = lines[0]!.trim().split(" ");
   if (code !== "200") {
     throw new Error(`curl got HTTP ${code} from ${url}${path}`);
   }
-  return Number(seconds) * 1000;
+  const cpu = [...(lines.at(-1) ?? "").matchAll(/(\d+)m([\d.]+)s/g)]
+    .reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+  return { ms: Number(seconds) * 1000, curlCpu: cpu };
 }
 
 async function createModel(url: string): Promise<string> {
@@ -390,6 +440,8 @@ interface Case {
   run: () => Promise<ChildReport>;
   ms: number[];
   rss: number[];
+  /** CPU seconds per run: client (curl) and server, where measured. */
+  cpu: number[];
   error?: string;
 }
 
@@ -460,7 +512,6 @@ async function main(): Promise<void> {
     const hub = servers["hub-deno"]!.url;
     const hubBun = servers["hub-bun"]!.url;
     const sinkDeno = servers["sink-deno"]!.url;
-    const sinkBun = servers["sink-bun"]!.url;
     const id = await createModel(hub);
     const idBun = await createModel(hubBun);
     const uploadPath = (model: string) => `/v1/models/${model}/upload`;
@@ -472,20 +523,30 @@ async function main(): Promise<void> {
         return JSON.parse(out.trim().split("\n").at(-1)!) as ChildReport;
       };
     const curl =
-      (url: string, path: string) => async (): Promise<ChildReport> => ({
-        ms: await curlForm(url, file, path),
-        baseline: 0,
-        peak: 0,
-        bytes: 0,
-      });
+      (server: Started, path: string) => async (): Promise<ChildReport> => {
+        const before = await cpuSeconds(server.proc.pid);
+        const result = await curlForm(server.url, file, path);
+        const used = await cpuSeconds(server.proc.pid) - before;
+        return {
+          ms: result.ms,
+          cpu: result.curlCpu + used,
+          baseline: 0,
+          peak: 0,
+          bytes: 0,
+        };
+      };
     const mk = (label: string, fn: () => Promise<ChildReport>): Case => ({
       label,
       run: fn,
       ms: [],
       rss: [],
+      cpu: [],
     });
     const cases = {
-      curlHub: mk("curl -F → HUB (deno)", curl(hub, uploadPath(id))),
+      curlHub: mk(
+        "curl -F → HUB (deno)",
+        curl(servers["hub-deno"]!, uploadPath(id)),
+      ),
       denoUpload: mk(
         "uploadModel, deno → HUB (deno)",
         child(runtimes.deno, ["--child-upload", hub, id, file]),
@@ -494,25 +555,50 @@ async function main(): Promise<void> {
         "uploadModel, bun → HUB (deno)",
         child(runtimes.bun, ["--child-upload", hub, id, file]),
       ),
-      curlSinkDeno: mk("curl -F → sink (deno)", curl(sinkDeno, "/sink")),
+      curlSinkDeno: mk(
+        "curl -F → sink (deno)",
+        curl(servers["sink-deno"]!, "/sink"),
+      ),
       denoRaw: mk(
-        "raw file fetch, deno → sink (deno)",
+        "readableWebStream() fetch, deno → sink (deno)",
         child(runtimes.deno, ["--child-raw", sinkDeno, file]),
       ),
       bunRaw: mk(
-        "raw file fetch, bun → sink (deno)",
+        "readableWebStream() fetch, bun → sink (deno)",
         child(runtimes.bun, ["--child-raw", sinkDeno, file]),
       ),
+      denoNative: mk(
+        "Deno.open().readable fetch, deno → sink (deno)",
+        child(runtimes.deno, ["--child-native", sinkDeno, file]),
+      ),
+      bunNative: mk(
+        "Bun.file().stream() fetch, bun → sink (deno)",
+        child(runtimes.bun, ["--child-native", sinkDeno, file]),
+      ),
       denoBody: mk(
-        "our body, deno → sink (deno)",
-        child(runtimes.deno, ["--child-body", sinkDeno, file]),
+        "our body + releaseChunks, deno → sink (deno)",
+        child(runtimes.deno, ["--child-body", `${sinkDeno}/sink`, file]),
+      ),
+      denoBodyHub: mk(
+        "our body + releaseChunks, deno → HUB (deno)",
+        child(runtimes.deno, ["--child-body", hub + uploadPath(id), file]),
       ),
       bunBody: mk(
-        "our body, bun → sink (deno)",
-        child(runtimes.bun, ["--child-body", sinkDeno, file]),
+        "our body + releaseChunks, bun → sink (deno)",
+        child(runtimes.bun, ["--child-body", `${sinkDeno}/sink`, file]),
       ),
-      curlHubBun: mk("curl -F → HUB (bun)", curl(hubBun, uploadPath(idBun))),
-      curlSinkBun: mk("curl -F → sink (bun)", curl(sinkBun, "/sink")),
+      bunBodyHub: mk(
+        "our body + releaseChunks, bun → HUB (deno)",
+        child(runtimes.bun, ["--child-body", hub + uploadPath(id), file]),
+      ),
+      curlHubBun: mk(
+        "curl -F → HUB (bun)",
+        curl(servers["hub-bun"]!, uploadPath(idBun)),
+      ),
+      curlSinkBun: mk(
+        "curl -F → sink (bun)",
+        curl(servers["sink-bun"]!, "/sink"),
+      ),
       hashDeno: mk(
         "sha256 alone, deno (node:crypto)",
         child(runtimes.deno, ["--child-hash", String(sizeMiB)]),
@@ -543,6 +629,7 @@ async function main(): Promise<void> {
           const r = await c.run();
           c.ms.push(r.ms);
           c.rss.push(r.peak - r.baseline);
+          if (r.cpu !== undefined) c.cpu.push(r.cpu);
         } catch (error) {
           c.error = (error as Error).message;
           console.error(c.error);
@@ -555,6 +642,10 @@ async function main(): Promise<void> {
     const rows: string[][] = [];
     const fmtMs = (c: Case): string =>
       c.error !== undefined ? "failed" : `${ms(c).toFixed(0)} ms`;
+    const cpu = (c: Case): number => c.cpu.length === 0 ? NaN : median(c.cpu);
+    const blank = (label: string): void => {
+      rows.push([label, "", "", "", "", "", ""]);
+    };
     const row = (
       c: Case,
       reference: Case | undefined,
@@ -577,6 +668,7 @@ async function main(): Promise<void> {
         fmtMs(c),
         Number.isNaN(ratio) ? "" : `${ratio.toFixed(2)}×`,
         Number.isNaN(rss) ? "" : `${rss.toFixed(1)} MiB`,
+        Number.isNaN(cpu(c)) ? "" : `${cpu(c).toFixed(2)} s`,
         targets.join(", "),
         c.error !== undefined
           ? "FAIL"
@@ -587,55 +679,47 @@ async function main(): Promise<void> {
           : "FAIL",
       ]);
     };
+    const client = { maxRss: 64, rss: true };
+    blank("client: final upload of the file, 3 text fields + sha256");
     row(cases.curlHub, cases.curlHub);
-    row(cases.denoUpload, cases.curlHub, {
-      maxRatio: 2.5,
-      maxRss: 64,
-      rss: true,
-    });
-    row(cases.bunUpload, cases.curlHub, {
-      maxRatio: 1.5,
-      maxRss: 64,
-      rss: true,
-    });
+    row(cases.denoUpload, cases.curlHub, { maxRatio: 2.5, ...client });
+    row(cases.bunUpload, cases.curlHub, { maxRatio: 1.5, ...client });
+    row(cases.denoBodyHub, cases.curlHub, { maxRatio: 2.5, ...client });
+    row(cases.bunBodyHub, cases.curlHub, { maxRatio: 1.5, ...client });
+    blank("client ceilings: the runtime's own file stream, no server work");
     row(cases.curlSinkDeno, cases.curlSinkDeno);
     row(cases.denoRaw, cases.curlSinkDeno, { rss: true });
     row(cases.bunRaw, cases.curlSinkDeno, { rss: true });
+    row(cases.denoNative, cases.curlSinkDeno, { rss: true });
+    row(cases.bunNative, cases.curlSinkDeno, { rss: true });
     row(cases.denoBody, cases.curlSinkDeno, { rss: true });
     row(cases.bunBody, cases.curlSinkDeno, { rss: true });
-    rows.push([
-      "server store vs discard, deno: curl → HUB / curl → sink",
-      "",
-      "",
-      "",
-      "",
-      "",
-    ]);
+    blank("server: curl → storing HUB / curl → discarding sink, same runtime");
     row(
-      { ...cases.curlHub, label: "  HUB (deno), store" },
+      { ...cases.curlHub, label: "  HUB (deno) store vs sink (deno)" },
       cases.curlSinkDeno,
       { maxRatio: 1.3 },
     );
-    rows.push([
-      "server store vs discard, bun: curl → HUB / curl → sink",
-      "",
-      "",
-      "",
-      "",
-      "",
-    ]);
     row(
-      { ...cases.curlHubBun, label: "  HUB (bun), store" },
+      { ...cases.curlHubBun, label: "  HUB (bun) store vs sink (bun)" },
       cases.curlSinkBun,
       { maxRatio: 1.3 },
     );
     row(cases.curlSinkBun, cases.curlSinkBun);
-    rows.push(["limits: sha256 of the same bytes, alone", "", "", "", "", ""]);
+    blank("limits: sha256 of the same number of bytes, alone");
     row(cases.hashDeno, undefined);
     row(cases.hashBun, undefined);
     row(cases.sha256sum, undefined);
 
-    const header = ["case", "median", "ratio", "peak RSS", "target", "result"];
+    const header = [
+      "case",
+      "median",
+      "ratio",
+      "peak RSS",
+      "CPU",
+      "target",
+      "result",
+    ];
     const widths = header.map((h, i) =>
       Math.max(h.length, ...rows.map((r) => r[i]!.length))
     );
@@ -662,6 +746,24 @@ async function main(): Promise<void> {
         hashMBs(cases.hashBun)
       }, sha256sum ${hashMBs(cases.sha256sum)}`,
     );
+    const cores = availableParallelism();
+    const bound = (store: Case, sink: Case, name: string): string => {
+      const floor = (cpu(store) * 1000) / cores;
+      return `${name}: storing used ${
+        cpu(store).toFixed(2)
+      } s CPU (curl + server) against ${
+        cpu(sink).toFixed(2)
+      } s for the sink, so on ${cores} cores it cannot take less than ${
+        floor.toFixed(0)
+      } ms = ${(floor / ms(sink)).toFixed(2)}× the sink's ${
+        ms(sink).toFixed(0)
+      } ms`;
+    };
+    console.log(
+      `CPU: curl + server CPU seconds during a curl upload (median). Server floor ${
+        bound(cases.curlHub, cases.curlSinkDeno, "deno")
+      }; ${bound(cases.curlHubBun, cases.curlSinkBun, "bun")}`,
+    );
     console.log(
       `all runs (ms): ${
         Object.values(cases).map((c) =>
@@ -680,6 +782,7 @@ if (mode === "--sink") sink();
 else if (mode === "--child-upload") {
   await childUpload(rest[0]!, rest[1]!, rest[2]!);
 } else if (mode === "--child-body") await childBody(rest[0]!, rest[1]!);
-else if (mode === "--child-raw") await childRaw(rest[0]!, rest[1]!);
+else if (mode === "--child-raw") await childRaw(rest[0]!, rest[1]!, false);
+else if (mode === "--child-native") await childRaw(rest[0]!, rest[1]!, true);
 else if (mode === "--child-hash") await childHash(Number(rest[0]));
 else await main();
