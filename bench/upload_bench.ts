@@ -522,19 +522,23 @@ async function main(): Promise<void> {
         const out = await run(c, a);
         return JSON.parse(out.trim().split("\n").at(-1)!) as ChildReport;
       };
-    const curl =
-      (server: Started, path: string) => async (): Promise<ChildReport> => {
-        const before = await cpuSeconds(server.proc.pid);
-        const result = await curlForm(server.url, file, path);
-        const used = await cpuSeconds(server.proc.pid) - before;
-        return {
-          ms: result.ms,
-          cpu: result.curlCpu + used,
-          baseline: 0,
-          peak: 0,
-          bytes: 0,
-        };
+    const curl = (
+      server: Started,
+      path: string | (() => Promise<string>),
+    ) =>
+    async (): Promise<ChildReport> => {
+      const target = typeof path === "string" ? path : await path();
+      const before = await cpuSeconds(server.proc.pid);
+      const result = await curlForm(server.url, file, target);
+      const used = await cpuSeconds(server.proc.pid) - before;
+      return {
+        ms: result.ms,
+        cpu: result.curlCpu + used,
+        baseline: 0,
+        peak: 0,
+        bytes: 0,
       };
+    };
     const mk = (label: string, fn: () => Promise<ChildReport>): Case => ({
       label,
       run: fn,
@@ -554,6 +558,13 @@ async function main(): Promise<void> {
       bunUpload: mk(
         "uploadModel, bun → HUB (deno)",
         child(runtimes.bun, ["--child-upload", hub, id, file]),
+      ),
+      curlHubFresh: mk(
+        "curl -F → HUB (deno), new model: nothing to replace",
+        curl(
+          servers["hub-deno"]!,
+          async () => uploadPath(await createModel(hub)),
+        ),
       ),
       curlSinkDeno: mk(
         "curl -F → sink (deno)",
@@ -697,6 +708,14 @@ async function main(): Promise<void> {
     blank("server: curl → storing HUB / curl → discarding sink, same runtime");
     row(
       { ...cases.curlHub, label: "  HUB (deno) store vs sink (deno)" },
+      cases.curlSinkDeno,
+      { maxRatio: 1.3 },
+    );
+    row(
+      {
+        ...cases.curlHubFresh,
+        label: "  HUB (deno), new model, vs sink (deno)",
+      },
       cases.curlSinkDeno,
       { maxRatio: 1.3 },
     );
