@@ -264,6 +264,8 @@ export class HUBClient {
   #apiKey: string | undefined;
   #idToken: string | undefined;
   #fetch: typeof fetch;
+  /** The runtime's own fetch: upload chunks may be released once sent. */
+  #nativeFetch: boolean;
   #signal: AbortSignal | undefined;
   #timeout: number;
   #logger: Logger;
@@ -337,6 +339,7 @@ export class HUBClient {
     this.#apiKey = apiKey;
     this.#idToken = idToken;
     this.#fetch = fetchFn;
+    this.#nativeFetch = fetchFn === globalThis.fetch;
     this.#signal = signal;
     this.#timeout = checkTimeout(timeout, "the client");
     this.#logger = logger;
@@ -615,6 +618,8 @@ export class HUBClient {
     });
     const body = upload.body({
       onWarning: (message) => this.#logger.warn(message),
+      // An injected fetch may keep chunks (e.g. buffer the body): keep them.
+      releaseChunks: this.#nativeFetch,
       ...(onProgress === undefined ? {} : {
         onProgress: (progress: UploadProgress) => onProgress(progress),
       }),

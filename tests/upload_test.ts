@@ -96,6 +96,22 @@ describe("uploadModel() against the local HUB", () => {
     assert.deepEqual(await stored(id, "last.pt"), bytes);
   });
 
+  test("a large upload through the runtime's own fetch (chunks released once sent) arrives intact", async () => {
+    const id = await client.createModel(payload);
+    // Well beyond the read-ahead, so that released chunks are really detached.
+    const bytes = pattern(24 * 1024 * 1024 + 7);
+    const file = join(dir, "large.pt");
+    await writeFile(file, bytes);
+    const result = await client.uploadModel(id, {
+      epoch: 1,
+      file,
+      type: "final",
+      map: 0.1,
+    });
+    assert.deepEqual(result, { size: bytes.byteLength, sha256: sha256(bytes) });
+    assert.equal(sha256(await stored(id, "best.pt")), sha256(bytes));
+  });
+
   test("progress starts at 0, only grows, and reaches the total exactly once at the end", async () => {
     const id = await client.createModel(payload);
     const bytes = pattern(2_500_000);
