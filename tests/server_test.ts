@@ -8,6 +8,7 @@ import {
   mkdtemp,
   readdir,
   readFile,
+  rename,
   rm,
   stat,
   unlink,
@@ -1037,6 +1038,73 @@ describe("persistence", () => {
         sha256(new Uint8Array(await served.arrayBuffer())),
         sha256(data),
       );
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("replacing weights", () => {
+  test("a second upload replaces the weights and leaves no old file behind", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      for (const data of [randomBytes(300_000), randomBytes(200_000)]) {
+        const boundary = randomBytes(16).toString("hex");
+        const reply = await upload(
+          server,
+          id,
+          multipart(boundary, epochParts(1, data)),
+          boundary,
+        );
+        assert.equal(reply.status, 200);
+        const served = await fetch(
+          `${server.url}/v1/models/${id}/files/last.pt`,
+        );
+        assert.equal(
+          sha256(new Uint8Array(await served.arrayBuffer())),
+          sha256(data),
+        );
+      }
+      const dir = join(dataDir, "models", id);
+      await waitFor(
+        async () => !(await readdir(dir)).some((f) => f.endsWith(".old")),
+        "the replaced weights are deleted",
+      );
+      assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".pt")), [
+        "last.pt",
+      ]);
+    });
+  });
+
+  test("opening the store puts back weights a crash left moved aside, and deletes stale ones", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      let id: string;
+      const data = randomBytes(50_000);
+      {
+        await using server = await serveHub({ dataDir });
+        id = await createModel(server);
+        const boundary = randomBytes(16).toString("hex");
+        await upload(
+          server,
+          id,
+          multipart(boundary, epochParts(1, data)),
+          boundary,
+        );
+      }
+      const dir = join(dataDir, "models", id);
+      // A crash between "move aside" and "rename into place": only the .old is left.
+      await rename(join(dir, "last.pt"), join(dir, "last.pt.0123456789ab.old"));
+      // And a stale leftover beside existing weights.
+      await writeFile(join(dir, "best.pt"), "best");
+      await writeFile(join(dir, "best.pt.ba9876543210.old"), "stale");
+      await using server = await serveHub({ dataDir });
+      // The store opens (and recovers) before it answers the first request.
+      assert.equal((await getDoc(server, id)).has_last_weights, true);
+      const files = (await readdir(dir)).sort();
+      assert.ok(!files.some((f) => f.endsWith(".old")), files.join());
+      assert.equal(sha256(await readFile(join(dir, "last.pt"))), sha256(data));
+      assert.equal(await readFile(join(dir, "best.pt"), "utf8"), "best");
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
