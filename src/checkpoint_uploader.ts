@@ -20,7 +20,7 @@ export type CheckpointOutcome =
   | {
     status: "skipped";
     epoch: number;
-    reason: "rate-limit" | "missing-file" | "closed";
+    reason: "rate-limit" | "missing-file" | "closed" | "no-model";
   }
   | { status: "failed"; epoch: number; error: HUBError };
 

@@ -786,13 +786,14 @@ export class HUBTrainingSession {
     path: string,
     options: UploadModelCallOptions,
   ): Promise<CheckpointOutcome> {
-    if (this.#closed !== undefined || this.#modelId === undefined) {
-      if (this.#modelId === undefined) {
-        this.#logger.warn(
-          `Checkpoint of epoch ${epoch} not uploaded: the session has no model yet`,
-        );
-      }
+    if (this.#closed !== undefined) {
       return Promise.resolve({ status: "skipped", epoch, reason: "closed" });
+    }
+    if (this.#modelId === undefined) {
+      this.#logger.warn(
+        `Checkpoint of epoch ${epoch} not uploaded: the session has no model yet (call createModel() first)`,
+      );
+      return Promise.resolve({ status: "skipped", epoch, reason: "no-model" });
     }
     if (this.#offline) {
       return Promise.resolve(this.#defer(epoch, path, options, "checkpoint"));

@@ -561,6 +561,26 @@ test("a missing checkpoint mid-training is a warning, not a crash", async () => 
   );
 });
 
+test("a checkpoint before the model exists is skipped with a warning", async () => {
+  const logger = captureLogger();
+  const session = await HUBTrainingSession.create(
+    "yolov8n.yaml",
+    options({ logger }),
+  );
+  const outcome = await session.uploadModel(0, join(dir, "whatever.pt"));
+  await session.close();
+  assert.deepEqual(outcome, {
+    status: "skipped",
+    epoch: 0,
+    reason: "no-model",
+  });
+  assert.ok(
+    logger.lines.some((l) =>
+      l.startsWith("warn") && l.includes("createModel()")
+    ),
+  );
+});
+
 test("a missing best.pt falls back to last.pt with a warning", async () => {
   const id = await newModelId();
   const weights = join(dir, "fallback", "weights");
