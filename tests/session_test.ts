@@ -9,7 +9,7 @@ import { HUBError, HUBModelError, HUBRequestError } from "../src/errors.ts";
 import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { captureLogger, runScript } from "./support/common.ts";
+import { captureLogger, runScript, waitUntil } from "./support/common.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 
@@ -110,9 +110,10 @@ test("create() loads a model id, derives training arguments and adopts the agent
     assert.equal(session.modelFile, session.model?.cfg);
     assert.equal(session.alive, true);
     // The first beat is sent at start; wait for its answer.
-    for (let i = 0; i < 200 && session.agentId === null; i++) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitUntil(
+      () => session.agentId !== null,
+      "the first beat is answered",
+    );
     assert.equal(typeof session.agentId, "string");
     const beats = calls.filter((c) =>
       c.path.startsWith("/v1/agent/heartbeat/")
@@ -134,9 +135,7 @@ test("the heartbeat sends back the agent id the server assigned", async () => {
   try {
     const beats = () =>
       calls.filter((c) => c.path.startsWith("/v1/agent/heartbeat/"));
-    for (let i = 0; i < 400 && beats().length < 3; i++) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitUntil(() => beats().length >= 3, "three beats were sent");
     assert.ok(beats().length >= 3);
     const assigned = session.agentId;
     assert.ok(assigned !== null);

@@ -129,3 +129,21 @@ export async function runFixture(
   }
   return result;
 }
+
+/**
+ * Polls `condition` every 5 ms until it holds; fails after `timeout` ms (a
+ * generous bound for a loaded machine, not a speed expectation).
+ */
+export async function waitUntil(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeout = 15_000,
+): Promise<void> {
+  const deadline = performance.now() + timeout;
+  while (!(await condition())) {
+    if (performance.now() > deadline) {
+      throw new Error(`Timed out waiting until ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
