@@ -6,11 +6,9 @@ import {
   mkdir,
   mkdtemp,
   readFile,
-  rm,
   truncate,
   writeFile,
 } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { HUBClient } from "../src/client.ts";
@@ -23,11 +21,8 @@ import {
 import { parseIdentifier } from "../src/identifier.ts";
 import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
-import { serveHub } from "../src/server/mod.ts";
 import type { Logger } from "../src/types.ts";
-import { captureLogger } from "./support/common.ts";
-
-type Hub = Awaited<ReturnType<typeof serveHub>>;
+import { captureLogger, startTestHub, type TestHub } from "./support/common.ts";
 
 // ------------------------------------------------- unhandled rejections ---
 
@@ -46,21 +41,20 @@ const target = globalThis as {
 };
 target.addEventListener?.("unhandledrejection", onUnhandledEvent);
 
+let testHub: TestHub;
 let dir: string;
-let hub: Hub;
+let hub: TestHub["hub"];
 let client: HUBClient;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "hub-bad-input-test-"));
-  hub = await serveHub({ port: 0, dataDir: join(dir, "hub") });
-  client = new HUBClient({ apiRoot: hub.url });
+  testHub = await startTestHub("hub-bad-input-test-");
+  ({ dir, hub, client } = testHub);
 });
 
 after(async () => {
   process.off("unhandledRejection", onUnhandled);
   target.removeEventListener?.("unhandledrejection", onUnhandledEvent);
-  await hub.close();
-  await rm(dir, { recursive: true, force: true });
+  await testHub.close();
 });
 
 function assertNoUnhandled(): void {

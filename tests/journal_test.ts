@@ -3,13 +3,12 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { HUBClient } from "../src/client.ts";
+import type { HUBClient } from "../src/client.ts";
 import {
   deferredWeightsIn,
   journalDir,
@@ -18,25 +17,22 @@ import {
 import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
 import { syncJournal } from "../src/sync.ts";
-import { serveHub } from "../src/server/mod.ts";
 import type { StoredEpochMetrics } from "../src/types.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
+import { startTestHub, type TestHub } from "./support/common.ts";
 
-type Hub = Awaited<ReturnType<typeof serveHub>>;
-
+let testHub: TestHub;
 let dir: string;
-let hub: Hub;
+let hub: TestHub["hub"];
 let client: HUBClient;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "hub-journal-test-"));
-  hub = await serveHub({ port: 0, dataDir: join(dir, "hub") });
-  client = new HUBClient({ apiRoot: hub.url });
+  testHub = await startTestHub("hub-journal-test-");
+  ({ dir, hub, client } = testHub);
 });
 
 after(async () => {
-  await hub.close();
-  await rm(dir, { recursive: true, force: true });
+  await testHub.close();
 });
 
 let journals = 0;

@@ -1,31 +1,33 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HUBClient } from "../src/client.ts";
 import { HUBError, HUBModelError, HUBRequestError } from "../src/errors.ts";
 import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
 import type { SessionOptions } from "../src/session.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { captureLogger, runScript, waitUntil } from "./support/common.ts";
+import {
+  captureLogger,
+  runScript,
+  startTestHub,
+  type TestHub,
+  waitUntil,
+} from "./support/common.ts";
 
-type Hub = Awaited<ReturnType<typeof serveHub>>;
-
+let testHub: TestHub;
 let dir: string;
-let hub: Hub;
+let hub: TestHub["hub"];
 let client: HUBClient;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "hub-session-test-"));
-  hub = await serveHub({ port: 0, dataDir: join(dir, "hub") });
-  client = new HUBClient({ apiRoot: hub.url });
+  testHub = await startTestHub("hub-session-test-");
+  ({ dir, hub, client } = testHub);
 });
 
 after(async () => {
-  await hub.close();
-  await rm(dir, { recursive: true, force: true });
+  await testHub.close();
 });
 
 /** Options every test uses: the local HUB, tiny delays, no settings file. */
