@@ -159,10 +159,7 @@ const BODY_READ_ERRORS = new Set([
  */
 function isBodyReadFailure(error: unknown): boolean {
   if (error instanceof BodyAbortedError) return true;
-  if (error instanceof MultipartError) {
-    // parseMultipart reports a failed read of the body this way.
-    return error.message.startsWith("Cannot read the request body");
-  }
+  if (error instanceof MultipartError) return error.aborted;
   const name = (error as { name?: unknown } | null)?.name;
   return typeof name === "string" && BODY_READ_ERRORS.has(name);
 }

@@ -36,17 +36,28 @@ import { join } from "node:path";
 export class MultipartError extends Error {
   /** HTTP status to answer with: 400 (malformed) or 413 (too large). */
   readonly status: 400 | 413;
+  /** The body could not be read to its end (the client went away). */
+  readonly aborted: boolean;
 
   /**
    * Creates an error.
    *
    * @param message What is wrong with the body.
    * @param status HTTP status to answer with.
+   * @param options `aborted` when reading the body failed, and its `cause`.
    */
-  constructor(message: string, status: 400 | 413 = 400) {
-    super(message);
+  constructor(
+    message: string,
+    status: 400 | 413 = 400,
+    options: { aborted?: boolean; cause?: unknown } = {},
+  ) {
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "MultipartError";
     this.status = status;
+    this.aborted = options.aborted ?? false;
   }
 }
 
@@ -590,6 +601,8 @@ export async function parseMultipart(
           `Cannot read the request body as the connection failed: ${
             (error as Error)?.message ?? String(error)
           }`,
+          400,
+          { aborted: true, cause: error },
         );
       }
       signal?.throwIfAborted();
