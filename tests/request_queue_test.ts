@@ -14,8 +14,9 @@ import {
 import type { RequestQueueOptions } from "../src/request_queue.ts";
 import { delay, RetryError } from "../src/retry.ts";
 import { HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
-import type { CreateModelPayload, Logger } from "../src/types.ts";
+import type { Logger } from "../src/types.ts";
 import { serveHub } from "../src/server/mod.ts";
+import { createModelPayload } from "../src/session.ts";
 
 interface RecordingLogger extends Logger {
   lines: { info: string[]; warn: string[]; error: string[] };
@@ -576,19 +577,10 @@ describe("RequestQueue with the local HUB", () => {
     const dataDir = await mkdtemp(join(tmpdir(), "hub-queue-"));
     const server = await serveHub({ port: 0, dataDir });
     try {
-      const payload: CreateModelPayload = {
-        config: {
-          batchSize: -1,
-          epochs: 3,
-          imageSize: 640,
-          patience: 100,
-          device: "",
-          cache: "ram",
-        },
-        dataset: { name: "coco8.yaml" },
-        lineage: { architecture: { name: "yolov8n.yaml" }, parent: {} },
-        meta: { name: "yolov8n" },
-      };
+      const payload = createModelPayload("yolov8n.yaml", {
+        data: "coco8.yaml",
+        epochs: 3,
+      });
       const { id } = await postJson(
         fetch,
         `${server.url}/v1/models`,

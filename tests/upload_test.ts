@@ -8,27 +8,15 @@ import { tmpdir } from "node:os";
 import { serveHub } from "../src/server/mod.ts";
 import type { HubServer } from "../src/server/mod.ts";
 import { HUBClient } from "../src/client.ts";
+import { createModelPayload } from "../src/session.ts";
 import { createMultipartUpload } from "../src/upload.ts";
 import { HUBError } from "../src/errors.ts";
-import type {
-  CreateModelPayload,
-  Logger,
-  UploadProgress,
-} from "../src/types.ts";
+import type { Logger, UploadProgress } from "../src/types.ts";
 
-const payload: CreateModelPayload = {
-  config: {
-    batchSize: -1,
-    epochs: 3,
-    imageSize: 640,
-    patience: 100,
-    device: "",
-    cache: "ram",
-  },
-  dataset: { name: "coco8.yaml" },
-  lineage: { architecture: { name: "yolov8n" }, parent: {} },
-  meta: { name: "yolov8n.yaml" },
-};
+const payload = createModelPayload("yolov8n.yaml", {
+  data: "coco8.yaml",
+  epochs: 3,
+});
 
 function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
