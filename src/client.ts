@@ -510,7 +510,7 @@ export class HUBClient {
    */
   async uploadMetrics(
     id: string,
-    metrics: Map<number, EpochMetrics> | Record<string, EpochMetrics>,
+    metrics: ReadonlyMap<number, EpochMetrics> | Record<string, EpochMetrics>,
     options: RequestOptions = {},
   ): Promise<void> {
     const action = "upload the metrics";

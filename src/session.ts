@@ -704,7 +704,7 @@ export class HUBTrainingSession {
         "metrics",
         `metrics upload of ${batch.metrics.size} epoch(s)`,
         ({ signal }) =>
-          this.#transport.uploadMetrics(id, new Map(batch.metrics), { signal }),
+          this.#transport.uploadMetrics(id, batch.metrics, { signal }),
       );
       const sent = this.#metrics.ack(batch);
       this.#lastMetricsUpload = performance.now();

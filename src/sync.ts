@@ -178,7 +178,7 @@ async function syncModel(
           "metrics",
           `journal metrics upload of model ${modelId}`,
           ({ signal }) =>
-            client.uploadMetrics(modelId, new Map(batch.metrics), { signal }),
+            client.uploadMetrics(modelId, batch.metrics, { signal }),
         );
         report.epochs = metrics.ack(batch);
       } catch (error) {
