@@ -44,8 +44,8 @@ export {
   type SessionOptions,
   type SessionTransport,
   type UploadModelCallOptions,
-} from "./src/session.ts";
-export type { CheckpointOutcome } from "./src/checkpoint_uploader.ts";
+} from "./src/session/session.ts";
+export type { CheckpointOutcome } from "./src/session/checkpoints.ts";
 export {
   type HubCallbacks,
   hubCallbacks,
@@ -53,7 +53,7 @@ export {
   type PretrainTrainer,
   type TrainEndReport,
   type TrainerArgs,
-} from "./src/callbacks.ts";
+} from "./src/session/callbacks.ts";
 export {
   HUBClient,
   type HUBClientOptions,
@@ -61,7 +61,7 @@ export {
   type RequestOptions,
   type UploadModelOptions,
   type UploadResult,
-} from "./src/client.ts";
+} from "./src/transport/client.ts";
 export {
   HUBConfigError,
   HUBError,
@@ -69,20 +69,20 @@ export {
   HUBRequestError,
   type HUBRequestErrorInit,
   HUBTimeoutError,
-} from "./src/errors.ts";
+} from "./src/common/errors.ts";
 export {
   isModelId,
   type ParsedIdentifier,
   parseIdentifier,
   type ParseIdentifierOptions,
-} from "./src/identifier.ts";
+} from "./src/session/identifier.ts";
 export {
   type ConfigOptions,
   DEFAULT_API_ROOT,
   DEFAULT_WEB_ROOT,
   resolveConfig,
   type ResolvedConfig,
-} from "./src/config.ts";
+} from "./src/session/config.ts";
 export {
   delay,
   type DelayOptions,
@@ -91,21 +91,24 @@ export {
   RetryError,
   type RetryInfo,
   type RetryOptions,
-} from "./src/retry.ts";
-export type { RequestBudget, RequestKind } from "./src/request_queue.ts";
-export { defaultJournalRoot } from "./src/journal.ts";
+} from "./src/session/retry.ts";
+export type {
+  RequestBudget,
+  RequestKind,
+} from "./src/session/request_runner.ts";
+export { defaultJournalRoot } from "./src/session/journal.ts";
 export {
   syncJournal,
   type SyncJournalOptions,
   type SyncModelReport,
-} from "./src/sync.ts";
+} from "./src/session/sync.ts";
 export {
   createProgressBar,
   type ProgressBar,
   type ProgressBarOptions,
-} from "./src/progress.ts";
-export { consoleLogger } from "./src/logger.ts";
-export { VERSION } from "./src/version.ts";
+} from "./src/session/progress.ts";
+export { consoleLogger } from "./src/common/logger.ts";
+export { VERSION } from "./src/common/version.ts";
 export type {
   CreateModelPayload,
   EpochMetrics,
@@ -116,4 +119,4 @@ export type {
   StoredEpochMetrics,
   TrainArgs,
   UploadProgress,
-} from "./src/types.ts";
+} from "./src/protocol/types.ts";

@@ -24,7 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { sha256File } from "../src/_hash.ts";
+import { sha256File } from "../src/common/hash.ts";
 import { parseArgs } from "node:util";
 
 const MiB = 1024 * 1024;
@@ -79,7 +79,7 @@ async function child(
   epochs: number,
   dir: string,
 ): Promise<void> {
-  const { HUBTrainingSession } = await import("../src/session.ts");
+  const { HUBTrainingSession } = await import("../src/session/session.ts");
   const { TinyTrainer } = await import("../src/demo/trainer.ts");
   const retries: Record<string, number> = {};
   let warnings = 0;
@@ -184,8 +184,8 @@ async function runOnce(
   epochs: number,
 ): Promise<RunFigures> {
   const { serveHub } = await import("../src/server/mod.ts");
-  const { HUBClient } = await import("../src/client.ts");
-  const { createModelPayload } = await import("../src/session.ts");
+  const { HUBClient } = await import("../src/transport/client.ts");
+  const { createModelPayload } = await import("../src/session/session.ts");
   const { startFaultProxy } = await import("../tests/support/fault_proxy.ts");
   const dir = await mkdtemp(join(tmpdir(), "hub-chaos-"));
   let serverErrors = 0;

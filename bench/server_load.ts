@@ -24,8 +24,8 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { HUBClient } from "../src/client.ts";
-import { createModelPayload } from "../src/session.ts";
+import { HUBClient } from "../src/transport/client.ts";
+import { createModelPayload } from "../src/session/session.ts";
 
 const MiB = 1024 * 1024;
 const SHARED_WRITERS = 5;

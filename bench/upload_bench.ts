@@ -137,7 +137,7 @@ async function childUpload(
   id: string,
   file: string,
 ): Promise<void> {
-  const { HUBClient } = await import("../src/client.ts");
+  const { HUBClient } = await import("../src/transport/client.ts");
   const client = new HUBClient({ apiRoot: url, timeout: 120_000 });
   const report = await measured(async () => {
     const result = await client.uploadModel(id, {
@@ -155,7 +155,9 @@ async function childUpload(
 async function childBody(url: string, file: string): Promise<void> {
   // `url` is the full target: a sink, or a HUB model's upload URL (the HUB
   // checks the sha256 field, so a corrupted body fails the run).
-  const { createMultipartUpload } = await import("../src/upload.ts");
+  const { createMultipartUpload } = await import(
+    "../src/transport/multipart_body.ts"
+  );
   const report = await measured(async () => {
     const upload = await createMultipartUpload({
       file,

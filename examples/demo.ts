@@ -15,7 +15,7 @@
  */
 
 import process from "node:process";
-import { main } from "../src/cli.ts";
+import { main } from "../src/cli/mod.ts";
 
 const code = await main(["demo", ...process.argv.slice(2)]);
 if (code !== 0) process.exit(code);

@@ -10,6 +10,7 @@
 
 import { spawn } from "node:child_process";
 import process from "node:process";
+import { BUN, denoEnv, mirrorDir, prepareBun, ROOT } from "./std.ts";
 
 interface RunResult {
   name: string;
@@ -19,17 +20,23 @@ interface RunResult {
   counted: boolean;
 }
 
-const BUN = ["npx", "-y", "bun@1.4.5"];
-const files = process.argv.slice(2);
+const args = process.argv.slice(2);
+const only = args.find((a) => a.startsWith("--only="))?.slice(7);
+const files = args.filter((a) => !a.startsWith("--only="));
 
 function run(
   name: string,
   command: string[],
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     console.log(`\n=== ${name}: ${command.join(" ")}\n`);
     const [cmd = "", ...args] = command;
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, {
+      cwd: ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     const forward = (target: NodeJS.WriteStream) => (chunk: Uint8Array) => {
       const text = new TextDecoder().decode(chunk);
@@ -77,15 +84,20 @@ function parseBun(
   return { passed: Number(pass?.[1] ?? 0), failed: Number(fail?.[1] ?? 0) };
 }
 
+console.log(
+  mirrorDir() === undefined
+    ? "@std: from JSR (no offline mirror beside this checkout)"
+    : `@std: offline mirror ${mirrorDir()}`,
+);
 const results: RunResult[] = [];
-{
+if (only !== "bun") {
   const targets = files.length > 0 ? files : ["tests/"];
   const { code, output } = await run("deno", [
     process.execPath,
     "test",
     "-A",
     ...targets,
-  ]);
+  ], denoEnv());
   const counts = parseDeno(output);
   results.push({
     name: "deno",
@@ -94,7 +106,8 @@ const results: RunResult[] = [];
     ...(counts ?? { passed: 0, failed: 0 }),
   });
 }
-{
+if (only !== "deno") {
+  prepareBun();
   const targets = files.length > 0
     ? files.map((f) => f.startsWith(".") ? f : `./${f}`)
     : ["./tests"];

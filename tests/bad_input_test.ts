@@ -11,17 +11,20 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import process from "node:process";
-import { HUBClient } from "../src/client.ts";
+import { HUBClient } from "../src/transport/client.ts";
 import {
   HUBConfigError,
   HUBError,
   HUBModelError,
   HUBRequestError,
-} from "../src/errors.ts";
-import { parseIdentifier } from "../src/identifier.ts";
-import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
-import type { SessionOptions } from "../src/session.ts";
-import type { Logger } from "../src/types.ts";
+} from "../src/common/errors.ts";
+import { parseIdentifier } from "../src/session/identifier.ts";
+import {
+  createModelPayload,
+  HUBTrainingSession,
+} from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/session.ts";
+import type { Logger } from "../src/protocol/types.ts";
 import { captureLogger, startTestHub, type TestHub } from "./support/common.ts";
 
 // ------------------------------------------------- unhandled rejections ---

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { HUBClient } from "../src/client.ts";
+import { HUBClient } from "../src/transport/client.ts";
 import { serveHub } from "../src/server/mod.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;

@@ -4,13 +4,13 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hubCallbacks } from "../src/callbacks.ts";
-import { HUBClient } from "../src/client.ts";
+import { hubCallbacks } from "../src/session/callbacks.ts";
+import { HUBClient } from "../src/transport/client.ts";
 import { TinyTrainer } from "../src/demo/trainer.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { HUBTrainingSession } from "../src/session.ts";
-import type { SessionOptions } from "../src/session.ts";
-import type { UploadProgress } from "../src/types.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/session.ts";
+import type { UploadProgress } from "../src/protocol/types.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 

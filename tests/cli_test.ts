@@ -7,11 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { main } from "../src/cli.ts";
-import type { CliOptions } from "../src/cli.ts";
-import { HUBClient } from "../src/client.ts";
+import { main } from "../src/cli/mod.ts";
+import type { CliOptions } from "../src/cli/mod.ts";
+import { HUBClient } from "../src/transport/client.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { HUBTrainingSession } from "../src/session.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 
@@ -78,7 +78,7 @@ async function newModel(): Promise<string> {
 }
 
 const isDeno = (globalThis as { Deno?: unknown }).Deno !== undefined;
-const cliFile = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+const cliFile = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
 
 describe("hub-session CLI", () => {
   test("--help lists every command and exits 0", async () => {
@@ -257,7 +257,7 @@ describe("hub-session CLI", () => {
     await assert.rejects(fetch(url));
   });
 
-  test("src/cli.ts runs as a script and exits 0 on --help", async () => {
+  test("src/cli/mod.ts runs as a script and exits 0 on --help", async () => {
     const args = isDeno
       ? ["run", "-A", cliFile, "--help"]
       : [cliFile, "--help"];

@@ -11,10 +11,10 @@ import {
   isRetriableStatus,
   MAX_RESPONSE_BYTES,
   parseRetryAfter,
-} from "../src/client.ts";
-import { HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
-import { AGENT, VERSION } from "../src/version.ts";
-import type { CreateModelPayload, Logger } from "../src/types.ts";
+} from "../src/transport/client.ts";
+import { HUBRequestError, HUBTimeoutError } from "../src/common/errors.ts";
+import { AGENT, VERSION } from "../src/common/version.ts";
+import type { CreateModelPayload, Logger } from "../src/protocol/types.ts";
 
 const KEY = "k".repeat(21) + "SECRET" + "y".repeat(15);
 const quiet: Logger = { info() {}, warn() {}, error() {} };

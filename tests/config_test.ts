@@ -10,8 +10,8 @@ import {
   isLoopback,
   readEnv,
   resolveConfig,
-} from "../src/config.ts";
-import { HUBConfigError } from "../src/errors.ts";
+} from "../src/session/config.ts";
+import { HUBConfigError } from "../src/common/errors.ts";
 
 const KEY = "k".repeat(42);
 const envOf =

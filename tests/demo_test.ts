@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUBClient } from "../src/client.ts";
+import { HUBClient } from "../src/transport/client.ts";
 import { DEMO_RATE_LIMITS, runDemo } from "../src/demo/run.ts";
 import { serveHub } from "../src/server/mod.ts";
 

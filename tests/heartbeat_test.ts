@@ -1,10 +1,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import { Heartbeat } from "../src/heartbeat.ts";
-import type { HeartbeatOptions } from "../src/heartbeat.ts";
-import { delay } from "../src/retry.ts";
-import { HUBRequestError } from "../src/errors.ts";
+import { Heartbeat } from "../src/session/heartbeat.ts";
+import type { HeartbeatOptions } from "../src/session/heartbeat.ts";
+import { delay } from "../src/session/retry.ts";
+import { HUBRequestError } from "../src/common/errors.ts";
 import { runFixture } from "./support/common.ts";
 
 interface Recorded {

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { isModelId, parseIdentifier } from "../src/identifier.ts";
-import { HUBModelError } from "../src/errors.ts";
+import { isModelId, parseIdentifier } from "../src/session/identifier.ts";
+import { HUBModelError } from "../src/common/errors.ts";
 
 const ID = "AbCdEfGhIj0123456789";
 const KEY = "a1b2c3d4e5".repeat(4) + "ZZ"; // 42 characters

@@ -8,16 +8,19 @@ import net from "node:net";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import type { HUBClient } from "../src/client.ts";
+import type { HUBClient } from "../src/transport/client.ts";
 import {
   deferredWeightsIn,
   journalDir,
   MetricsJournal,
-} from "../src/journal.ts";
-import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
-import type { SessionOptions } from "../src/session.ts";
-import { syncJournal } from "../src/sync.ts";
-import type { StoredEpochMetrics } from "../src/types.ts";
+} from "../src/session/journal.ts";
+import {
+  createModelPayload,
+  HUBTrainingSession,
+} from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/session.ts";
+import { syncJournal } from "../src/session/sync.ts";
+import type { StoredEpochMetrics } from "../src/protocol/types.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startTestHub, type TestHub } from "./support/common.ts";
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MetricsQueue } from "../src/metrics_queue.ts";
+import { MetricsQueue } from "../src/session/metrics_queue.ts";
 
 test("MetricsQueue keeps an epoch until the batch that carried it is acknowledged", () => {
   const queue = new MetricsQueue();

@@ -4,7 +4,7 @@ import {
   createProgressBar,
   formatBytes,
   formatProgress,
-} from "../src/progress.ts";
+} from "../src/session/progress.ts";
 
 describe("formatProgress()", () => {
   test("shows bytes, percent, rate and ETA when all are known", () => {

@@ -10,13 +10,13 @@ import {
   describeError,
   isRetriableError,
   RequestQueue,
-} from "../src/request_queue.ts";
-import type { RequestQueueOptions } from "../src/request_queue.ts";
-import { delay, RetryError } from "../src/retry.ts";
-import { HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
-import type { Logger } from "../src/types.ts";
+} from "../src/session/request_runner.ts";
+import type { RequestQueueOptions } from "../src/session/request_runner.ts";
+import { delay, RetryError } from "../src/session/retry.ts";
+import { HUBRequestError, HUBTimeoutError } from "../src/common/errors.ts";
+import type { Logger } from "../src/protocol/types.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { createModelPayload } from "../src/session.ts";
+import { createModelPayload } from "../src/session/session.ts";
 
 interface RecordingLogger extends Logger {
   lines: { info: string[]; warn: string[]; error: string[] };

@@ -1,8 +1,12 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { delay, retry, RetryError } from "../src/retry.ts";
-import type { RetryInfo, RetryOptions } from "../src/retry.ts";
-import { HUBError, HUBRequestError, HUBTimeoutError } from "../src/errors.ts";
+import { delay, retry, RetryError } from "../src/session/retry.ts";
+import type { RetryInfo, RetryOptions } from "../src/session/retry.ts";
+import {
+  HUBError,
+  HUBRequestError,
+  HUBTimeoutError,
+} from "../src/common/errors.ts";
 import { runFixture } from "./support/common.ts";
 
 function unavailable(retryAfter?: number): HUBRequestError {

@@ -7,13 +7,20 @@ import type { IncomingHttpHeaders, Server } from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUBClient } from "../src/client.ts";
-import { HUBConfigError, HUBError, HUBRequestError } from "../src/errors.ts";
-import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
-import type { SessionOptions } from "../src/session.ts";
-import { syncJournal } from "../src/sync.ts";
+import { HUBClient } from "../src/transport/client.ts";
+import {
+  HUBConfigError,
+  HUBError,
+  HUBRequestError,
+} from "../src/common/errors.ts";
+import {
+  createModelPayload,
+  HUBTrainingSession,
+} from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/session.ts";
+import { syncJournal } from "../src/session/sync.ts";
 import { serveHub } from "../src/server/mod.ts";
-import type { Logger } from "../src/types.ts";
+import type { Logger } from "../src/protocol/types.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 

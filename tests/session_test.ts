@@ -3,10 +3,17 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { HUBClient } from "../src/client.ts";
-import { HUBError, HUBModelError, HUBRequestError } from "../src/errors.ts";
-import { createModelPayload, HUBTrainingSession } from "../src/session.ts";
-import type { SessionOptions } from "../src/session.ts";
+import { HUBClient } from "../src/transport/client.ts";
+import {
+  HUBError,
+  HUBModelError,
+  HUBRequestError,
+} from "../src/common/errors.ts";
+import {
+  createModelPayload,
+  HUBTrainingSession,
+} from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/session.ts";
 import { serveHub } from "../src/server/mod.ts";
 import {
   captureLogger,

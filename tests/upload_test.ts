@@ -7,11 +7,11 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { serveHub } from "../src/server/mod.ts";
 import type { HubServer } from "../src/server/mod.ts";
-import { HUBClient } from "../src/client.ts";
-import { createModelPayload } from "../src/session.ts";
-import { createMultipartUpload } from "../src/upload.ts";
-import { HUBError } from "../src/errors.ts";
-import type { Logger, UploadProgress } from "../src/types.ts";
+import { HUBClient } from "../src/transport/client.ts";
+import { createModelPayload } from "../src/session/session.ts";
+import { createMultipartUpload } from "../src/transport/multipart_body.ts";
+import { HUBError } from "../src/common/errors.ts";
+import type { Logger, UploadProgress } from "../src/protocol/types.ts";
 
 const payload = createModelPayload("yolov8n.yaml", {
   data: "coco8.yaml",

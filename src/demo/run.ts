@@ -10,20 +10,20 @@
 import { mkdir, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import process from "node:process";
-import { hubCallbacks } from "../callbacks.ts";
-import type { TrainEndReport } from "../callbacks.ts";
-import type { CheckpointOutcome } from "../checkpoint_uploader.ts";
-import { HUBClient } from "../client.ts";
-import { HUBError } from "../errors.ts";
-import { serverJournalDir } from "../journal.ts";
-import { formatBytes } from "../progress.ts";
+import { hubCallbacks } from "../session/callbacks.ts";
+import type { TrainEndReport } from "../session/callbacks.ts";
+import type { CheckpointOutcome } from "../session/checkpoints.ts";
+import { HUBClient } from "../transport/client.ts";
+import { HUBError } from "../common/errors.ts";
+import { serverJournalDir } from "../session/journal.ts";
+import { formatBytes } from "../session/progress.ts";
 import { serveHub } from "../server/mod.ts";
 import type { HubServer } from "../server/mod.ts";
-import { HUBTrainingSession } from "../session.ts";
-import type { RateLimits } from "../session.ts";
-import type { Logger, ProgressCallback } from "../types.ts";
+import { HUBTrainingSession } from "../session/session.ts";
+import type { RateLimits } from "../session/session.ts";
+import type { Logger, ProgressCallback } from "../protocol/types.ts";
 import { TinyTrainer } from "./trainer.ts";
-import { sha256File } from "../_hash.ts";
+import { sha256File } from "../common/hash.ts";
 import type { TinyTrainerOptions } from "./trainer.ts";
 
 /**

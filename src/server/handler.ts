@@ -16,7 +16,7 @@ import type {
   ModelDocument,
   ModelStatus,
   StoredEpochMetrics,
-} from "../types.ts";
+} from "../protocol/types.ts";
 import { getBoundary, MultipartError, parseMultipart } from "./multipart.ts";
 import {
   type IndexEntry,

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { ModelStatus } from "../types.ts";
+import type { ModelStatus } from "../protocol/types.ts";
 
 /** One epoch's metrics as a page shows them. */
 export interface PageEpoch {

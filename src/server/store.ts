@@ -47,7 +47,7 @@ import {
   unlink,
 } from "node:fs/promises";
 import { basename, join } from "node:path";
-import type { ModelStatus } from "../types.ts";
+import type { ModelStatus } from "../protocol/types.ts";
 
 /** Training configuration as the create payload's `config` carries it. */
 export interface StoredConfig {

@@ -11,10 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { HUBClient } from "../../src/client.ts";
+import { HUBClient } from "../../src/transport/client.ts";
 import { serveHub } from "../../src/server/mod.ts";
 import type { HubServer } from "../../src/server/mod.ts";
-import type { Logger } from "../../src/types.ts";
+import type { Logger } from "../../src/protocol/types.ts";
 
 /** A logger that keeps every line as `"<level> <message>"`. */
 export interface CapturedLogger extends Logger {

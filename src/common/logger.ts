@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Logger } from "./types.ts";
+import type { Logger } from "../protocol/types.ts";
 
 /** The prefix of every line the default logger prints. */
 export const LOG_PREFIX = "HUB: ";

@@ -7,7 +7,7 @@
  */
 
 import type { MetricsJournal } from "./journal.ts";
-import type { EpochMetrics } from "./types.ts";
+import type { EpochMetrics } from "../protocol/types.ts";
 
 /** A snapshot of pending epochs taken for one request. */
 export interface MetricsBatch {

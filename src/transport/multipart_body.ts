@@ -25,8 +25,8 @@ import { open, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import type { Hash } from "node:crypto";
-import { HUBError } from "./errors.ts";
-import type { ProgressCallback, UploadProgress } from "./types.ts";
+import { HUBError } from "../common/errors.ts";
+import type { ProgressCallback, UploadProgress } from "../protocol/types.ts";
 
 const encoder = new TextEncoder();
 const CRLF = "\r\n";
@@ -169,7 +169,7 @@ export class MultipartUpload {
    *
    * @example Read a body to the end
    * ```ts
-   * import { createMultipartUpload } from "./upload.ts";
+   * import { createMultipartUpload } from "./multipart_body.ts";
    * import { mkdtemp, rm, writeFile } from "node:fs/promises";
    * import { join } from "node:path";
    * import { tmpdir } from "node:os";
@@ -414,7 +414,7 @@ function randomBoundary(): string {
  *
  * @example Stream a file as multipart/form-data
  * ```ts
- * import { createMultipartUpload } from "./upload.ts";
+ * import { createMultipartUpload } from "./multipart_body.ts";
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { join } from "node:path";
  * import { tmpdir } from "node:os";

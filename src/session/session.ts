@@ -13,22 +13,22 @@ import {
   HUBClient,
   type UploadModelOptions,
   type UploadResult,
-} from "./client.ts";
-import { sha256File } from "./_hash.ts";
-import { unrefTimer } from "./_timers.ts";
+} from "../transport/client.ts";
+import { sha256File } from "../common/hash.ts";
+import { unrefTimer } from "../common/timers.ts";
 import { readEnv, resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
-import { HUBError, HUBModelError, HUBRequestError } from "./errors.ts";
+import { HUBError, HUBModelError, HUBRequestError } from "../common/errors.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { defaultJournalRoot, journalDir, MetricsJournal } from "./journal.ts";
 import { parseIdentifier } from "./identifier.ts";
-import { consoleLogger, redactingLogger } from "./logger.ts";
+import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
-import { CheckpointUploader } from "./checkpoint_uploader.ts";
-import type { CheckpointOutcome } from "./checkpoint_uploader.ts";
+import { CheckpointUploader } from "./checkpoints.ts";
+import type { CheckpointOutcome } from "./checkpoints.ts";
 import { createProgressBar } from "./progress.ts";
-import { RequestQueue } from "./request_queue.ts";
-import type { RequestBudget, RequestKind } from "./request_queue.ts";
+import { RequestQueue } from "./request_runner.ts";
+import type { RequestBudget, RequestKind } from "./request_runner.ts";
 import type {
   CreateModelPayload,
   EpochMetrics,
@@ -36,9 +36,9 @@ import type {
   ModelDocument,
   ProgressCallback,
   TrainArgs,
-} from "./types.ts";
+} from "../protocol/types.ts";
 
-export type { CheckpointOutcome } from "./checkpoint_uploader.ts";
+export type { CheckpointOutcome } from "./checkpoints.ts";
 
 /** Minimum time between two uploads of each kind, in milliseconds. */
 export interface RateLimits {
@@ -218,7 +218,7 @@ function toHUBError(error: unknown, what: string): HUBError {
  * @example Train against the local HUB
  * ```ts
  * import { HUBTrainingSession } from "./session.ts";
- * import { serveHub } from "./server/mod.ts";
+ * import { serveHub } from "../server/mod.ts";
  * import { mkdtemp, rm } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";

@@ -12,7 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { HUBConfigError } from "./errors.ts";
+import { HUBConfigError } from "../common/errors.ts";
 
 /** Default API root of the v1 wire protocol. */
 export const DEFAULT_API_ROOT = "https://api.ultralytics.com";

@@ -8,10 +8,10 @@
 
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { HUBClient } from "./client.ts";
+import { HUBClient } from "../transport/client.ts";
 import { resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
-import { HUBError } from "./errors.ts";
+import { HUBError } from "../common/errors.ts";
 import { isModelId } from "./identifier.ts";
 import {
   defaultJournalRoot,
@@ -21,10 +21,10 @@ import {
   MetricsJournal,
   serverJournalDir,
 } from "./journal.ts";
-import { consoleLogger, redactingLogger } from "./logger.ts";
+import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
-import { RequestQueue } from "./request_queue.ts";
-import type { Logger } from "./types.ts";
+import { RequestQueue } from "./request_runner.ts";
+import type { Logger } from "../protocol/types.ts";
 
 /** Options for {@linkcode syncJournal}. */
 export interface SyncJournalOptions extends ConfigOptions {

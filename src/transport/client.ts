@@ -11,13 +11,13 @@
  * @module
  */
 
-import { HUBRequestError, HUBTimeoutError } from "./errors.ts";
-import type { HUBError } from "./errors.ts";
-import { assertSafeTransport } from "./config.ts";
-import { consoleLogger } from "./logger.ts";
-import { createMultipartUpload } from "./upload.ts";
-import type { MultipartBody } from "./upload.ts";
-import { AGENT } from "./version.ts";
+import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
+import type { HUBError } from "../common/errors.ts";
+import { assertSafeTransport } from "../session/config.ts";
+import { consoleLogger } from "../common/logger.ts";
+import { createMultipartUpload } from "./multipart_body.ts";
+import type { MultipartBody } from "./multipart_body.ts";
+import { AGENT } from "../common/version.ts";
 import type {
   CreateModelPayload,
   EpochMetrics,
@@ -26,7 +26,7 @@ import type {
   ProgressCallback,
   StoredEpochMetrics,
   UploadProgress,
-} from "./types.ts";
+} from "../protocol/types.ts";
 
 /** HTTP statuses after which the same request may succeed later. */
 export const RETRIABLE_STATUSES: ReadonlySet<number> = new Set([

@@ -2,14 +2,14 @@
  * The `hub-session` command line: serve the local HUB, run the demo, deliver
  * a journal, upload final weights with a progress bar, print a model.
  *
- * Run it as `deno run -A src/cli.ts <command>` or `bun src/cli.ts <command>`;
+ * Run it as `deno run -A src/cli/mod.ts <command>` or `bun src/cli/mod.ts <command>`;
  * `--help` after any command explains it. Exit codes: 0 success, 1 failure,
  * 2 wrong usage. Errors are one line, `error: <message>`, never a stack trace
  * and never an API key.
  *
  * @example Print the help from code
  * ```ts
- * import { main } from "./cli.ts";
+ * import { main } from "./mod.ts";
  *
  * let out = "";
  * const code = await main(["--help"], { write: (line) => out += line + "\n" });
@@ -23,18 +23,18 @@ import { stat } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { HUBClient } from "./client.ts";
-import { readEnv, resolveConfig } from "./config.ts";
-import { runDemo } from "./demo/run.ts";
-import { HUBRequestError, HUBTimeoutError } from "./errors.ts";
-import { isModelId } from "./identifier.ts";
-import { defaultJournalRoot } from "./journal.ts";
-import { createProgressBar, formatBytes } from "./progress.ts";
-import { retry } from "./retry.ts";
-import { serveHub } from "./server/mod.ts";
-import { syncJournal } from "./sync.ts";
-import type { Logger } from "./types.ts";
-import { VERSION } from "./version.ts";
+import { HUBClient } from "../transport/client.ts";
+import { readEnv, resolveConfig } from "../session/config.ts";
+import { runDemo } from "../demo/run.ts";
+import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
+import { isModelId } from "../session/identifier.ts";
+import { defaultJournalRoot } from "../session/journal.ts";
+import { createProgressBar, formatBytes } from "../session/progress.ts";
+import { retry } from "../session/retry.ts";
+import { serveHub } from "../server/mod.ts";
+import { syncJournal } from "../session/sync.ts";
+import type { Logger } from "../protocol/types.ts";
+import { VERSION } from "../common/version.ts";
 
 /**
  * Where {@linkcode main} writes and what it reads from its surroundings;
@@ -42,8 +42,8 @@ import { VERSION } from "./version.ts";
  *
  * @example Capture the output of a command
  * ```ts
- * import { main } from "./cli.ts";
- * import type { CliOptions } from "./cli.ts";
+ * import { main } from "./mod.ts";
+ * import type { CliOptions } from "./mod.ts";
  *
  * const lines: string[] = [];
  * const options: CliOptions = { write: (l) => lines.push(l), writeError: (l) => lines.push(l) };
@@ -558,7 +558,7 @@ function oneLine(message: string, secrets: ReadonlyArray<string>): string {
  *
  * @example Show the help of a command
  * ```ts
- * import { main } from "./cli.ts";
+ * import { main } from "./mod.ts";
  *
  * const lines: string[] = [];
  * const code = await main(["upload", "--help"], { write: (l) => lines.push(l) });

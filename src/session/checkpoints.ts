@@ -10,7 +10,7 @@ import { copyFileSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { HUBError } from "./errors.ts";
+import type { HUBError } from "../common/errors.ts";
 
 /** What became of a checkpoint upload. */
 export type CheckpointOutcome =
@@ -56,8 +56,8 @@ interface Waiting {
  *
  * @example Submit a checkpoint
  * ```ts
- * import { CheckpointUploader } from "./checkpoint_uploader.ts";
- * import { HUBError } from "./errors.ts";
+ * import { CheckpointUploader } from "./checkpoints.ts";
+ * import { HUBError } from "../common/errors.ts";
  *
  * const uploader = new CheckpointUploader({
  *   send: () => Promise.resolve({ size: 0, sha256: "" }),

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { unrefTimer } from "./_timers.ts";
-import { HUBError, HUBTimeoutError } from "./errors.ts";
+import { unrefTimer } from "../common/timers.ts";
+import { HUBError, HUBTimeoutError } from "../common/errors.ts";
 
 /** Options for {@linkcode delay}. */
 export interface DelayOptions {

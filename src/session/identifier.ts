@@ -7,7 +7,7 @@
  */
 
 import { DEFAULT_WEB_ROOT } from "./config.ts";
-import { HUBModelError } from "./errors.ts";
+import { HUBModelError } from "../common/errors.ts";
 
 /** Length of a HUB API key. */
 export const API_KEY_LENGTH = 42;

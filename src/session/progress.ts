@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ProgressCallback, UploadProgress } from "./types.ts";
+import type { ProgressCallback, UploadProgress } from "../protocol/types.ts";
 
 /** The state {@linkcode formatProgress} renders. */
 export interface ProgressLineOptions {

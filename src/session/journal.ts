@@ -32,9 +32,9 @@ import {
 } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { unrefTimer } from "./_timers.ts";
+import { unrefTimer } from "../common/timers.ts";
 import { readEnv } from "./config.ts";
-import type { EpochMetrics, ModelDocument } from "./types.ts";
+import type { EpochMetrics, ModelDocument } from "../protocol/types.ts";
 
 /** Weights kept in the journal until they can be uploaded. */
 export interface DeferredWeights {

@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { Logger } from "./types.ts";
+import type { Logger } from "../protocol/types.ts";
 import { delay } from "./retry.ts";
-import { describeError } from "./request_queue.ts";
+import { describeError } from "./request_runner.ts";
 
 /** Options for {@linkcode Heartbeat}. */
 export interface HeartbeatOptions {

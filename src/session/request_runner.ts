@@ -6,8 +6,8 @@
  * @module
  */
 
-import { HUBRequestError, HUBTimeoutError } from "./errors.ts";
-import type { Logger } from "./types.ts";
+import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
+import type { Logger } from "../protocol/types.ts";
 import { delay, retry, RetryError } from "./retry.ts";
 
 /** What a request is for; each kind has its own {@linkcode RequestBudget}. */
@@ -44,7 +44,7 @@ const KINDS: readonly RequestKind[] = [
  *
  * @example Read a budget
  * ```ts
- * import { DEFAULT_BUDGETS } from "./request_queue.ts";
+ * import { DEFAULT_BUDGETS } from "./request_runner.ts";
  *
  * console.assert(DEFAULT_BUDGETS.final.maxAttempts === 10);
  * ```
@@ -95,8 +95,8 @@ const NETWORK_ERROR_MESSAGE =
  *
  * @example Classify errors
  * ```ts
- * import { isRetriableError } from "./request_queue.ts";
- * import { HUBRequestError } from "./errors.ts";
+ * import { isRetriableError } from "./request_runner.ts";
+ * import { HUBRequestError } from "../common/errors.ts";
  *
  * const busy = new HUBRequestError("Cannot upload metrics: Busy", {
  *   method: "POST",
@@ -130,8 +130,8 @@ export function isRetriableError(error: unknown): boolean {
  *
  * @example Describe a refused request
  * ```ts
- * import { describeError } from "./request_queue.ts";
- * import { HUBRequestError } from "./errors.ts";
+ * import { describeError } from "./request_runner.ts";
+ * import { HUBRequestError } from "../common/errors.ts";
  *
  * const error = new HUBRequestError("Cannot load the model: Not found", {
  *   method: "GET",
@@ -289,7 +289,7 @@ export interface FlushOptions {
  *
  * @example Send a request with retries, then wait for everything
  * ```ts
- * import { RequestQueue } from "./request_queue.ts";
+ * import { RequestQueue } from "./request_runner.ts";
  *
  * const queue = new RequestQueue({
  *   logger: console,
@@ -413,8 +413,8 @@ export class RequestQueue {
    *
    * @example Give up on a request the server refuses
    * ```ts
-   * import { RequestQueue } from "./request_queue.ts";
-   * import { HUBRequestError } from "./errors.ts";
+   * import { RequestQueue } from "./request_runner.ts";
+   * import { HUBRequestError } from "../common/errors.ts";
    *
    * const queue = new RequestQueue({
    *   logger: { info() {}, warn() {}, error() {} },
@@ -484,7 +484,7 @@ export class RequestQueue {
    *
    * @example Wait at most one second
    * ```ts
-   * import { RequestQueue } from "./request_queue.ts";
+   * import { RequestQueue } from "./request_runner.ts";
    *
    * const queue = new RequestQueue({ logger: console });
    * const report = await queue.flush({ timeout: 1_000 });
@@ -529,7 +529,7 @@ export class RequestQueue {
    *
    * @example Abort what is still running
    * ```ts
-   * import { RequestQueue } from "./request_queue.ts";
+   * import { RequestQueue } from "./request_runner.ts";
    *
    * const queue = new RequestQueue({ logger: { info() {}, warn() {}, error() {} } });
    * const stalled = queue.run("other", "loading the model", ({ signal }) =>

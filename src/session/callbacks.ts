@@ -13,7 +13,7 @@
  * ```ts
  * import { hubCallbacks } from "./callbacks.ts";
  * import { HUBTrainingSession } from "./session.ts";
- * import { serveHub } from "./server/mod.ts";
+ * import { serveHub } from "../server/mod.ts";
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
@@ -45,9 +45,9 @@
  * @module
  */
 
-import type { CheckpointOutcome } from "./checkpoint_uploader.ts";
-import { HUBError } from "./errors.ts";
-import { consoleLogger } from "./logger.ts";
+import type { CheckpointOutcome } from "./checkpoints.ts";
+import { HUBError } from "../common/errors.ts";
+import { consoleLogger } from "../common/logger.ts";
 import type {
   FinalUploadResult,
   FlushReport,
@@ -58,7 +58,7 @@ import type {
   Logger,
   ProgressCallback,
   TrainArgs,
-} from "./types.ts";
+} from "../protocol/types.ts";
 
 /**
  * The training arguments a trainer exposes as `args`: the ones the HUB stores
@@ -283,7 +283,7 @@ function toHUBError(error: unknown, what: string): HUBError {
  * ```ts
  * import { hubCallbacks } from "./callbacks.ts";
  * import { HUBTrainingSession } from "./session.ts";
- * import { serveHub } from "./server/mod.ts";
+ * import { serveHub } from "../server/mod.ts";
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
