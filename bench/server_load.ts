@@ -117,7 +117,7 @@ async function serverPid(): Promise<number | undefined> {
   for (const pid of await descendants(server.pid ?? 0)) {
     try {
       const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
-      if (cmdline.includes("src/server/main.ts")) return pid;
+      if (cmdline.includes("src/cli/mod.ts")) return pid;
     } catch {
       // Gone.
     }

@@ -3,7 +3,7 @@
  * of a large file, against `curl -F` of the same multipart form to the same
  * server, with the runtimes' own ceilings measured beside them.
  *
- * The bench starts the local HUB (`src/server/main.ts`) as a child process on
+ * The bench starts the local HUB (`src/cli/mod.ts serve`) as a child process on
  * Deno and on Bun, and a discarding sink server on each runtime, writes a
  * random file into a temporary directory, then runs each case `--runs` times
  * (interleaved) and prints medians:
@@ -471,7 +471,7 @@ async function main(): Promise<void> {
   }
   const self = fileURLToPath(import.meta.url);
   const root = fileURLToPath(new URL("..", import.meta.url));
-  const mainTs = join(root, "src", "server", "main.ts");
+  const cliTs = join(root, "src", "cli", "mod.ts");
   const denoPath = deno?.execPath() ?? "deno";
   console.error(`Resolving bun ${BUN_VERSION} through npx`);
   const bunPath = (await run("npx", [
@@ -500,7 +500,8 @@ async function main(): Promise<void> {
 
     const servers: Record<string, Started> = {};
     for (const rt of [runtimes.deno, runtimes.bun]) {
-      const [hc, ha] = rt.run(mainTs, [
+      const [hc, ha] = rt.run(cliTs, [
+        "serve",
         "--port",
         "0",
         "--data",

@@ -1151,20 +1151,20 @@ describe("weight files on a server with keys", () => {
   });
 });
 
-describe("main.ts", () => {
-  test("main.ts prints the listening line first, serves, and exits 0 on SIGTERM", async () => {
+describe("hub-session serve", () => {
+  test("serve prints the listening line first, serves, and exits 0 on SIGTERM", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "hub-main-"));
     const mainPath = join(
       dirname(fileURLToPath(import.meta.url)),
       "..",
       "src",
-      "server",
-      "main.ts",
+      "cli",
+      "mod.ts",
     );
     const isDeno = "Deno" in globalThis;
     const args = isDeno
-      ? ["run", "-A", mainPath, "--port", "0", "--data", dataDir]
-      : [mainPath, "--port", "0", "--data", dataDir];
+      ? ["run", "-A", mainPath, "serve", "--port", "0", "--data", dataDir]
+      : [mainPath, "serve", "--port", "0", "--data", dataDir];
     const child = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -1185,7 +1185,7 @@ describe("main.ts", () => {
         });
         child.on(
           "exit",
-          () => reject(new Error(`main.ts exited early: ${stderr}`)),
+          () => reject(new Error(`serve exited early: ${stderr}`)),
         );
       });
       const match = /^HUB listening on (http:\/\/127\.0\.0\.1:\d+)$/.exec(

@@ -5,7 +5,8 @@
  * in plain files under a data directory; uploads are streamed to disk and
  * checked against an optional sha256.
  *
- * Run it with `deno task hub`, or start it from code:
+ * Run it with `deno task hub` (the command line's `serve`), or start it
+ * from code:
  *
  * @example Start the local HUB on a free port and stop it
  * ```ts
@@ -28,5 +29,5 @@ export {
   createHubHandler,
   type HubHandler,
   type HubHandlerOptions,
-} from "./handler.ts";
+} from "./app.ts";
 export { type HubServer, serveHub, type ServeHubOptions } from "./serve.ts";

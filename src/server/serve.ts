@@ -1,12 +1,13 @@
 /**
- * Runs the local HUB handler on `Deno.serve` or `Bun.serve`, whichever the
+ * Runs the local HUB app on `Deno.serve` or `Bun.serve`, whichever the
  * current runtime has.
  *
  * @module
  */
 
 import { mkdir } from "node:fs/promises";
-import { createHubHandler, type HubHandlerOptions } from "./handler.ts";
+import { createHubHandler, type HubHandlerOptions } from "./app.ts";
+import { DEFAULT_MAX_UPLOAD_BYTES } from "./limits.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends HubHandlerOptions {
@@ -187,7 +188,7 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     port,
     hostname,
     handler,
-    handlerOptions.maxUploadBytes ?? 2 * 1024 * MIB,
+    handlerOptions.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
   );
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {

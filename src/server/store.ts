@@ -55,6 +55,7 @@ import type {
   WeightsInfo,
   WeightsKind,
 } from "./storage/records.ts";
+import { isModelId } from "../protocol/model_id.ts";
 
 export type {
   EpochEntry,
@@ -161,18 +162,12 @@ function metricsLine(
 
 const ID_ALPHABET =
   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
 
 /** Creates a random 20-character model id of `[A-Za-z0-9]`. */
 export function createModelId(): string {
   let id = "";
   for (let i = 0; i < 20; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
   return id;
-}
-
-/** Whether a string can be a model id of this store (also guards paths). */
-export function isModelId(id: string): boolean {
-  return ID_PATTERN.test(id);
 }
 
 function isNotFound(error: unknown): boolean {
@@ -253,7 +248,9 @@ export class HubStore {
   }
 
   /**
-   * Lists the ids of the models that exist (not soft-deleted).
+   * Lists the ids of every model directory, soft-deleted models included
+   * (their documents are kept until a hard delete): filter with
+   * {@linkcode HubStore.get}, which returns `undefined` for them.
    *
    * @returns The ids, in no particular order.
    */

@@ -1,0 +1,312 @@
+/**
+ * The local HUB as a Hono app, and as a fetch-style handler
+ * `(request) => Promise<Response>` (the app's `fetch`).
+ *
+ * Serves the HUB v1 wire protocol the Python `hub-sdk` and Ultralytics
+ * trainers speak (see `HUB_PROTOCOL.md` in the repository) from files under
+ * a data directory, with the `{success, data, message}` envelope on every
+ * JSON reply. Each resource's routes live in `routes/`; this file wires
+ * them, answers unknown routes (404) and wrong methods (405 with `Allow`),
+ * and turns every thrown error into the envelope.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { ApiKeys } from "./auth.ts";
+import { isObject } from "./body.ts";
+import type { HubContext } from "./context.ts";
+import {
+  disconnectSignal,
+  isBodyReadFailure,
+  REQUEST_ABORTED,
+} from "./errors.ts";
+import { DEFAULT_MAX_UPLOAD_BYTES } from "./limits.ts";
+import { fail, healthReply } from "./reply.ts";
+import { authRoutes } from "./routes/auth.ts";
+import { exportRoutes } from "./routes/export.ts";
+import { fileRoutes } from "./routes/files.ts";
+import { heartbeatRoutes } from "./routes/heartbeat.ts";
+import { metricsRoutes } from "./routes/metrics.ts";
+import { modelRoutes } from "./routes/models.ts";
+import { pageRoutes } from "./routes/pages.ts";
+import { uploadRoutes } from "./routes/upload.ts";
+import { HubStore } from "./store.ts";
+
+/** Options of {@linkcode createHubApp} and {@linkcode createHubHandler}. */
+export interface HubHandlerOptions {
+  /**
+   * Directory for models, metrics and weights; created when missing, and
+   * reloaded as is by a later server on the same directory.
+   */
+  dataDir: string;
+  /**
+   * API keys the server accepts (`x-api-key` or `authorization: Bearer`).
+   * When empty or missing, every request is accepted, with or without a key.
+   *
+   * @default {undefined}
+   */
+  apiKeys?: readonly string[] | undefined;
+  /**
+   * Largest accepted upload request body in bytes; larger bodies get 413.
+   *
+   * @default {2147483648}
+   */
+  maxUploadBytes?: number | undefined;
+  /**
+   * Base URL for the absolute weight URLs in model documents
+   * (`resume`, `weights`), e.g. when the server sits behind a proxy.
+   *
+   * @default {the request's origin}
+   */
+  publicUrl?: string | undefined;
+  /**
+   * Clock in milliseconds since the epoch, for timestamps.
+   *
+   * @default {Date.now}
+   */
+  now?: (() => number) | undefined;
+  /**
+   * When aborted, uploads still being received are cancelled and answered
+   * 503, so that a server can shut down while a client stalls mid-upload.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal | undefined;
+  /**
+   * Receives unexpected errors (answered with 500). Never given an API key.
+   *
+   * @default {logs the error with console.error}
+   */
+  onError?: ((error: unknown) => void) | undefined;
+}
+
+/** A fetch-style request handler. */
+export type HubHandler = (request: Request) => Promise<Response>;
+
+/** Methods of each route, for the 405 of any other method. */
+const ALLOWED: ReadonlyArray<readonly [string, string]> = [
+  ["/", "GET, HEAD"],
+  ["/models/:id", "GET, HEAD"],
+  ["/v1", "GET, HEAD"],
+  ["/v1/auth", "POST"],
+  ["/v1/models", "POST"],
+  ["/v1/models/:id", "GET, HEAD, POST, PATCH, DELETE"],
+  ["/v1/models/:id/metrics", "GET, HEAD"],
+  ["/v1/models/:id/upload", "POST"],
+  ["/v1/models/:id/export", "POST"],
+  ["/v1/models/:id/files/:name", "GET, HEAD"],
+  ["/v1/agent/heartbeat/models/:id", "POST"],
+];
+
+function validateOptions(options: HubHandlerOptions): void {
+  if (!isObject(options)) {
+    throw new TypeError(
+      "Cannot create the HUB as options is not an object",
+    );
+  }
+  if (typeof options.dataDir !== "string" || options.dataDir === "") {
+    throw new TypeError(
+      "Cannot create the HUB as dataDir is not a non-empty string",
+    );
+  }
+  if (options.apiKeys !== undefined) {
+    if (
+      !Array.isArray(options.apiKeys) ||
+      !options.apiKeys.every((k) => typeof k === "string" && k !== "")
+    ) {
+      throw new TypeError(
+        "Cannot create the HUB as apiKeys is not a list of non-empty strings",
+      );
+    }
+  }
+  const max = options.maxUploadBytes;
+  if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
+    throw new RangeError(
+      `Cannot create the HUB as maxUploadBytes is not a non-negative integer: ${max}`,
+    );
+  }
+  if (options.publicUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(options.publicUrl);
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || !/^https?:$/.test(url.protocol)) {
+      throw new TypeError(
+        `Cannot create the HUB as publicUrl is not an http(s) URL: ${options.publicUrl}`,
+      );
+    }
+  }
+  if (options.now !== undefined && typeof options.now !== "function") {
+    throw new TypeError(
+      "Cannot create the HUB as now is not a function",
+    );
+  }
+  if (
+    options.signal !== undefined && !(options.signal instanceof AbortSignal)
+  ) {
+    throw new TypeError(
+      "Cannot create the HUB as signal is not an AbortSignal",
+    );
+  }
+  if (options.onError !== undefined && typeof options.onError !== "function") {
+    throw new TypeError(
+      "Cannot create the HUB as onError is not a function",
+    );
+  }
+}
+
+/**
+ * Creates the local HUB as a Hono app.
+ *
+ * Routes (all replies JSON `{success, data, message}` except weight files
+ * and pages): `GET /v1` (health), `POST /v1/auth`, `POST /v1/models`,
+ * `GET|POST|PATCH|DELETE /v1/models/{id}`, `GET /v1/models/{id}/metrics`,
+ * `POST /v1/models/{id}/upload`, `POST /v1/models/{id}/export`,
+ * `GET /v1/models/{id}/files/{last.pt|best.pt}` and
+ * `POST /v1/agent/heartbeat/models/{id}`. Unknown routes and models answer
+ * 404, wrong methods 405 with `Allow`, bad payloads 400, missing or wrong
+ * keys 401 (when `apiKeys` is set) and oversized bodies 413. A request whose
+ * body ends early (the client disconnected mid-upload) answers 400
+ * `Upload aborted...` / `Request aborted...` and is not reported to
+ * `onError`.
+ *
+ * HTML pages (no scripts): `GET /models/{id}` shows a model (the page a
+ * session links as `<web root>/models/<id>`: status, dataset, architecture,
+ * epochs, the last 50 epochs' metrics, links to the JSON document and the
+ * weights) and `GET /` lists the models when the client asks for
+ * `text/html`; other clients get the JSON health reply there, as at
+ * `GET /v1`. With `apiKeys` set, pages need a key like the API
+ * (`x-api-key` or `authorization: Bearer`; never in the URL) and answer 401
+ * with a page that shows no model data otherwise; the health reply needs no
+ * key and carries no data.
+ *
+ * The data directory is opened on the first request that needs it.
+ *
+ * @param options Data directory, keys, upload limit, public URL and clock.
+ * @returns The app; `app.fetch` is the handler.
+ *
+ * @example Ask the app for its health reply
+ * ```ts
+ * import { createHubApp } from "./app.ts";
+ *
+ * const app = createHubApp({ dataDir: "/tmp/hub-never-opened" });
+ * const response = await app.fetch(new Request("http://127.0.0.1/v1"));
+ * console.assert((await response.json()).success === true);
+ * ```
+ */
+export function createHubApp(options: HubHandlerOptions): Hono {
+  validateOptions(options);
+  const {
+    dataDir,
+    apiKeys = [],
+    maxUploadBytes = DEFAULT_MAX_UPLOAD_BYTES,
+    publicUrl,
+    now = Date.now,
+    signal,
+    onError = (error: unknown): void => {
+      console.error("HUB: unexpected server error", error);
+    },
+  } = options;
+  const base = publicUrl?.replace(/\/+$/, "");
+  let storePromise: Promise<HubStore> | undefined;
+  const hub: HubContext = {
+    store: () => {
+      if (storePromise === undefined) {
+        storePromise = HubStore.open(dataDir);
+        storePromise.catch(() => {
+          storePromise = undefined;
+        });
+      }
+      return storePromise;
+    },
+    now,
+    keys: new ApiKeys(apiKeys),
+    maxUploadBytes,
+    signal,
+    origin: (request) => base ?? new URL(request.url).origin,
+  };
+
+  const app = new Hono({ strict: false });
+  app.get("/v1", () => healthReply());
+  app.route("/", authRoutes(hub));
+  app.route("/", modelRoutes(hub));
+  app.route("/", metricsRoutes(hub));
+  app.route("/", uploadRoutes(hub));
+  app.route("/", exportRoutes(hub));
+  app.route("/", heartbeatRoutes(hub));
+  app.route("/", fileRoutes(hub));
+  app.route("/", pageRoutes(hub));
+  for (const [path, allow] of ALLOWED) {
+    app.all(path, (c) =>
+      fail(
+        405,
+        `Cannot ${c.req.method} ${c.req.path}: allowed ${allow}`,
+        { allow },
+      ));
+  }
+  app.notFound((c) =>
+    fail(404, `Cannot find the route ${c.req.method} ${c.req.path}`)
+  );
+  app.onError((error, c) => {
+    if (error instanceof HTTPException) {
+      return error.res === undefined
+        ? fail(error.status, error.message)
+        : error.getResponse();
+    }
+    if (isBodyReadFailure(error)) {
+      // A body read that failed outside the readers: still the client's
+      // doing.
+      return fail(400, REQUEST_ABORTED);
+    }
+    if (disconnectSignal(c.req.raw)?.aborted) {
+      // The client went away; nobody reads this reply.
+      return fail(499, "Cannot finish the request as the client disconnected");
+    }
+    onError(error);
+    return fail(500, "Unhandled server error");
+  });
+  return app;
+}
+
+/**
+ * Creates the local HUB as a fetch-style handler: the `fetch` of
+ * {@linkcode createHubApp}'s app (see there for the routes).
+ *
+ * @param options Data directory, keys, upload limit, public URL and clock.
+ * @returns The handler.
+ *
+ * @example Create a model through the handler, without a network server
+ * ```ts
+ * import { createHubHandler } from "./mod.ts";
+ * import { mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dataDir = await mkdtemp(join(tmpdir(), "hub-"));
+ * const handle = createHubHandler({ dataDir });
+ * const response = await handle(
+ *   new Request("http://127.0.0.1/v1/models", {
+ *     method: "POST",
+ *     headers: { "content-type": "application/json" },
+ *     body: JSON.stringify({
+ *       config: { epochs: 10 },
+ *       dataset: { name: "coco8.yaml" },
+ *       lineage: { architecture: { name: "yolov8n" }, parent: {} },
+ *       meta: { name: "yolov8n.yaml" },
+ *     }),
+ *   }),
+ * );
+ * const { data } = await response.json();
+ * console.assert(response.status === 200 && data.id.length === 20);
+ * await rm(dataDir, { recursive: true, force: true });
+ * ```
+ */
+export function createHubHandler(options: HubHandlerOptions): HubHandler {
+  const app = createHubApp(options);
+  return async (request: Request): Promise<Response> =>
+    await app.fetch(request);
+}

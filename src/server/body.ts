@@ -1,0 +1,141 @@
+/**
+ * Request bodies of the local HUB: the size-limit middlewares and the JSON
+ * body reader.
+ *
+ * JSON bodies go through Hono's `bodyLimit` (a `Content-Length` check, or a
+ * counted read of a chunked body) before they are read. Uploads get only a
+ * `Content-Length` check here: their bodies stream to disk and the multipart
+ * reader counts them, since `bodyLimit` would buffer a chunked upload whole.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import type { MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { BodyAbortedError, hubError, REQUEST_ABORTED } from "./errors.ts";
+import { MAX_JSON_BYTES } from "./limits.ts";
+
+/**
+ * Refuses a JSON body above {@linkcode MAX_JSON_BYTES} with 413.
+ *
+ * @returns The middleware.
+ */
+export function jsonLimit(): MiddlewareHandler {
+  return bodyLimit({
+    maxSize: MAX_JSON_BYTES,
+    onError: () => {
+      throw hubError(
+        413,
+        `Cannot accept the request body as it exceeds ${MAX_JSON_BYTES} bytes`,
+      );
+    },
+  });
+}
+
+/**
+ * Refuses an upload whose declared `Content-Length` is above `maxBytes`
+ * with 413, without reading it; a chunked body is counted as it streams.
+ *
+ * @param maxBytes Largest accepted body.
+ * @returns The middleware.
+ */
+export function uploadLimit(maxBytes: number): MiddlewareHandler {
+  return async (c, next) => {
+    const declared = c.req.raw.headers.get("content-length");
+    if (declared !== null && Number(declared) > maxBytes) {
+      c.req.raw.body?.cancel().catch(() => {});
+      throw hubError(
+        413,
+        `Cannot accept the upload as its ${declared} bytes exceed the limit of ${maxBytes} bytes`,
+      );
+    }
+    await next();
+  };
+}
+
+/** Reads a body (already bounded by {@linkcode jsonLimit}) as text. */
+async function readText(request: Request): Promise<string> {
+  if (request.body === null) return "";
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch {
+        throw new BodyAbortedError(REQUEST_ABORTED);
+      }
+      const { done, value } = chunk;
+      if (done) break;
+      total += value.byteLength;
+      if (total > MAX_JSON_BYTES) {
+        throw hubError(
+          413,
+          `Cannot accept the request body as it exceeds ${MAX_JSON_BYTES} bytes`,
+        );
+      }
+      chunks.push(value);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    throw error;
+  }
+  return chunks.length === 1
+    ? Buffer.from(chunks[0]!).toString("utf8")
+    : Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * Reads a JSON body.
+ *
+ * @param request The request.
+ * @returns The parsed value.
+ * @throws {HTTPException} 400 for an empty or malformed body.
+ */
+export async function readJson(request: Request): Promise<unknown> {
+  const text = await readText(request);
+  if (text.trim() === "") {
+    throw hubError(400, "Cannot parse the request body as it is empty");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw hubError(
+      400,
+      `Cannot parse the request body as JSON: ${(error as Error).message}`,
+    );
+  }
+}
+
+/**
+ * Whether a value is a plain JSON object.
+ *
+ * @param value Any value.
+ * @returns `true` for a non-null, non-array object.
+ */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Reads a JSON body that must be an object.
+ *
+ * @param request The request.
+ * @returns The object.
+ * @throws {HTTPException} 400 for anything else.
+ */
+export async function readJsonObject(
+  request: Request,
+): Promise<Record<string, unknown>> {
+  const body = await readJson(request);
+  if (!isObject(body)) {
+    throw hubError(
+      400,
+      "Cannot accept the request body as it is not a JSON object",
+    );
+  }
+  return body;
+}

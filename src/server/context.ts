@@ -1,0 +1,55 @@
+/**
+ * What every route of the local HUB shares: the store, the clock, the keys,
+ * the limits and the base URL of the documents it renders.
+ *
+ * @module
+ */
+
+import type { ApiKeys } from "./auth.ts";
+import { hubError } from "./errors.ts";
+import type { HubStore, ModelRecord } from "./store.ts";
+
+/** The shared state the route files are built with. */
+export interface HubContext {
+  /** The store, opened on first use. */
+  store(): Promise<HubStore>;
+  /** Clock in milliseconds since the epoch. */
+  now(): number;
+  /** Accepted API keys. */
+  keys: ApiKeys;
+  /** Largest accepted upload body in bytes. */
+  maxUploadBytes: number;
+  /** Aborted when the server shuts down. */
+  signal: AbortSignal | undefined;
+  /**
+   * Base URL for absolute URLs in documents and pages: the configured
+   * public URL, else the request's origin.
+   */
+  origin(request: Request): string;
+}
+
+/**
+ * Reads a model or refuses with 404.
+ *
+ * @param store The store.
+ * @param id Model id from the path.
+ * @returns The record.
+ */
+export async function findModel(
+  store: HubStore,
+  id: string,
+): Promise<ModelRecord> {
+  const record = await store.get(id);
+  if (record === undefined) throw modelNotFound(id);
+  return record;
+}
+
+/**
+ * The 404 of an unknown (or soft-deleted) model.
+ *
+ * @param id Model id.
+ * @returns The exception to throw.
+ */
+export function modelNotFound(id: string): Error {
+  return hubError(404, `Cannot find the model "${id}"`);
+}

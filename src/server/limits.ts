@@ -1,0 +1,15 @@
+/**
+ * Size limits of the local HUB, in one place: `serve.ts` and the app read
+ * the same defaults.
+ *
+ * @module
+ */
+
+/** Default largest upload request body: 2 GiB. */
+export const DEFAULT_MAX_UPLOAD_BYTES: number = 2 * 1024 * 1024 * 1024;
+
+/** Largest JSON request body: 16 MiB. */
+export const MAX_JSON_BYTES: number = 16 * 1024 * 1024;
+
+/** Most models the index page lists (most recently updated first). */
+export const INDEX_MODELS = 500;

@@ -1,0 +1,49 @@
+/**
+ * `POST /v1/models/{id}/export`: records an export request (the local HUB
+ * does not convert models).
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import { requireKey } from "../auth.ts";
+import { jsonLimit, readJsonObject } from "../body.ts";
+import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import { hubError } from "../errors.ts";
+import { ok } from "../reply.ts";
+
+/**
+ * The export route.
+ *
+ * @param hub Shared state.
+ * @returns The routes.
+ */
+export function exportRoutes(hub: HubContext): Hono {
+  return new Hono().post(
+    "/v1/models/:id/export",
+    requireKey(hub.keys),
+    jsonLimit(),
+    async (c) => {
+      const id = c.req.param("id");
+      const store = await hub.store();
+      await findModel(store, id);
+      const body = await readJsonObject(c.req.raw);
+      const format = body.format;
+      if (typeof format !== "string" || format.trim() === "") {
+        throw hubError(
+          400,
+          'Cannot export the model as "format" is not a non-empty string',
+        );
+      }
+      const requestedAt = hub.now();
+      const updated = await store.update(id, (r) => {
+        r.exports.push({ format, requestedAt });
+      }, requestedAt);
+      if (updated === undefined) throw modelNotFound(id);
+      return ok(
+        { format, status: "queued" },
+        "Export request recorded (the local HUB does not convert models)",
+      );
+    },
+  );
+}

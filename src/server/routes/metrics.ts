@@ -1,0 +1,41 @@
+/**
+ * Metrics: `POST /v1/models/{id}` with `{type: "metrics", ...}` stores
+ * epochs, `GET /v1/models/{id}/metrics` lists them.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { StoredEpochMetrics } from "../../protocol/types.ts";
+import { requireKey } from "../auth.ts";
+import { jsonLimit, readJsonObject } from "../body.ts";
+import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import { parseMetrics } from "../model_input.ts";
+import { ok } from "../reply.ts";
+
+/**
+ * The metrics routes.
+ *
+ * @param hub Shared state.
+ * @returns The routes.
+ */
+export function metricsRoutes(hub: HubContext): Hono {
+  const app = new Hono();
+  app.post("/v1/models/:id", requireKey(hub.keys), jsonLimit(), async (c) => {
+    const id = c.req.param("id");
+    const store = await hub.store();
+    await findModel(store, id);
+    const metrics = parseMetrics(await readJsonObject(c.req.raw));
+    const epochs = [...metrics.keys()].sort((a, b) => a - b);
+    const updated = await store.appendMetrics(id, metrics, hub.now());
+    if (updated === undefined) throw modelNotFound(id);
+    return ok({ epochs }, "Model metrics uploaded");
+  });
+  app.get("/v1/models/:id/metrics", requireKey(hub.keys), async (c) => {
+    const id = c.req.param("id");
+    const list = await (await hub.store()).listMetrics(id);
+    if (list === undefined) throw modelNotFound(id);
+    return ok(list as StoredEpochMetrics[], "Model metrics found");
+  });
+  return app;
+}

@@ -1,0 +1,215 @@
+/**
+ * `POST /v1/models/{id}/upload`: a checkpoint (`type=epoch`, file part
+ * `last.pt`) or the final weights (`type=final`, file part `best.pt`),
+ * streamed to a temporary file while its sha256 is computed, checked against
+ * the optional `sha256` field, then committed in one rename.
+ *
+ * @module
+ */
+
+import { unlink } from "node:fs/promises";
+import { Hono } from "hono";
+import {
+  CHECKSUM_FIELD,
+  CHECKSUM_MISMATCH,
+  UPLOAD_FILE_PARTS,
+} from "../../protocol/upload.ts";
+import { requireKey } from "../auth.ts";
+import { uploadLimit } from "../body.ts";
+import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import {
+  BodyAbortedError,
+  disconnectSignal,
+  hubError,
+  isBodyReadFailure,
+  UPLOAD_ABORTED,
+} from "../errors.ts";
+import { parseBool } from "../model_input.ts";
+import { getBoundary, MultipartError, parseMultipart } from "../multipart.ts";
+import { ok } from "../reply.ts";
+import type { HubStore, WeightsKind } from "../store.ts";
+
+/**
+ * The upload route.
+ *
+ * @param hub Shared state.
+ * @returns The routes.
+ */
+export function uploadRoutes(hub: HubContext): Hono {
+  const app = new Hono();
+  const check = async (
+    c: { req: { param(name: "id"): string } },
+    next: () => Promise<void>,
+  ): Promise<void> => {
+    await findModel(await hub.store(), c.req.param("id"));
+    await next();
+  };
+  app.post(
+    "/v1/models/:id/upload",
+    requireKey(hub.keys),
+    check,
+    uploadLimit(hub.maxUploadBytes),
+    async (c) =>
+      await receive(hub, c.req.raw, await hub.store(), c.req.param("id")),
+  );
+  return app;
+}
+
+function uploadSignal(
+  hub: HubContext,
+  request: Request,
+): AbortSignal | undefined {
+  const signals = [disconnectSignal(request), hub.signal].filter(
+    (s): s is AbortSignal => s !== undefined,
+  );
+  return signals.length <= 1 ? signals[0] : AbortSignal.any(signals);
+}
+
+async function receive(
+  hub: HubContext,
+  request: Request,
+  store: HubStore,
+  id: string,
+): Promise<Response> {
+  const boundary = getBoundary(request.headers.get("content-type"));
+  if (boundary === undefined) {
+    throw hubError(
+      400,
+      "Cannot accept the upload as it is not multipart/form-data with a boundary",
+    );
+  }
+  if (request.body === null) {
+    throw hubError(400, "Cannot accept the upload as it has no body");
+  }
+  let parsed;
+  try {
+    parsed = await parseMultipart(request.body, {
+      boundary,
+      tempDir: store.tempDir,
+      maxBytes: hub.maxUploadBytes,
+      signal: uploadSignal(hub, request),
+    });
+  } catch (error) {
+    if (hub.signal?.aborted) {
+      throw hubError(
+        503,
+        "Cannot finish the upload as the server is shutting down",
+      );
+    }
+    if (disconnectSignal(request)?.aborted || isBodyReadFailure(error)) {
+      // The client went away mid-body: not a server error. The temporary
+      // file is already deleted.
+      throw new BodyAbortedError(UPLOAD_ABORTED);
+    }
+    if (error instanceof MultipartError) {
+      throw hubError(error.status, error.message);
+    }
+    throw error;
+  }
+  const { fields, file } = parsed;
+  const now = hub.now;
+  let committed = false;
+  try {
+    const type = fields.get("type");
+    if (type !== "epoch" && type !== "final") {
+      throw hubError(
+        400,
+        `Cannot accept the upload as "type" is ${
+          JSON.stringify(type ?? null)
+        }, not "epoch" or "final"`,
+      );
+    }
+    const epochText = fields.get("epoch");
+    if (epochText === undefined || !/^\s*\d{1,9}\s*$/.test(epochText)) {
+      throw hubError(
+        400,
+        `Cannot accept the upload as "epoch" is ${
+          JSON.stringify(epochText ?? null)
+        }, not a non-negative integer`,
+      );
+    }
+    const epoch = Number(epochText);
+    const expected = UPLOAD_FILE_PARTS[type];
+    if (file === undefined) {
+      throw hubError(
+        400,
+        `Cannot accept the upload as it has no file part "${expected}"`,
+      );
+    }
+    if (file.field !== expected) {
+      throw hubError(
+        400,
+        `Cannot accept the upload as a "${type}" upload needs the file part "${expected}", not "${file.field}"`,
+      );
+    }
+    const checksum = fields.get(CHECKSUM_FIELD);
+    if (checksum !== undefined) {
+      const want = checksum.trim().toLowerCase();
+      if (!/^[0-9a-f]{64}$/.test(want)) {
+        throw hubError(
+          400,
+          `Cannot accept the upload as "${CHECKSUM_FIELD}" is not 64 hexadecimal digits`,
+        );
+      }
+      if (want !== file.sha256) {
+        throw hubError(
+          400,
+          `${CHECKSUM_MISMATCH}: the file part's sha256 is ${file.sha256}, the client sent ${want}`,
+        );
+      }
+    }
+    let info;
+    if (type === "epoch") {
+      const isBest = parseBool(fields.get("isBest") ?? "", "isBest");
+      info = {
+        epoch,
+        size: file.size,
+        sha256: file.sha256,
+        uploadedAt: now(),
+        isBest,
+      };
+    } else {
+      const mapText = fields.get("map");
+      const map = mapText === undefined || mapText.trim() === ""
+        ? undefined
+        : Number(mapText);
+      if (map !== undefined && !isFinite(map)) {
+        throw hubError(
+          400,
+          `Cannot accept the upload as "map" is ${
+            JSON.stringify(mapText)
+          }, not a number`,
+        );
+      }
+      info = {
+        epoch,
+        size: file.size,
+        sha256: file.sha256,
+        uploadedAt: now(),
+        ...(map === undefined ? {} : { map }),
+      };
+    }
+    const kind: WeightsKind = type === "final" ? "best" : "last";
+    const record = await store.commitWeights(
+      id,
+      kind,
+      file.path,
+      info,
+      now(),
+    );
+    committed = true;
+    if (record === undefined) {
+      throw modelNotFound(id);
+    }
+    return ok(
+      { sha256: file.sha256, size: file.size, epoch, type },
+      type === "final"
+        ? "Model optimized weights uploaded"
+        : "Model checkpoint weights uploaded",
+    );
+  } finally {
+    if (!committed && file !== undefined) {
+      await unlink(file.path).catch(() => {});
+    }
+  }
+}
