@@ -1,5 +1,12 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+  fail,
+} from "@std/assert";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmod,
@@ -61,7 +68,7 @@ after(async () => {
 });
 
 function assertNoUnhandled(): void {
-  assert.deepEqual(
+  assertEquals(
     unhandled.map((r) => r instanceof Error ? r.message : String(r)),
     [],
     "unhandled rejections",
@@ -218,24 +225,24 @@ function keyLike(value: string): string[] {
 
 function assertShape(kind: string, value: string, parsed: unknown): void {
   const label = `${kind} ${JSON.stringify(value.slice(0, 80))}`;
-  assert.equal(typeof parsed, "object", label);
+  assertEquals(typeof parsed, "object", label);
   const p = parsed as Record<string, unknown>;
   const keys = Object.keys(p).sort().join(",");
   if (keys === "modelId") {
-    assert.match(p.modelId as string, /^[A-Za-z0-9]{20}$/, label);
+    assertMatch(p.modelId as string, /^[A-Za-z0-9]{20}$/, label);
   } else if (keys === "apiKey,modelId") {
-    assert.match(p.modelId as string, /^[A-Za-z0-9]{20}$/, label);
-    assert.match(p.apiKey as string, /^[A-Za-z0-9]{42}$/, label);
+    assertMatch(p.modelId as string, /^[A-Za-z0-9]{20}$/, label);
+    assertMatch(p.apiKey as string, /^[A-Za-z0-9]{42}$/, label);
   } else if (keys === "filename") {
-    assert.match(p.filename as string, /\.(pt|yaml)$/, label);
+    assertMatch(p.filename as string, /\.(pt|yaml)$/, label);
     const name = p.filename as string;
-    assert.equal(
+    assertEquals(
       [...name].some((c) => c.charCodeAt(0) < 0x20 || c === "\u007f"),
       false,
       label,
     );
   } else {
-    assert.fail(`${label} parsed to an undocumented shape: ${keys}`);
+    fail(`${label} parsed to an undocumented shape: ${keys}`);
   }
 }
 
@@ -245,7 +252,7 @@ function assertTypedAndClean(
   error: unknown,
 ): void {
   const label = `${kind} ${JSON.stringify(value.slice(0, 80))}`;
-  assert.ok(
+  assert(
     error instanceof HUBModelError || error instanceof TypeError ||
       error instanceof HUBConfigError,
     `${label} threw ${
@@ -253,7 +260,7 @@ function assertTypedAndClean(
     }: ${String(error)}`,
   );
   for (const key of keyLike(value)) {
-    assert.equal(
+    assertEquals(
       (error as Error).message.includes(key),
       false,
       `${label}: the message echoes a key-like string`,
@@ -266,7 +273,7 @@ describe("generated identifiers", () => {
   const identifiers = generateIdentifiers(20_240_601, webRoot);
 
   test("at least 200 are generated, of every kind", () => {
-    assert.ok(identifiers.length >= 200, `${identifiers.length} identifiers`);
+    assert(identifiers.length >= 200, `${identifiers.length} identifiers`);
     const kinds = new Set(identifiers.map((i) => i.kind));
     for (
       const kind of [
@@ -279,7 +286,7 @@ describe("generated identifiers", () => {
         "key-like",
       ]
     ) {
-      assert.ok(kinds.has(kind), kind);
+      assert(kinds.has(kind), kind);
     }
   });
 
@@ -291,7 +298,7 @@ describe("generated identifiers", () => {
       try {
         result = parseIdentifier(value, { webRoot });
       } catch (error) {
-        assert.ok(
+        assert(
           error instanceof HUBModelError || error instanceof TypeError,
           `${kind} ${JSON.stringify(value.slice(0, 80))} threw ${
             String(error)
@@ -304,12 +311,12 @@ describe("generated identifiers", () => {
       assertShape(kind, value, result);
       parsed++;
     }
-    assert.ok(parsed >= 20 && refused >= 150, `${parsed} / ${refused}`);
+    assert(parsed >= 20 && refused >= 150, `${parsed} / ${refused}`);
   });
 
   test("non-strings are refused with a TypeError", () => {
     for (const value of [undefined, null, 42, {}, [], Symbol("x")]) {
-      assert.throws(
+      assertThrows(
         () => parseIdentifier(value as unknown as string),
         TypeError,
       );
@@ -331,13 +338,13 @@ describe("generated identifiers", () => {
           value,
           options({ apiRoot: webRoot, webRoot, fetch: fetchFn, logger }),
         );
-        assert.ok(session.filename !== undefined, `${kind} opened a session`);
+        assert(session.filename !== undefined, `${kind} opened a session`);
         await session.close();
       } catch (error) {
         assertTypedAndClean(kind, value, error);
       }
       for (const key of keyLike(value)) {
-        assert.equal(
+        assertEquals(
           logger.lines.some((line) => line.includes(key)),
           false,
           `${kind}: a log line holds a key`,
@@ -437,15 +444,14 @@ describe("malformed server replies", () => {
         ],
       ];
       for (const [name, call] of calls) {
-        await assert.rejects(call(), (error: unknown) => {
-          assert.ok(
-            error instanceof HUBRequestError,
-            `${name}: ${String(error)}`,
-          );
-          assert.equal(error.retriable, false, name);
-          assert.ok(error.message.length > 0, name);
-          return true;
-        }, name);
+        const error = await assertRejects(
+          () => call(),
+          HUBRequestError,
+          undefined,
+          name,
+        );
+        assertEquals(error.retriable, false, name);
+        assert(error.message.length > 0, name);
       }
       // Calls that need no data either resolve or throw the same typed error.
       for (
@@ -456,12 +462,12 @@ describe("malformed server replies", () => {
       ) {
         try {
           await call();
-          assert.ok(
+          assert(
             bad.name === "an envelope without data",
             `${name} accepted ${bad.name}`,
           );
         } catch (error) {
-          assert.ok(
+          assert(
             error instanceof HUBRequestError && !error.retriable,
             `${name}: ${String(error)}`,
           );
@@ -477,11 +483,12 @@ describe("malformed server replies", () => {
           headers: { "content-type": "text/html" },
         }),
       )) as unknown as typeof fetch;
-    await assert.rejects(
-      HUBTrainingSession.create(
-        "AbCdEfGhIj0123456789",
-        options({ fetch: fetchFn, journal: join(dir, "unused-journal") }),
-      ),
+    await assertRejects(
+      () =>
+        HUBTrainingSession.create(
+          "AbCdEfGhIj0123456789",
+          options({ fetch: fetchFn, journal: join(dir, "unused-journal") }),
+        ),
       HUBRequestError,
     );
   });
@@ -516,24 +523,24 @@ describe("malformed server replies", () => {
       const report = await session.close();
       if (bad.name === "an envelope without data") {
         // Metrics need no data: the upload counts as acknowledged.
-        assert.deepEqual(metrics.sent, [0]);
+        assertEquals(metrics.sent, [0]);
       } else {
-        assert.ok(metrics.error instanceof HUBRequestError);
-        assert.deepEqual(metrics.sent, []);
-        assert.deepEqual(report.pendingEpochs, [0]);
-        assert.ok(
+        assert(metrics.error instanceof HUBRequestError);
+        assertEquals(metrics.sent, []);
+        assertEquals(report.pendingEpochs, [0]);
+        assert(
           logger.lines.some((l) =>
             l.startsWith("warn") && l.includes("not delivered")
           ),
           logger.lines.join("\n"),
         );
       }
-      assert.equal(checkpoint.status, "failed");
+      assertEquals(checkpoint.status, "failed");
       if (checkpoint.status === "failed") {
-        assert.ok(checkpoint.error instanceof HUBRequestError);
+        assert(checkpoint.error instanceof HUBRequestError);
       }
-      assert.ok(finalError instanceof HUBRequestError, String(finalError));
-      assert.equal(report.failedUploads.length, 1);
+      assert(finalError instanceof HUBRequestError, String(finalError));
+      assertEquals(report.failedUploads.length, 1);
     });
   }
 });
@@ -557,16 +564,17 @@ describe("awkward files", () => {
     try {
       const missing = join(work, "missing", "last.pt");
       const outcome = await session.uploadModel(1, missing);
-      assert.deepEqual(outcome, {
+      assertEquals(outcome, {
         status: "skipped",
         epoch: 1,
         reason: "missing-file",
       });
-      assert.ok(logger.lines.some((l) => l.startsWith("warn")));
-      await assert.rejects(
-        session.uploadModel(1, join(work, "missing", "best.pt"), {
-          final: true,
-        }),
+      assert(logger.lines.some((l) => l.startsWith("warn")));
+      await assertRejects(
+        () =>
+          session.uploadModel(1, join(work, "missing", "best.pt"), {
+            final: true,
+          }),
         HUBError,
       );
     } finally {
@@ -580,9 +588,9 @@ describe("awkward files", () => {
       const folder = join(work, "folder.pt");
       await mkdir(folder, { recursive: true });
       const outcome = await session.uploadModel(1, folder);
-      assert.equal(outcome.status, "skipped");
-      await assert.rejects(
-        session.uploadModel(1, folder, { final: true }),
+      assertEquals(outcome.status, "skipped");
+      await assertRejects(
+        () => session.uploadModel(1, folder, { final: true }),
         HUBError,
       );
     } finally {
@@ -597,16 +605,16 @@ describe("awkward files", () => {
       await writeFile(empty, new Uint8Array(0));
       const outcome = await session.uploadModel(1, empty);
       if (outcome.status === "uploaded") {
-        assert.equal(outcome.size, 0);
-        assert.equal(outcome.sha256, sha256(new Uint8Array(0)));
+        assertEquals(outcome.size, 0);
+        assertEquals(outcome.sha256, sha256(new Uint8Array(0)));
       } else {
-        assert.equal(outcome.status, "failed");
+        assertEquals(outcome.status, "failed");
       }
       try {
         const final = await session.uploadModel(1, empty, { final: true });
-        assert.equal(final.size, 0);
+        assertEquals(final.size, 0);
       } catch (error) {
-        assert.ok(error instanceof HUBError, String(error));
+        assert(error instanceof HUBError, String(error));
       }
     } finally {
       await session.close();
@@ -640,13 +648,13 @@ describe("awkward files", () => {
           finalError = error;
         }
         if (!readable) {
-          assert.equal(outcome.status, "skipped");
-          assert.ok(finalError instanceof HUBError, String(finalError));
-          assert.match((finalError as Error).message, /permission|read/i);
+          assertEquals(outcome.status, "skipped");
+          assert(finalError instanceof HUBError, String(finalError));
+          assertMatch((finalError as Error).message, /permission|read/i);
         } else {
           // Root reads anything: the uploads simply succeed.
-          assert.equal(outcome.status, "uploaded");
-          assert.equal(finalError, undefined);
+          assertEquals(outcome.status, "uploaded");
+          assertEquals(finalError, undefined);
         }
       } finally {
         await chmod(locked, 0o600);
@@ -665,9 +673,9 @@ describe("awkward files", () => {
       const outcome = session.uploadModel(1, ckpt);
       await writeFile(ckpt, randomBytes(900_000));
       const result = await outcome;
-      assert.equal(result.status, "uploaded");
+      assertEquals(result.status, "uploaded");
       if (result.status === "uploaded") {
-        assert.equal(result.sha256, sha256(original));
+        assertEquals(result.sha256, sha256(original));
       }
     } finally {
       await session.close();
@@ -691,12 +699,9 @@ describe("awkward files", () => {
       options({ fetch: fetchFn }),
     );
     try {
-      await assert.rejects(
-        session.uploadModel(1, weights, { final: true }),
-        (error: unknown) => {
-          assert.ok(error instanceof HUBError, String(error));
-          return true;
-        },
+      await assertRejects(
+        () => session.uploadModel(1, weights, { final: true }),
+        HUBError,
       );
     } finally {
       await session.close();
@@ -727,10 +732,10 @@ describe("awkward files", () => {
         await (await fetch(`${hub.url}/v1/models/${id}/files/best.pt`))
           .arrayBuffer(),
       );
-      assert.equal(stored.byteLength, result.size);
-      assert.equal(sha256(stored), result.sha256);
+      assertEquals(stored.byteLength, result.size);
+      assertEquals(sha256(stored), result.sha256);
     } catch (error) {
-      assert.ok(error instanceof HUBError, String(error));
+      assert(error instanceof HUBError, String(error));
     } finally {
       await session.close();
     }

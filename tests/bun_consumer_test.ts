@@ -3,7 +3,7 @@
 // node_modules as an installed package would be) and runs a training session
 // against the local HUB with `bun`.
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals } from "@std/assert";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -146,11 +146,11 @@ describe("the package in a Bun project", () => {
     await writeFile(join(app, "index.ts"), CONSUMER);
 
     const install = await bun(["install"], app);
-    assert.equal(install.code, 0, install.stderr);
+    assertEquals(install.code, 0, install.stderr);
 
     const weights = join(dir, "best.pt");
     const result = await bun(["index.ts", hub.url, weights], app);
-    assert.equal(result.code, 0, result.stderr);
+    assertEquals(result.code, 0, result.stderr);
     const lines = result.stdout.trim().split("\n");
     const out = JSON.parse(lines.at(-1)!) as {
       bun: string;
@@ -160,26 +160,26 @@ describe("the package in a Bun project", () => {
       pendingEpochs: number[];
       sha256: string;
     };
-    assert.equal(out.bun, "1.4.5");
+    assertEquals(out.bun, "1.4.5");
     // Imported from the installed copy, not from the working tree.
-    assert.ok(
+    assert(
       fileURLToPath(out.resolved).startsWith(
         join(app, "node_modules", ...name.split("/")),
       ),
       out.resolved,
     );
-    assert.deepEqual(out.pendingEpochs, []);
+    assertEquals(out.pendingEpochs, []);
 
     const client = new HUBClient({ apiRoot: hub.url });
     const stored = await client.listMetrics(out.modelId);
-    assert.deepEqual(stored.map((s) => s.epoch), [0, 1, 2]);
+    assertEquals(stored.map((s) => s.epoch), [0, 1, 2]);
     const local = createHash("sha256").update(await readFile(weights)).digest(
       "hex",
     );
-    assert.equal(out.sha256, local);
+    assertEquals(out.sha256, local);
     const doc = await client.getModel(out.modelId);
     const best = (doc.checkpoints as { best: { sha256: string } }).best;
-    assert.equal(best.sha256, local);
-    assert.equal(doc.name, "consumer.yaml");
+    assertEquals(best.sha256, local);
+    assertEquals(doc.name, "consumer.yaml");
   });
 });

@@ -1,5 +1,5 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -63,16 +63,16 @@ describe("hubCallbacks()", () => {
       const trainer = new TinyTrainer({ epochs: 3, samples: 100, hidden: 8 });
       const hooks = hubCallbacks(session, { logger: "quiet" });
       const id = await hooks.onPretrainRoutineStart(trainer);
-      assert.equal(id, session.modelId);
+      assertEquals(id, session.modelId);
       const doc = await client.getModel(id);
-      assert.equal(doc.name, "mlp-2-8-8-2.yaml");
-      assert.equal(doc.data, "two-spirals");
-      assert.equal(doc.epochs, 3);
-      assert.equal(doc.batch_size, trainer.args.batch);
-      assert.equal(doc.imgsz, 2);
-      assert.equal(session.trainArgs.seed, trainer.args.seed);
+      assertEquals(doc.name, "mlp-2-8-8-2.yaml");
+      assertEquals(doc.data, "two-spirals");
+      assertEquals(doc.epochs, 3);
+      assertEquals(doc.batch_size, trainer.args.batch);
+      assertEquals(doc.imgsz, 2);
+      assertEquals(session.trainArgs.seed, trainer.args.seed);
       // A second call keeps the model rather than creating another.
-      assert.equal(await hooks.onPretrainRoutineStart(trainer), id);
+      assertEquals(await hooks.onPretrainRoutineStart(trainer), id);
     } finally {
       await session.close({ timeout: 0 });
     }
@@ -91,15 +91,17 @@ describe("hubCallbacks()", () => {
     const best = join(dir, "every-epoch-best.pt");
     await writeFile(best, "final weights");
     const report = await hooks.onTrainEnd(4, best, 0.25);
-    assert.deepEqual(report.pendingEpochs, []);
-    assert.equal(report.settled, true);
-    assert.equal(report.finalError, undefined);
+    assertEquals(report.pendingEpochs, []);
+    assertEquals(report.settled, true);
+    assertEquals(report.finalError, undefined);
     const stored = await client.listMetrics(id);
-    assert.deepEqual(stored.map((s) => s.epoch), [0, 1, 2, 3, 4]);
-    assert.equal(stored[4]!.metrics["train/loss"], 0.2);
-    assert.throws(() => hooks.onFitEpochEnd(5, { "train/loss": 0.1 }), {
-      message: /session is closed/,
-    });
+    assertEquals(stored.map((s) => s.epoch), [0, 1, 2, 3, 4]);
+    assertEquals(stored[4]!.metrics["train/loss"], 0.2);
+    const error = assertThrows(
+      () => hooks.onFitEpochEnd(5, { "train/loss": 0.1 }),
+      Error,
+    );
+    assertMatch(error.message, /session is closed/);
   });
 
   test("onFitEpochEnd() merges the model info into epoch 0 only", async () => {
@@ -110,14 +112,14 @@ describe("hubCallbacks()", () => {
     hooks.onFitEpochEnd(0, { "train/loss": 0.9 }, info);
     hooks.onFitEpochEnd(1, { "train/loss": 0.8 }, info);
     const report = await session.close();
-    assert.deepEqual(report.pendingEpochs, []);
+    assertEquals(report.pendingEpochs, []);
     const stored = await client.listMetrics(id);
-    assert.deepEqual(stored[0]!.metrics, {
+    assertEquals(stored[0]!.metrics, {
       "train/loss": 0.9,
       "model/parameters": 1234,
       "model/GFLOPs": 0.5,
     });
-    assert.deepEqual(stored[1]!.metrics, { "train/loss": 0.8 });
+    assertEquals(stored[1]!.metrics, { "train/loss": 0.8 });
   });
 
   test("checkpoints and the final weights are stored with the sha256 of the local files", async () => {
@@ -139,23 +141,23 @@ describe("hubCallbacks()", () => {
       if (isBest) await trainer.save(best, { optimizer: false });
       lastSha = await sha256(last);
       const outcome = await hooks.onModelSave(epoch, last, isBest);
-      assert.equal(outcome.status, "uploaded");
-      assert.equal(outcome.status === "uploaded" && outcome.sha256, lastSha);
+      assertEquals(outcome.status, "uploaded");
+      assertEquals(outcome.status === "uploaded" && outcome.sha256, lastSha);
     }
     const report = await hooks.onTrainEnd(1, best, trainer.bestFitness);
     const bestSha = await sha256(best);
-    assert.equal(report.final?.sha256, bestSha);
-    assert.equal(report.final?.path, best);
+    assertEquals(report.final?.sha256, bestSha);
+    assertEquals(report.final?.path, best);
     const doc = await client.getModel(id);
     const checkpoints = doc.checkpoints as Checkpoints;
-    assert.equal(checkpoints.last?.sha256, lastSha);
-    assert.equal(checkpoints.last?.epoch, 1);
-    assert.equal(checkpoints.best?.sha256, bestSha);
-    assert.equal(checkpoints.best?.map, trainer.bestFitness);
+    assertEquals(checkpoints.last?.sha256, lastSha);
+    assertEquals(checkpoints.last?.epoch, 1);
+    assertEquals(checkpoints.best?.sha256, bestSha);
+    assertEquals(checkpoints.best?.map, trainer.bestFitness);
     const final = progress.at(-1);
-    assert.ok(final !== undefined && final.total !== undefined);
-    assert.equal(final.loaded, final.total);
-    assert.ok(final.total > report.final!.size);
+    assert(final !== undefined && final.total !== undefined);
+    assertEquals(final.loaded, final.total);
+    assert(final.total > report.final!.size);
   });
 
   test("onModelSave() never throws: a bad epoch fails and a missing file is skipped", async () => {
@@ -164,13 +166,13 @@ describe("hubCallbacks()", () => {
       const hooks = hubCallbacks(session, { logger: "quiet" });
       await hooks.onPretrainRoutineStart({ args: { data: "d" } });
       const bad = await hooks.onModelSave(-1, join(dir, "nope.pt"), false);
-      assert.equal(bad.status, "failed");
-      assert.match(
+      assertEquals(bad.status, "failed");
+      assertMatch(
         bad.status === "failed" ? bad.error.message : "",
         /non-negative integer/,
       );
       const missing = await hooks.onModelSave(0, join(dir, "nope.pt"), false);
-      assert.deepEqual(missing, {
+      assertEquals(missing, {
         status: "skipped",
         epoch: 0,
         reason: "missing-file",
@@ -186,29 +188,33 @@ describe("hubCallbacks()", () => {
     const id = await hooks.onPretrainRoutineStart({ args: { data: "d" } });
     hooks.onFitEpochEnd(0, { "train/loss": 0.5 });
     const report = await hooks.onTrainEnd(0, join(dir, "gone", "best.pt"));
-    assert.equal(report.final, undefined);
-    assert.match(report.finalError?.message ?? "", /does not exist/);
-    assert.deepEqual(report.pendingEpochs, []);
-    assert.deepEqual((await client.listMetrics(id)).map((s) => s.epoch), [0]);
+    assertEquals(report.final, undefined);
+    assertMatch(report.finalError?.message ?? "", /does not exist/);
+    assertEquals(report.pendingEpochs, []);
+    assertEquals((await client.listMetrics(id)).map((s) => s.epoch), [0]);
   });
 
   test("hubCallbacks() validates its options up front", async () => {
     const session = await open();
     try {
-      assert.throws(() => hubCallbacks(session, { closeTimeout: -1 }), {
-        name: "RangeError",
-      });
-      assert.throws(
+      const range = assertThrows(
+        () => hubCallbacks(session, { closeTimeout: -1 }),
+        Error,
+      );
+      assertEquals(range.name, "RangeError");
+      const notAFunction = assertThrows(
         () =>
           hubCallbacks(session, {
             onProgress: 1 as unknown as () => void,
           }),
-        { name: "TypeError" },
+        Error,
       );
-      assert.throws(
+      assertEquals(notAFunction.name, "TypeError");
+      const notASession = assertThrows(
         () => hubCallbacks({} as unknown as HUBTrainingSession),
-        { name: "TypeError" },
+        Error,
       );
+      assertEquals(notASession.name, "TypeError");
     } finally {
       await session.close({ timeout: 0 });
     }

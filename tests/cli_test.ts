@@ -1,5 +1,5 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -53,12 +53,12 @@ async function run(args: string[], extra: CliOptions = {}): Promise<Run> {
 }
 
 function assertOneLineError(result: Run, pattern: RegExp): void {
-  assert.equal(result.err.length, 1, result.err.join("\n"));
+  assertEquals(result.err.length, 1, result.err.join("\n"));
   const line = result.err[0]!;
-  assert.ok(line.startsWith("error: "), line);
-  assert.ok(!line.includes("\n"), line);
-  assert.ok(!/\bat .*:\d+:\d+/.test(line), `stack trace in: ${line}`);
-  assert.match(line, pattern);
+  assert(line.startsWith("error: "), line);
+  assert(!line.includes("\n"), line);
+  assert(!/\bat .*:\d+:\d+/.test(line), `stack trace in: ${line}`);
+  assertMatch(line, pattern);
 }
 
 async function newModel(): Promise<string> {
@@ -83,19 +83,19 @@ const cliFile = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
 describe("hub-session CLI", () => {
   test("--help lists every command and exits 0", async () => {
     const result = await run(["--help"]);
-    assert.equal(result.code, 0);
+    assertEquals(result.code, 0);
     const help = result.out.join("\n");
     for (const command of ["serve", "demo", "sync", "upload", "model"]) {
-      assert.match(help, new RegExp(`^  ${command}\\b`, "m"));
+      assertMatch(help, new RegExp(`^  ${command}\\b`, "m"));
     }
   });
 
   test("every command has its own --help", async () => {
     for (const command of ["serve", "demo", "sync", "upload", "model"]) {
       const result = await run([command, "--help"]);
-      assert.equal(result.code, 0, command);
-      assert.ok(result.out[0]!.startsWith(`hub-session ${command}`), command);
-      assert.deepEqual(result.err, []);
+      assertEquals(result.code, 0, command);
+      assert(result.out[0]!.startsWith(`hub-session ${command}`), command);
+      assertEquals(result.err, []);
     }
   });
 
@@ -112,27 +112,27 @@ describe("hub-session CLI", () => {
     ];
     for (const [args, pattern] of cases) {
       const result = await run(args);
-      assert.equal(result.code, 2, args.join(" "));
+      assertEquals(result.code, 2, args.join(" "));
       assertOneLineError(result, pattern);
-      assert.ok(!result.err[0]!.includes(SECRET));
+      assert(!result.err[0]!.includes(SECRET));
     }
     const bare = await run([]);
-    assert.equal(bare.code, 2);
-    assert.match(bare.err.join("\n"), /hub-session <command>/);
+    assertEquals(bare.code, 2);
+    assertMatch(bare.err.join("\n"), /hub-session <command>/);
   });
 
   test("model prints the document as JSON", async () => {
     const id = await newModel();
     const result = await run(["model", id, "--hub", hub.url]);
-    assert.equal(result.code, 0, result.err.join("\n"));
+    assertEquals(result.code, 0, result.err.join("\n"));
     const doc = JSON.parse(result.out.join("\n"));
-    assert.equal(doc.id, id);
-    assert.equal(doc.data, "two-spirals");
+    assertEquals(doc.id, id);
+    assertEquals(doc.data, "two-spirals");
   });
 
   test("a bad model id exits 1 with a one-line error", async () => {
     const malformed = await run(["model", "not-an-id", "--hub", hub.url]);
-    assert.equal(malformed.code, 1);
+    assertEquals(malformed.code, 1);
     assertOneLineError(malformed, /not 20 letters and digits/);
     const missing = await run([
       "model",
@@ -140,9 +140,9 @@ describe("hub-session CLI", () => {
       "--hub",
       hub.url,
     ]);
-    assert.equal(missing.code, 1);
+    assertEquals(missing.code, 1);
     assertOneLineError(missing, /404|not find|does not exist/i);
-    assert.deepEqual(missing.out, []);
+    assertEquals(missing.out, []);
   });
 
   test("an API key is never printed, even in an error", async () => {
@@ -153,10 +153,10 @@ describe("hub-session CLI", () => {
       "http://hub.example.com",
       `--key=${SECRET}`,
     ]);
-    assert.equal(result.code, 1);
-    assert.equal(result.err.length, 1);
-    assert.ok(!result.err[0]!.includes(SECRET), result.err[0]);
-    assert.ok(!result.out.join("\n").includes(SECRET));
+    assertEquals(result.code, 1);
+    assertEquals(result.err.length, 1);
+    assert(!result.err[0]!.includes(SECRET), result.err[0]);
+    assert(!result.out.join("\n").includes(SECRET));
   });
 
   test("upload sends the final weights and prints the sha256 the HUB stored", async () => {
@@ -176,13 +176,13 @@ describe("hub-session CLI", () => {
       "--epoch",
       "2",
     ]);
-    assert.equal(result.code, 0, result.err.join("\n"));
-    assert.ok(result.out.some((line) => line.includes(`sha256 ${sha}`)));
+    assertEquals(result.code, 0, result.err.join("\n"));
+    assert(result.out.some((line) => line.includes(`sha256 ${sha}`)));
     const doc = await client.getModel(id);
     const best = (doc.checkpoints as { best: Record<string, unknown> }).best;
-    assert.equal(best.sha256, sha);
-    assert.equal(best.epoch, 2);
-    assert.equal(best.map, 0.75);
+    assertEquals(best.sha256, sha);
+    assertEquals(best.epoch, 2);
+    assertEquals(best.map, 0.75);
   });
 
   test("upload of a missing file exits 1 before any request", async () => {
@@ -193,7 +193,7 @@ describe("hub-session CLI", () => {
       "--hub",
       "http://127.0.0.1:9",
     ]);
-    assert.equal(result.code, 1);
+    assertEquals(result.code, 1);
     assertOneLineError(result, /does not exist/);
   });
 
@@ -212,7 +212,7 @@ describe("hub-session CLI", () => {
     session.queueMetrics(0, { "train/loss": 0.7 });
     session.queueMetrics(1, { "train/loss": 0.6 });
     await session.close();
-    assert.deepEqual(await client.listMetrics(id), []);
+    assertEquals(await client.listMetrics(id), []);
     const result = await run([
       "sync",
       "--hub",
@@ -222,15 +222,15 @@ describe("hub-session CLI", () => {
       "--model",
       id,
     ]);
-    assert.equal(result.code, 0, result.err.join("\n"));
-    assert.ok(
+    assertEquals(result.code, 0, result.err.join("\n"));
+    assert(
       result.out.some((line) => line.startsWith(`model ${id}: 2 epoch(s)`)),
       result.out.join("\n"),
     );
     const stored = await client.listMetrics(id);
-    assert.deepEqual(stored.map((s) => s.epoch), [0, 1]);
+    assertEquals(stored.map((s) => s.epoch), [0, 1]);
     const again = await run(["sync", "--hub", hub.url, "--journal", journal]);
-    assert.equal(again.code, 0);
+    assertEquals(again.code, 0);
   });
 
   test("serve runs the local HUB until stopped", async () => {
@@ -249,12 +249,12 @@ describe("hub-session CLI", () => {
     });
     const url = await listening;
     const reply = await fetch(`${url}/v1/models/AAAAAAAAAAAAAAAAAAAA`);
-    assert.equal(reply.status, 404);
+    assertEquals(reply.status, 404);
     await reply.body?.cancel();
     controller.abort();
-    assert.equal(await running, 0);
-    assert.equal(lines.at(-1), "HUB stopped");
-    await assert.rejects(fetch(url));
+    assertEquals(await running, 0);
+    assertEquals(lines.at(-1), "HUB stopped");
+    await assertRejects(() => fetch(url));
   });
 
   test("src/cli/mod.ts runs as a script and exits 0 on --help", async () => {
@@ -280,7 +280,7 @@ describe("hub-session CLI", () => {
         });
       },
     );
-    assert.equal(result.code, 0);
-    assert.match(result.stdout, /^hub-session <command> \[options\]/);
+    assertEquals(result.code, 0);
+    assertMatch(result.stdout, /^hub-session <command> \[options\]/);
   });
 });

@@ -1,5 +1,12 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertStrictEquals,
+  assertThrows,
+} from "@std/assert";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -54,13 +61,9 @@ const hanging: typeof fetch =
       });
     })) as typeof fetch;
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new assert.AssertionError({ message: "Expected a rejection" });
+/** What `promise` rejects with; fails the test when it resolves. */
+function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return assertRejects(() => promise);
 }
 
 async function closedPort(): Promise<number> {
@@ -84,7 +87,7 @@ function assertNoKey(error: unknown): void {
         JSON.stringify({ ...current })
       }`
       : String(current);
-    assert.ok(!text.includes("SECRET"), `key leaked in: ${text}`);
+    assert(!text.includes("SECRET"), `key leaked in: ${text}`);
     current = (current as { cause?: unknown }).cause;
   }
 }
@@ -109,18 +112,18 @@ describe("HUBClient against the local HUB", () => {
   });
 
   test("apiRoot loses its trailing slash", () => {
-    assert.equal(client.apiRoot, server.url);
+    assertEquals(client.apiRoot, server.url);
   });
 
   test("auth() is true with the right key and false with a wrong one", async () => {
-    assert.equal(await client.auth(), true);
+    assertEquals(await client.auth(), true);
     const wrong = new HUBClient({
       apiRoot: server.url,
       apiKey: "w".repeat(42),
     });
-    assert.equal(await wrong.auth(), false);
+    assertEquals(await wrong.auth(), false);
     const none = new HUBClient({ apiRoot: server.url });
-    assert.equal(await none.auth(), false);
+    assertEquals(await none.auth(), false);
   });
 
   test("a request without a valid key fails with 401, not retriable, key not echoed", async () => {
@@ -129,30 +132,30 @@ describe("HUBClient against the local HUB", () => {
       apiKey: "SECRET".repeat(7),
     });
     const error = await rejection(wrong.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 401);
-    assert.equal(error.retriable, false);
-    assert.match(error.message, /check the API key/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 401);
+    assertEquals(error.retriable, false);
+    assertMatch(error.message, /check the API key/);
     assertNoKey(error);
   });
 
   test("createModel() returns a 20-character id and getModel() reads it back", async () => {
     const id = await client.createModel(payload);
-    assert.match(id, /^[A-Za-z0-9]{20}$/);
+    assertMatch(id, /^[A-Za-z0-9]{20}$/);
     const model = await client.getModel(id);
-    assert.equal(model.id, id);
-    assert.equal(model.status, "new");
-    assert.equal(model.cfg?.startsWith("yolov8n"), true);
+    assertEquals(model.id, id);
+    assertEquals(model.status, "new");
+    assertEquals(model.cfg?.startsWith("yolov8n"), true);
   });
 
   test("getModel() of an unknown model fails with 404 and the path without secrets", async () => {
     const error = await rejection(client.getModel("Z".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 404);
-    assert.equal(error.method, "GET");
-    assert.equal(error.path, `/v1/models/${"Z".repeat(20)}`);
-    assert.equal(error.retriable, false);
-    assert.equal(typeof error.serverMessage, "string");
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 404);
+    assertEquals(error.method, "GET");
+    assertEquals(error.path, `/v1/models/${"Z".repeat(20)}`);
+    assertEquals(error.retriable, false);
+    assertEquals(typeof error.serverMessage, "string");
     assertNoKey(error);
   });
 
@@ -166,17 +169,17 @@ describe("HUBClient against the local HUB", () => {
     );
     await client.uploadMetrics(id, { "2": { "val/box_loss": 0.75 } });
     await client.uploadMetrics(id, {}); // sends nothing
-    assert.deepEqual(await client.listMetrics(id), [
+    assertEquals(await client.listMetrics(id), [
       { epoch: 0, metrics: { "train/box_loss": 1.25 } },
       { epoch: 1, metrics: { "metrics/mAP50(B)": 0.5 } },
       { epoch: 2, metrics: { "val/box_loss": 0.75 } },
     ]);
-    assert.equal((await client.getModel(id)).status, "training");
+    assertEquals((await client.getModel(id)).status, "training");
   });
 
   test("uploadMetrics() rejects a non-integer epoch before sending", async () => {
-    await assert.rejects(
-      client.uploadMetrics("a".repeat(20), { "1.5": { a: 1 } }),
+    await assertRejects(
+      () => client.uploadMetrics("a".repeat(20), { "1.5": { a: 1 } }),
       RangeError,
     );
   });
@@ -184,32 +187,34 @@ describe("HUBClient against the local HUB", () => {
   test("updateModel() changes the stored document, and a refused patch is a 400", async () => {
     const id = await client.createModel(payload);
     await client.updateModel(id, { status: "training" });
-    assert.equal((await client.getModel(id)).status, "training");
+    assertEquals((await client.getModel(id)).status, "training");
     const error = await rejection(client.updateModel(id, { cfg: "x.yaml" }));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 400);
-    assert.equal(error.retriable, false);
-    assert.match(error.serverMessage ?? "", /cfg/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 400);
+    assertEquals(error.retriable, false);
+    assertMatch(error.serverMessage ?? "", /cfg/);
   });
 
   test("heartbeat() adopts the agent id the server assigns", async () => {
     const id = await client.createModel(payload);
     const first = await client.heartbeat(id, { agentId: null });
-    assert.equal(typeof first.agentId, "string");
+    assertEquals(typeof first.agentId, "string");
     const second = await client.heartbeat(id, {
       agentId: first.agentId,
       agent: "test-agent",
     });
-    assert.equal(second.agentId, first.agentId);
+    assertEquals(second.agentId, first.agentId);
   });
 
   test("exportModel() is accepted for an existing model", async () => {
     const id = await client.createModel(payload);
     await client.exportModel(id, "onnx");
-    await assert.rejects(client.exportModel("Q".repeat(20), "onnx"), {
-      name: "HUBRequestError",
-      status: 404,
-    });
+    const missing = await assertRejects(
+      () => client.exportModel("Q".repeat(20), "onnx"),
+      HUBRequestError,
+    );
+    assertEquals(missing.name, "HUBRequestError");
+    assertEquals(missing.status, 404);
   });
 
   test("deleteModel() removes the model, soft or hard", async () => {
@@ -217,16 +222,16 @@ describe("HUBClient against the local HUB", () => {
       const id = await client.createModel(payload);
       await client.deleteModel(id, { hard });
       const error = await rejection(client.getModel(id));
-      assert.ok(error instanceof HUBRequestError);
-      assert.equal(error.status, 404);
+      assert(error instanceof HUBRequestError);
+      assertEquals(error.status, 404);
     }
   });
 
   test("deleteModel() errors carry the path without the query string", async () => {
     const error = await rejection(client.deleteModel("X".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.path, `/v1/models/${"X".repeat(20)}`);
-    assert.ok(!error.message.includes("?hard"));
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.path, `/v1/models/${"X".repeat(20)}`);
+    assert(!error.message.includes("?hard"));
   });
 
   test("uploadModel() stores last.pt and best.pt with the sha256 the server computed", async () => {
@@ -240,21 +245,21 @@ describe("HUBClient against the local HUB", () => {
       type: "epoch",
       isBest: true,
     });
-    assert.equal(epoch.size, bytes.byteLength);
+    assertEquals(epoch.size, bytes.byteLength);
     const final = await client.uploadModel(id, {
       epoch: 2,
       file,
       type: "final",
       map: 0.61,
     });
-    assert.equal(final.sha256, epoch.sha256);
+    assertEquals(final.sha256, epoch.sha256);
     const model = await client.getModel(id);
-    assert.equal(model.status, "trained");
-    assert.equal(model.has_last_weights, true);
+    assertEquals(model.status, "trained");
+    assertEquals(model.has_last_weights, true);
     const served = await fetch(`${server.url}/v1/models/${id}/files/best.pt`, {
       headers: { "x-api-key": KEY },
     });
-    assert.deepEqual(new Uint8Array(await served.arrayBuffer()), bytes);
+    assertEquals(new Uint8Array(await served.arrayBuffer()), bytes);
   });
 });
 
@@ -269,11 +274,11 @@ describe("HUBClient envelope checks", () => {
       ),
     });
     const error = await rejection(client.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 200);
-    assert.equal(error.serverMessage, "Model is archived");
-    assert.equal(error.retriable, false);
-    assert.match(error.message, /success false: Model is archived/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 200);
+    assertEquals(error.serverMessage, "Model is archived");
+    assertEquals(error.retriable, false);
+    assertMatch(error.message, /success false: Model is archived/);
   });
 
   test("an HTML body is reported as such", async () => {
@@ -286,9 +291,9 @@ describe("HUBClient envelope checks", () => {
       ),
     });
     const error = await rejection(client.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.match(error.message, /HTML page/);
-    assert.equal(error.retriable, false);
+    assert(error instanceof HUBRequestError);
+    assertMatch(error.message, /HTML page/);
+    assertEquals(error.retriable, false);
   });
 
   test("a 502 HTML page is retriable", async () => {
@@ -299,10 +304,10 @@ describe("HUBClient envelope checks", () => {
       ),
     });
     const error = await rejection(client.auth());
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 502);
-    assert.equal(error.retriable, true);
-    assert.match(error.message, /HTML page/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 502);
+    assertEquals(error.retriable, true);
+    assertMatch(error.message, /HTML page/);
   });
 
   test("truncated JSON is reported as invalid JSON", async () => {
@@ -311,8 +316,8 @@ describe("HUBClient envelope checks", () => {
       fetch: replying(() => new Response('{"success": true, "data": {"id"')),
     });
     const error = await rejection(client.createModel(payload));
-    assert.ok(error instanceof HUBRequestError);
-    assert.match(error.message, /not valid JSON/);
+    assert(error instanceof HUBRequestError);
+    assertMatch(error.message, /not valid JSON/);
   });
 
   test("missing data where it is required is an error; not where it is not", async () => {
@@ -320,9 +325,18 @@ describe("HUBClient envelope checks", () => {
       apiRoot: root,
       fetch: replying(() => Response.json({ success: true })),
     });
-    await assert.rejects(client.createModel(payload), /has no 'data.id'/);
-    await assert.rejects(client.getModel("a".repeat(20)), /no model document/);
-    await assert.rejects(client.listMetrics("a".repeat(20)), /epoch, metrics/);
+    assertMatch(
+      String(await assertRejects(() => client.createModel(payload))),
+      /has no 'data.id'/,
+    );
+    assertMatch(
+      String(await assertRejects(() => client.getModel("a".repeat(20)))),
+      /no model document/,
+    );
+    assertMatch(
+      String(await assertRejects(() => client.listMetrics("a".repeat(20)))),
+      /epoch, metrics/,
+    );
     await client.updateModel("a".repeat(20), { a: 1 });
   });
 
@@ -331,7 +345,10 @@ describe("HUBClient envelope checks", () => {
       apiRoot: root,
       fetch: replying(() => Response.json([1, 2])),
     });
-    await assert.rejects(client.auth(), /not a HUB envelope/);
+    assertMatch(
+      String(await assertRejects(() => client.auth())),
+      /not a HUB envelope/,
+    );
   });
 
   test("an empty 2xx body is accepted only where no data is needed", async () => {
@@ -340,7 +357,10 @@ describe("HUBClient envelope checks", () => {
       fetch: replying(() => new Response(null, { status: 204 })),
     });
     await client.deleteModel("a".repeat(20));
-    await assert.rejects(client.getModel("a".repeat(20)), /is empty/);
+    assertMatch(
+      String(await assertRejects(() => client.getModel("a".repeat(20)))),
+      /is empty/,
+    );
   });
 
   test("a reply larger than the cap is refused instead of buffered", async () => {
@@ -359,9 +379,9 @@ describe("HUBClient envelope checks", () => {
       ),
     });
     const error = await rejection(client.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.match(error.message, /exceeds/);
-    assert.ok(pulled <= MAX_RESPONSE_BYTES / (1 << 20) + 2);
+    assert(error instanceof HUBRequestError);
+    assertMatch(error.message, /exceeds/);
+    assert(pulled <= MAX_RESPONSE_BYTES / (1 << 20) + 2);
   });
 
   test("requests send x-api-key and user-agent only as configured", async () => {
@@ -374,12 +394,12 @@ describe("HUBClient envelope checks", () => {
     await new HUBClient({ apiRoot: root, fetch: fetchFn }).auth();
     await new HUBClient({ apiRoot: root, idToken: "tok", fetch: fetchFn })
       .auth();
-    assert.equal(seen[0]?.get("x-api-key"), KEY);
-    assert.equal(seen[1]?.has("x-api-key"), false);
-    assert.equal(seen[1]?.has("authorization"), false);
-    assert.equal(seen[2]?.get("authorization"), "Bearer tok");
-    assert.equal(seen[0]?.get("user-agent"), AGENT);
-    assert.match(AGENT, new RegExp(`^hub-session/${VERSION} \\((deno|bun) `));
+    assertEquals(seen[0]?.get("x-api-key"), KEY);
+    assertEquals(seen[1]?.has("x-api-key"), false);
+    assertEquals(seen[1]?.has("authorization"), false);
+    assertEquals(seen[2]?.get("authorization"), "Bearer tok");
+    assertEquals(seen[0]?.get("user-agent"), AGENT);
+    assertMatch(AGENT, new RegExp(`^hub-session/${VERSION} \\((deno|bun) `));
   });
 });
 
@@ -399,11 +419,11 @@ describe("HUBClient error mapping", () => {
     const error = await rejection(
       client.uploadMetrics("a".repeat(20), { "0": { a: 1 } }),
     );
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, 429);
-    assert.equal(error.retriable, true);
-    assert.equal(error.retryAfter, 7000);
-    assert.match(error.message, /Rate limit reached/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, 429);
+    assertEquals(error.retriable, true);
+    assertEquals(error.retryAfter, 7000);
+    assertMatch(error.message, /Rate limit reached/);
   });
 
   test("429 with only X-RateLimit-Reset uses it, and without any header has no retryAfter", async () => {
@@ -418,8 +438,8 @@ describe("HUBClient error mapping", () => {
       ),
     });
     const a = await rejection(withReset.auth());
-    assert.ok(a instanceof HUBRequestError);
-    assert.ok(
+    assert(a instanceof HUBRequestError);
+    assert(
       a.retryAfter !== undefined && a.retryAfter > 100_000 &&
         a.retryAfter <= 121_000,
     );
@@ -428,43 +448,43 @@ describe("HUBClient error mapping", () => {
       fetch: replying(() => new Response(null, { status: 429 })),
     });
     const b = await rejection(bare.auth());
-    assert.ok(b instanceof HUBRequestError);
-    assert.equal(b.retriable, true);
-    assert.equal(b.retryAfter, undefined);
+    assert(b instanceof HUBRequestError);
+    assertEquals(b.retriable, true);
+    assertEquals(b.retryAfter, undefined);
   });
 
   test("parseRetryAfter() reads seconds, HTTP dates and resets, caps at one hour and survives garbage", () => {
     const now = Date.parse("2026-01-01T00:00:00Z");
     const h = (init: Record<string, string>) => new Headers(init);
-    assert.equal(parseRetryAfter(h({ "retry-after": "0" }), now), 0);
-    assert.equal(
+    assertEquals(parseRetryAfter(h({ "retry-after": "0" }), now), 0);
+    assertEquals(
       parseRetryAfter(
         h({ "retry-after": "Thu, 01 Jan 2026 00:00:30 GMT" }),
         now,
       ),
       30_000,
     );
-    assert.equal(
+    assertEquals(
       parseRetryAfter(
         h({ "retry-after": "Wed, 31 Dec 2025 00:00:00 GMT" }),
         now,
       ),
       0,
     );
-    assert.equal(
+    assertEquals(
       parseRetryAfter(h({ "retry-after": "999999" }), now),
       3_600_000,
     );
-    assert.equal(
+    assertEquals(
       parseRetryAfter(h({ "x-ratelimit-reset": "15" }), now),
       15_000,
     );
-    assert.equal(
+    assertEquals(
       parseRetryAfter(h({ "x-ratelimit-reset": String(now / 1000 + 60) }), now),
       60_000,
     );
-    assert.equal(parseRetryAfter(h({ "retry-after": "soon" }), now), undefined);
-    assert.equal(
+    assertEquals(parseRetryAfter(h({ "retry-after": "soon" }), now), undefined);
+    assertEquals(
       parseRetryAfter(h({ "x-ratelimit-reset": "-5" }), now),
       undefined,
     );
@@ -472,10 +492,10 @@ describe("HUBClient error mapping", () => {
 
   test("isRetriableStatus() matches the contract's list", () => {
     for (const status of [408, 429, 500, 502, 503, 504]) {
-      assert.ok(isRetriableStatus(status), String(status));
+      assert(isRetriableStatus(status), String(status));
     }
     for (const status of [400, 401, 403, 404, 409, 413, 501]) {
-      assert.ok(!isRetriableStatus(status), String(status));
+      assert(!isRetriableStatus(status), String(status));
     }
   });
 
@@ -493,8 +513,8 @@ describe("HUBClient error mapping", () => {
         ),
       });
       const error = await rejection(client.auth());
-      assert.ok(error instanceof HUBRequestError);
-      assert.equal(error.retriable, retriable, message);
+      assert(error instanceof HUBRequestError);
+      assertEquals(error.retriable, retriable, message);
     }
   });
 
@@ -505,11 +525,11 @@ describe("HUBClient error mapping", () => {
       apiKey: KEY,
     });
     const error = await rejection(client.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBRequestError);
-    assert.equal(error.status, undefined);
-    assert.equal(error.retriable, true);
-    assert.ok(error.cause !== undefined);
-    assert.match(error.message, /failed on the network/);
+    assert(error instanceof HUBRequestError);
+    assertEquals(error.status, undefined);
+    assertEquals(error.retriable, true);
+    assert(error.cause !== undefined);
+    assertMatch(error.message, /failed on the network/);
     assertNoKey(error);
   });
 
@@ -520,14 +540,14 @@ describe("HUBClient error mapping", () => {
       timeout: 50,
     });
     const error = await rejection(client.getModel("a".repeat(20)));
-    assert.ok(error instanceof HUBTimeoutError);
-    assert.equal(error.timeout, 50);
-    assert.match(error.message, /within 50 ms/);
+    assert(error instanceof HUBTimeoutError);
+    assertEquals(error.timeout, 50);
+    assertMatch(error.message, /within 50 ms/);
     const perCall = await rejection(
       new HUBClient({ apiRoot: root, fetch: hanging }).auth({ timeout: 20 }),
     );
-    assert.ok(perCall instanceof HUBTimeoutError);
-    assert.equal(perCall.timeout, 20);
+    assert(perCall instanceof HUBTimeoutError);
+    assertEquals(perCall.timeout, 20);
   });
 
   test("a caller's abort rejects with the signal's reason, not a timeout", async () => {
@@ -540,11 +560,11 @@ describe("HUBClient error mapping", () => {
     const reason = new Error("stop now");
     const pending = rejection(client.auth({ signal: controller.signal }));
     controller.abort(reason);
-    assert.equal(await pending, reason);
+    assertStrictEquals(await pending, reason);
     const already = await rejection(
       client.auth({ signal: AbortSignal.abort(reason) }),
     );
-    assert.equal(already, reason);
+    assertStrictEquals(already, reason);
   });
 
   test("the client's signal aborts every request with its reason", async () => {
@@ -557,22 +577,22 @@ describe("HUBClient error mapping", () => {
     const pending = rejection(client.listMetrics("a".repeat(20)));
     controller.abort(new Error("closing"));
     const error = await pending;
-    assert.ok(error instanceof Error);
-    assert.equal(error.message, "closing");
+    assert(error instanceof Error);
+    assertEquals(error.message, "closing");
   });
 
   test("the constructor validates its options", () => {
-    assert.throws(() => new HUBClient({ apiRoot: "nope" }), TypeError);
-    assert.throws(() => new HUBClient({ apiRoot: "ftp://x" }), TypeError);
-    assert.throws(
+    assertThrows(() => new HUBClient({ apiRoot: "nope" }), TypeError);
+    assertThrows(() => new HUBClient({ apiRoot: "ftp://x" }), TypeError);
+    assertThrows(
       () => new HUBClient({ apiRoot: "http://u:p@127.0.0.1" }),
       TypeError,
     );
-    assert.throws(
+    assertThrows(
       () => new HUBClient({ apiRoot: "http://127.0.0.1", timeout: 0 }),
       RangeError,
     );
-    assert.throws(
+    assertThrows(
       () => new HUBClient({ apiRoot: "http://127.0.0.1", apiKey: "" }),
       TypeError,
     );
@@ -588,26 +608,31 @@ describe("HUBClient error mapping", () => {
       }),
       logger: quiet,
     });
-    await assert.rejects(client.getModel(""), TypeError);
-    await assert.rejects(
-      client.uploadModel("a".repeat(20), {
-        epoch: -1,
-        file: "x",
-        type: "epoch",
-      }),
+    await assertRejects(() => client.getModel(""), TypeError);
+    await assertRejects(
+      () =>
+        client.uploadModel("a".repeat(20), {
+          epoch: -1,
+          file: "x",
+          type: "epoch",
+        }),
       RangeError,
     );
-    await assert.rejects(
-      client.uploadModel("a".repeat(20), {
-        epoch: 1,
-        file: "x",
-        type: "bogus" as "epoch",
-      }),
+    await assertRejects(
+      () =>
+        client.uploadModel("a".repeat(20), {
+          epoch: 1,
+          file: "x",
+          type: "bogus" as "epoch",
+        }),
       TypeError,
     );
-    await assert.rejects(client.exportModel("a".repeat(20), ""), TypeError);
-    await assert.rejects(client.auth({ timeout: -1 }), RangeError);
-    assert.equal(calls, 0);
+    await assertRejects(
+      () => client.exportModel("a".repeat(20), ""),
+      TypeError,
+    );
+    await assertRejects(() => client.auth({ timeout: -1 }), RangeError);
+    assertEquals(calls, 0);
   });
 });
 
@@ -630,20 +655,17 @@ test("a redirect is not followed and fails with a typed error that keeps the key
     fetch: redirecting,
     logger: quiet,
   });
-  await assert.rejects(
-    client.getModel("AbCdEfGhIj0123456789"),
-    (error: unknown) => {
-      assert.ok(error instanceof HUBRequestError);
-      assert.equal(error.status, 307);
-      assert.equal(error.retriable, false);
-      assert.match(
-        error.message,
-        /redirected .* to http:\/\/other\.example:9999\/v1\/models\/x/,
-      );
-      assert.ok(!error.message.includes("token=abc"));
-      assert.ok(!error.message.includes(KEY));
-      return true;
-    },
+  const error = await assertRejects(
+    () => client.getModel("AbCdEfGhIj0123456789"),
+    HUBRequestError,
   );
-  assert.equal(seen[0]?.redirect, "manual");
+  assertEquals(error.status, 307);
+  assertEquals(error.retriable, false);
+  assertMatch(
+    error.message,
+    /redirected .* to http:\/\/other\.example:9999\/v1\/models\/x/,
+  );
+  assert(!error.message.includes("token=abc"));
+  assert(!error.message.includes(KEY));
+  assertEquals(seen[0]?.redirect, "manual");
 });

@@ -1,5 +1,11 @@
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "@std/assert";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,7 +26,7 @@ const envOf =
 
 test("resolveConfig() falls back to the defaults", async () => {
   const config = await resolveConfig({ env: envOf({}), settingsFile: false });
-  assert.deepEqual(config, {
+  assertEquals(config, {
     apiRoot: DEFAULT_API_ROOT,
     webRoot: DEFAULT_WEB_ROOT,
     apiKey: undefined,
@@ -38,7 +44,7 @@ test("resolveConfig() prefers options over the environment over the settings fil
       HUB_API_KEY: "e".repeat(42),
     });
     const fromEnv = await resolveConfig({ env, settingsFile: settings });
-    assert.deepEqual(fromEnv, {
+    assertEquals(fromEnv, {
       apiRoot: "http://127.0.0.1:9",
       webRoot: "http://localhost:10",
       apiKey: "e".repeat(42),
@@ -50,19 +56,19 @@ test("resolveConfig() prefers options over the environment over the settings fil
       webRoot: "https://hub.example.org",
       apiKey: "o".repeat(42),
     });
-    assert.equal(fromOptions.apiRoot, "https://hub.example.org/api");
-    assert.equal(fromOptions.webRoot, "https://hub.example.org");
-    assert.equal(fromOptions.apiKey, "o".repeat(42));
+    assertEquals(fromOptions.apiRoot, "https://hub.example.org/api");
+    assertEquals(fromOptions.webRoot, "https://hub.example.org");
+    assertEquals(fromOptions.apiKey, "o".repeat(42));
     const fromIdentifier = await resolveConfig(
       { env, apiKey: "o".repeat(42) },
       "i".repeat(42),
     );
-    assert.equal(fromIdentifier.apiKey, "i".repeat(42));
+    assertEquals(fromIdentifier.apiKey, "i".repeat(42));
     const fromSettings = await resolveConfig({
       env: envOf({}),
       settingsFile: settings,
     });
-    assert.equal(fromSettings.apiKey, "s".repeat(42));
+    assertEquals(fromSettings.apiKey, "s".repeat(42));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -80,7 +86,7 @@ test("resolveConfig() reads the key from a YAML settings file", async () => {
       env: envOf({}),
       settingsFile: settings,
     });
-    assert.equal(config.apiKey, "y".repeat(42));
+    assertEquals(config.apiKey, "y".repeat(42));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -91,7 +97,7 @@ test("resolveConfig() treats a missing settings file as no key", async () => {
     env: envOf({}),
     settingsFile: join(tmpdir(), "does-not-exist", "settings.json"),
   });
-  assert.equal(config.apiKey, undefined);
+  assertEquals(config.apiKey, undefined);
 });
 
 test("resolveConfig() ignores empty variables", async () => {
@@ -99,31 +105,29 @@ test("resolveConfig() ignores empty variables", async () => {
     env: envOf({ ULTRALYTICS_HUB_API: " ", HUB_API_KEY: "" }),
     settingsFile: false,
   });
-  assert.equal(config.apiRoot, DEFAULT_API_ROOT);
-  assert.equal(config.apiKey, undefined);
+  assertEquals(config.apiRoot, DEFAULT_API_ROOT);
+  assertEquals(config.apiKey, undefined);
 });
 
 test("resolveConfig() refuses a key over plain HTTP to a remote host", async () => {
-  await assert.rejects(
-    resolveConfig({
-      apiRoot: "http://hub.example.org",
-      apiKey: KEY,
-      settingsFile: false,
-    }),
-    (error: unknown) => {
-      assert.ok(error instanceof HUBConfigError);
-      assert.match(error.message, /plain HTTP/);
-      assert.ok(!error.message.includes(KEY));
-      return true;
-    },
+  const error = await assertRejects(
+    () =>
+      resolveConfig({
+        apiRoot: "http://hub.example.org",
+        apiKey: KEY,
+        settingsFile: false,
+      }),
+    HUBConfigError,
   );
+  assertMatch(error.message, /plain HTTP/);
+  assert(!error.message.includes(KEY));
   // Without a key there is nothing to leak.
   const config = await resolveConfig({
     apiRoot: "http://hub.example.org",
     settingsFile: false,
     env: envOf({}),
   });
-  assert.equal(config.apiRoot, "http://hub.example.org");
+  assertEquals(config.apiRoot, "http://hub.example.org");
 });
 
 test("resolveConfig() rejects roots that are not http(s) URLs or carry credentials", async () => {
@@ -135,9 +139,10 @@ test("resolveConfig() rejects roots that are not http(s) URLs or carry credentia
       "https://hub.example.org/?api_key=x",
     ]
   ) {
-    await assert.rejects(
-      resolveConfig({ apiRoot, settingsFile: false }),
+    await assertRejects(
+      () => resolveConfig({ apiRoot, settingsFile: false }),
       HUBConfigError,
+      undefined,
       apiRoot,
     );
   }
@@ -148,21 +153,21 @@ test("assertSafeTransport() allows HTTPS and loopback HTTP", () => {
   assertSafeTransport("http://127.0.0.1:8080", KEY);
   assertSafeTransport("http://localhost:8080", KEY);
   assertSafeTransport("http://[::1]:8080", KEY);
-  assert.throws(
+  assertThrows(
     () => assertSafeTransport("http://10.0.0.1", KEY),
     HUBConfigError,
   );
-  assert.throws(
+  assertThrows(
     () => assertSafeTransport("http://127.0.0.1.example.org", KEY),
     HUBConfigError,
   );
 });
 
 test("isLoopback() recognises loopback hosts only", () => {
-  assert.equal(isLoopback(new URL("http://127.5.6.7")), true);
-  assert.equal(isLoopback(new URL("http://example.com")), false);
+  assertEquals(isLoopback(new URL("http://127.5.6.7")), true);
+  assertEquals(isLoopback(new URL("http://example.com")), false);
 });
 
 test("readEnv() returns undefined for an unset variable", () => {
-  assert.equal(readEnv("HUB_SESSION_TEST_UNSET_VARIABLE"), undefined);
+  assertEquals(readEnv("HUB_SESSION_TEST_UNSET_VARIABLE"), undefined);
 });

@@ -1,5 +1,5 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
 import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,50 +29,50 @@ describe("runDemo()", () => {
       write: (line) => lines.push(line),
       logger: "quiet",
     });
-    assert.equal(summary.embedded, true);
-    assert.equal(summary.dir, data);
-    assert.deepEqual(summary.storedEpochs, [0, 1, 2, 3]);
-    assert.equal(summary.allEpochsStored, true);
-    assert.equal(summary.final.match, true);
-    assert.deepEqual(summary.report.pendingEpochs, []);
-    assert.match(summary.final.sha256, /^[0-9a-f]{64}$/);
+    assertEquals(summary.embedded, true);
+    assertEquals(summary.dir, data);
+    assertEquals(summary.storedEpochs, [0, 1, 2, 3]);
+    assertEquals(summary.allEpochsStored, true);
+    assertEquals(summary.final.match, true);
+    assertEquals(summary.report.pendingEpochs, []);
+    assertMatch(summary.final.sha256, /^[0-9a-f]{64}$/);
     // The server's copy is the local file, byte for byte.
     const local = await readFile(summary.final.path);
     const stored = await readFile(
       join(data, "models", summary.modelId, "best.pt"),
     );
-    assert.deepEqual(stored, local);
-    assert.equal(
+    assertEquals(stored, local);
+    assertEquals(
       createHash("sha256").update(stored).digest("hex"),
       summary.final.sha256,
     );
-    assert.ok(summary.checkpointsUploaded.includes(0));
-    assert.equal(
+    assert(summary.checkpointsUploaded.includes(0));
+    assertEquals(
       summary.modelUrl,
       `${summary.hubUrl}/v1/models/${summary.modelId}`,
     );
     // Real weights: the local checkpoint is a HUBTINY1 file.
     const last = await readFile(join(summary.weightsDir, "last.pt"));
-    assert.equal(new TextDecoder().decode(last.subarray(0, 8)), "HUBTINY1");
+    assertEquals(new TextDecoder().decode(last.subarray(0, 8)), "HUBTINY1");
     // The output has one line per epoch and a summary that says "match".
-    assert.equal(
+    assertEquals(
       lines.filter((l) => /^epoch [1-4]\/4 {2}loss /.test(l)).length,
       4,
     );
-    assert.ok(lines.some((l) => l.includes("4 of 4 stored on the HUB")));
-    assert.ok(lines.some((l) => l.endsWith(": match")));
-    assert.ok(
+    assert(lines.some((l) => l.includes("4 of 4 stored on the HUB")));
+    assert(lines.some((l) => l.endsWith(": match")));
+    assert(
       lines.some((l) =>
         l.includes(`metrics ${DEMO_RATE_LIMITS.metrics} ms`) &&
         l.includes(`checkpoints ${DEMO_RATE_LIMITS.ckpt} ms`)
       ),
     );
     // The embedded HUB is stopped afterwards.
-    await assert.rejects(fetch(summary.hubUrl));
+    await assertRejects(() => fetch(summary.hubUrl));
     // The delivered journal leaves no empty directories behind.
     const left = await readdir(data);
-    assert.ok(left.includes("runs") && left.includes("models"), String(left));
-    assert.ok(!left.includes("journal"), String(left));
+    assert(left.includes("runs") && left.includes("models"), String(left));
+    assert(!left.includes("journal"), String(left));
   });
 
   test("trains against another HUB given by URL", async () => {
@@ -86,27 +86,34 @@ describe("runDemo()", () => {
         write: () => {},
         logger: "quiet",
       });
-      assert.equal(summary.embedded, false);
-      assert.equal(summary.serverModelDir, undefined);
-      assert.equal(summary.allEpochsStored, true);
-      assert.equal(summary.final.match, true);
+      assertEquals(summary.embedded, false);
+      assertEquals(summary.serverModelDir, undefined);
+      assertEquals(summary.allEpochsStored, true);
+      assertEquals(summary.final.match, true);
       const metrics = await new HUBClient({ apiRoot: hub.url }).listMetrics(
         summary.modelId,
       );
-      assert.equal(metrics.length, 2);
-      assert.ok((metrics[0]!.metrics["train/loss"] ?? 0) > 0);
+      assertEquals(metrics.length, 2);
+      assert((metrics[0]!.metrics["train/loss"] ?? 0) > 0);
     } finally {
       await hub.close();
     }
   });
 
   test("refuses a bad epoch count before starting anything", async () => {
-    await assert.rejects(runDemo({ epochs: 0, dir, write: () => {} }), {
-      name: "RangeError",
-    });
-    await assert.rejects(
-      runDemo({ hub: "not a url", dir, write: () => {} }),
-      { name: "TypeError" },
+    assertEquals(
+      (await assertRejects(
+        () => runDemo({ epochs: 0, dir, write: () => {} }),
+        Error,
+      )).name,
+      "RangeError",
+    );
+    assertEquals(
+      (await assertRejects(
+        () => runDemo({ hub: "not a url", dir, write: () => {} }),
+        Error,
+      )).name,
+      "TypeError",
     );
   });
 });

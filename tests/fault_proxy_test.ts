@@ -1,5 +1,13 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertNotMatch,
+  assertRejects,
+  fail,
+} from "@std/assert";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { createHash } from "node:crypto";
@@ -96,7 +104,7 @@ async function settledRequest(
   const end = performance.now() + 5_000;
   while (upstream.received[index] === undefined) {
     if (performance.now() > end) {
-      assert.fail(`Timed out waiting for upstream request ${index}`);
+      fail(`Timed out waiting for upstream request ${index}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 1));
   }
@@ -184,25 +192,25 @@ describe("fault proxy", () => {
         headers: { "x-api-key": "k-123", "content-type": "application/json" },
         body: JSON.stringify({ name: "n" }),
       });
-      assert.equal(res.status, 200);
+      assertEquals(res.status, 200);
       const { data } = await res.json();
-      assert.equal(data.method, "PATCH");
-      assert.equal(data.url, "/v1/models/abc?hard=true");
-      assert.equal(data.bytes, JSON.stringify({ name: "n" }).length);
-      assert.equal(upstream.received[seen]?.apiKey, "k-123");
-      assert.deepEqual(proxy.log, [
+      assertEquals(data.method, "PATCH");
+      assertEquals(data.url, "/v1/models/abc?hard=true");
+      assertEquals(data.bytes, JSON.stringify({ name: "n" }).length);
+      assertEquals(upstream.received[seen]?.apiKey, "k-123");
+      assertEquals(proxy.log, [
         { n: 1, method: "PATCH", path: "/v1/models/abc", fault: "pass" },
       ]);
-      assert.equal(proxy.stats.requests, 1);
-      assert.equal(proxy.stats.byFault.pass, 1);
+      assertEquals(proxy.stats.requests, 1);
+      assertEquals(proxy.stats.byFault.pass, 1);
     });
   });
 
   test("returns upstream error statuses unchanged when passing", async () => {
     await withProxy(upstream, {}, async (proxy) => {
       const res = await fetch(`${proxy.url}/status/404`);
-      assert.equal(res.status, 404);
-      assert.equal((await res.json()).success, false);
+      assertEquals(res.status, 404);
+      assertEquals((await res.json()).success, false);
     });
   });
 
@@ -210,7 +218,7 @@ describe("fault proxy", () => {
     const proxy = await startFaultProxy({ upstream: `${upstream.url}/base/` });
     try {
       const res = await fetch(`${proxy.url}/v1/auth`, { method: "POST" });
-      assert.equal((await res.json()).data.url, "/base/v1/auth");
+      assertEquals((await res.json()).data.url, "/base/v1/auth");
     } finally {
       await proxy.close();
     }
@@ -230,14 +238,14 @@ describe("fault proxy", () => {
           types.push(res.headers.get("content-type") ?? "");
           await res.body?.cancel();
         }
-        assert.deepEqual(statuses, [502, 503, 504, 200]);
-        assert.deepEqual(types.slice(0, 3), [
+        assertEquals(statuses, [502, 503, 504, 200]);
+        assertEquals(types.slice(0, 3), [
           "text/html",
           "application/json",
           "text/html",
         ]);
-        assert.equal(upstream.received.length, seen + 1);
-        assert.deepEqual(
+        assertEquals(upstream.received.length, seen + 1);
+        assertEquals(
           proxy.log.map((e) => e.fault),
           ["status502", "status503", "status504", "pass"],
         );
@@ -249,8 +257,8 @@ describe("fault proxy", () => {
     await withProxy(upstream, { schedule: ["status503"] }, async (proxy) => {
       const res = await fetch(`${proxy.url}/v1/models/abc`);
       const body = await res.json();
-      assert.equal(body.success, false);
-      assert.match(body.message, /unavailable/i);
+      assertEquals(body.success, false);
+      assertMatch(body.message, /unavailable/i);
     });
   });
 
@@ -262,9 +270,9 @@ describe("fault proxy", () => {
         `${proxy.url}/v1/models/abc/upload`,
         streamInit(stream),
       );
-      assert.equal(res.status, 503);
+      assertEquals(res.status, 503);
       await res.body?.cancel();
-      assert.equal(upstream.received.length, seen);
+      assertEquals(upstream.received.length, seen);
     });
   });
 
@@ -276,12 +284,12 @@ describe("fault proxy", () => {
         const before = Math.floor(Date.now() / 1000);
         const res = await fetch(`${proxy.url}/v1/models/abc/metrics`);
         await res.body?.cancel();
-        assert.equal(res.status, 429);
-        assert.equal(res.headers.get("retry-after"), "7");
-        assert.equal(res.headers.get("x-ratelimit-limit"), "60");
-        assert.equal(res.headers.get("x-ratelimit-remaining"), "0");
+        assertEquals(res.status, 429);
+        assertEquals(res.headers.get("retry-after"), "7");
+        assertEquals(res.headers.get("x-ratelimit-limit"), "60");
+        assertEquals(res.headers.get("x-ratelimit-remaining"), "0");
         const reset = Number(res.headers.get("x-ratelimit-reset"));
-        assert.ok(reset >= before + 7, `reset ${reset} is at least 7 s ahead`);
+        assert(reset >= before + 7, `reset ${reset} is at least 7 s ahead`);
       },
     );
   });
@@ -293,9 +301,9 @@ describe("fault proxy", () => {
       async (proxy) => {
         const res = await fetch(`${proxy.url}/v1/models/abc/metrics`);
         await res.body?.cancel();
-        assert.equal(res.status, 429);
+        assertEquals(res.status, 429);
         for (const name of res.headers.keys()) {
-          assert.doesNotMatch(name, /^(retry-after|x-ratelimit-)/i);
+          assertNotMatch(name, /^(retry-after|x-ratelimit-)/i);
         }
       },
     );
@@ -307,18 +315,19 @@ describe("fault proxy", () => {
       { schedule: ["resetBeforeResponse"] },
       async (proxy) => {
         const seen = upstream.received.length;
-        await assert.rejects(
-          fetch(`${proxy.url}/v1/models/abc`, {
-            method: "POST",
-            body: JSON.stringify({ type: "metrics" }),
-          }),
+        await assertRejects(
+          () =>
+            fetch(`${proxy.url}/v1/models/abc`, {
+              method: "POST",
+              body: JSON.stringify({ type: "metrics" }),
+            }),
           TypeError,
         );
         const rec = upstream.received[seen];
-        assert.ok(rec, "upstream received the request");
+        assert(rec, "upstream received the request");
         await rec.settled;
-        assert.equal(rec.complete, true);
-        assert.equal(proxy.log[0]?.fault, "resetBeforeResponse");
+        assertEquals(rec.complete, true);
+        assertEquals(proxy.log[0]?.fault, "resetBeforeResponse");
       },
     );
   });
@@ -331,13 +340,13 @@ describe("fault proxy", () => {
         const seen = upstream.received.length;
         const size = 8 << 20;
         const { stream } = byteStream(size, 256 << 10);
-        await assert.rejects(
-          fetch(`${proxy.url}/v1/models/abc/upload`, streamInit(stream)),
+        await assertRejects(
+          () => fetch(`${proxy.url}/v1/models/abc/upload`, streamInit(stream)),
           TypeError,
         );
         const rec = await settledRequest(upstream, seen);
-        assert.equal(rec.complete, false);
-        assert.ok(
+        assertEquals(rec.complete, false);
+        assert(
           rec.bytes < size,
           `upstream got ${rec.bytes} of ${size} bytes`,
         );
@@ -352,16 +361,17 @@ describe("fault proxy", () => {
       async (proxy) => {
         const seen = upstream.received.length;
         const size = 1 << 20;
-        await assert.rejects(
-          fetch(`${proxy.url}/v1/models/abc/upload`, {
-            method: "POST",
-            body: new Uint8Array(size),
-          }),
+        await assertRejects(
+          () =>
+            fetch(`${proxy.url}/v1/models/abc/upload`, {
+              method: "POST",
+              body: new Uint8Array(size),
+            }),
           TypeError,
         );
         const rec = await settledRequest(upstream, seen);
-        assert.equal(rec.complete, false);
-        assert.ok(rec.bytes <= size / 2, `upstream got ${rec.bytes} bytes`);
+        assertEquals(rec.complete, false);
+        assert(rec.bytes <= size / 2, `upstream got ${rec.bytes} bytes`);
       },
     );
   });
@@ -372,8 +382,11 @@ describe("fault proxy", () => {
       { schedule: ["resetMidUpload"] },
       async (proxy) => {
         const seen = upstream.received.length;
-        await assert.rejects(fetch(`${proxy.url}/v1/models/abc`), TypeError);
-        assert.equal(upstream.received.length, seen);
+        await assertRejects(
+          () => fetch(`${proxy.url}/v1/models/abc`),
+          TypeError,
+        );
+        assertEquals(upstream.received.length, seen);
       },
     );
   });
@@ -381,14 +394,14 @@ describe("fault proxy", () => {
   test("stall never answers, so the client's AbortSignal.timeout fires", async () => {
     await withProxy(upstream, { schedule: ["stall"] }, async (proxy) => {
       const seen = upstream.received.length;
-      await assert.rejects(
+      const error = await assertRejects(() =>
         fetch(`${proxy.url}/v1/models/abc`, {
           signal: AbortSignal.timeout(100),
-        }),
-        (error: unknown) => (error as Error).name === "TimeoutError",
+        })
       );
-      assert.equal(upstream.received.length, seen);
-      assert.equal(proxy.stats.byFault.stall, 1);
+      assertEquals((error as Error).name, "TimeoutError");
+      assertEquals(upstream.received.length, seen);
+      assertEquals(proxy.stats.byFault.stall, 1);
     });
   });
 
@@ -406,7 +419,7 @@ describe("fault proxy", () => {
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
     await proxy.close();
-    assert.equal(await outcome, "TypeError");
+    assertEquals(await outcome, "TypeError");
   });
 
   test("latency passes the request after the configured delay", async () => {
@@ -417,10 +430,10 @@ describe("fault proxy", () => {
         const start = performance.now();
         const res = await fetch(`${proxy.url}/v1/models/abc`);
         const elapsed = performance.now() - start;
-        assert.equal(res.status, 200);
-        assert.equal((await res.json()).data.url, "/v1/models/abc");
-        assert.ok(elapsed >= 45, `took ${elapsed} ms`);
-        assert.equal(proxy.log[0]?.fault, "latency");
+        assertEquals(res.status, 200);
+        assertEquals((await res.json()).data.url, "/v1/models/abc");
+        assert(elapsed >= 45, `took ${elapsed} ms`);
+        assertEquals(proxy.log[0]?.fault, "latency");
       },
     );
   });
@@ -441,8 +454,8 @@ describe("fault proxy", () => {
             outcomes.push((error as Error).name);
           }
         }
-        assert.deepEqual(outcomes, ["TypeError", 503, "TypeError", 503]);
-        assert.deepEqual(
+        assertEquals(outcomes, ["TypeError", 503, "TypeError", 503]);
+        assertEquals(
           proxy.log.map((e) => e.fault),
           [
             "resetBeforeResponse",
@@ -451,7 +464,7 @@ describe("fault proxy", () => {
             "status503",
           ],
         );
-        assert.equal(upstream.received.length, seen);
+        assertEquals(upstream.received.length, seen);
       },
     );
   });
@@ -463,7 +476,7 @@ describe("fault proxy", () => {
       async (proxy) => {
         const res = await fetch(`${proxy.url}/v1/models/abc`);
         await res.body?.cancel();
-        assert.equal(res.status, 200);
+        assertEquals(res.status, 200);
       },
     );
   });
@@ -471,14 +484,14 @@ describe("fault proxy", () => {
   test("setOutage() starts and ends an outage by hand", async () => {
     await withProxy(upstream, {}, async (proxy) => {
       proxy.setOutage(true);
-      await assert.rejects(fetch(`${proxy.url}/a`), TypeError);
+      await assertRejects(() => fetch(`${proxy.url}/a`), TypeError);
       const down = await fetch(`${proxy.url}/b`);
       await down.body?.cancel();
-      assert.equal(down.status, 503);
+      assertEquals(down.status, 503);
       proxy.setOutage(false);
       const up = await fetch(`${proxy.url}/c`);
       await up.body?.cancel();
-      assert.equal(up.status, 200);
+      assertEquals(up.status, 200);
     });
   });
 
@@ -497,9 +510,9 @@ describe("fault proxy", () => {
           body: "x",
         });
         await upload.body?.cancel();
-        assert.equal(other.status, 200);
-        assert.equal(upload.status, 503);
-        assert.deepEqual(proxy.log.map((e) => e.fault), ["pass", "status503"]);
+        assertEquals(other.status, 200);
+        assertEquals(upload.status, 503);
+        assertEquals(proxy.log.map((e) => e.fault), ["pass", "status503"]);
       },
     );
   });
@@ -539,12 +552,12 @@ describe("fault proxy", () => {
     const first = await run(42);
     const second = await run(42);
     const other = await run(43);
-    assert.equal(first.length, 40);
-    assert.deepEqual(second, first);
-    assert.notDeepEqual(other, first);
+    assertEquals(first.length, 40);
+    assertEquals(second, first);
+    assertNotEquals(other, first);
     const passes = first.filter((f) => f === "pass").length;
-    assert.ok(passes > 0 && passes < 40, `${passes} of 40 passed`);
-    assert.ok(first.every((f) => f === "pass" || f in faults));
+    assert(passes > 0 && passes < 40, `${passes} of 40 passed`);
+    assert(first.every((f) => f === "pass" || f in faults));
   });
 
   test("a streamed 32 MiB upload passes through intact", async () => {
@@ -555,11 +568,11 @@ describe("fault proxy", () => {
         `${proxy.url}/v1/models/abc/upload`,
         streamInit(stream, { headers: { "x-api-key": "k-upload" } }),
       );
-      assert.equal(res.status, 200);
+      assertEquals(res.status, 200);
       const { data } = await res.json();
-      assert.equal(data.bytes, size);
-      assert.equal(data.sha256, sha256);
-      assert.equal(upstream.received.at(-1)?.apiKey, "k-upload");
+      assertEquals(data.bytes, size);
+      assertEquals(data.sha256, sha256);
+      assertEquals(upstream.received.at(-1)?.apiKey, "k-upload");
     });
   });
 
@@ -571,7 +584,7 @@ describe("fault proxy", () => {
     try {
       const res = await fetch(`${proxy.url}/v1/models/abc`);
       await res.body?.cancel();
-      assert.equal(res.status, 502);
+      assertEquals(res.status, 502);
     } finally {
       await proxy.close();
     }
@@ -597,16 +610,17 @@ describe("fault proxy", () => {
       ],
     ];
     for (const [options, type] of bad) {
-      await assert.rejects(
-        startFaultProxy(options),
+      await assertRejects(
+        () => startFaultProxy(options),
         type,
+        undefined,
         JSON.stringify(options),
       );
     }
   });
 
   test("FAULTS lists every fault once", () => {
-    assert.equal(new Set(FAULTS).size, FAULTS.length);
-    assert.equal(FAULTS.length, 10);
+    assertEquals(new Set(FAULTS).size, FAULTS.length);
+    assertEquals(FAULTS.length, 10);
   });
 });

@@ -1,5 +1,11 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertThrows,
+  fail,
+} from "@std/assert";
 import process from "node:process";
 import { Heartbeat } from "../src/session/heartbeat.ts";
 import type { HeartbeatOptions } from "../src/session/heartbeat.ts";
@@ -31,7 +37,7 @@ async function waitFor(
 ): Promise<void> {
   const end = performance.now() + timeout;
   while (!condition()) {
-    if (performance.now() > end) assert.fail(`Timed out waiting for ${what}`);
+    if (performance.now() > end) fail(`Timed out waiting for ${what}`);
     await delay(1);
   }
 }
@@ -58,14 +64,14 @@ describe("Heartbeat", () => {
       },
       logger: recordingLogger(),
     });
-    assert.equal(heartbeat.alive, false);
+    assertEquals(heartbeat.alive, false);
     heartbeat.start();
-    assert.deepEqual(sent, ["initial"]);
-    assert.equal(heartbeat.alive, true);
+    assertEquals(sent, ["initial"]);
+    assertEquals(heartbeat.alive, true);
     await waitFor(() => heartbeat.beats.ok === 1, "the first beat");
-    assert.equal(heartbeat.agentId, "initial");
+    assertEquals(heartbeat.agentId, "initial");
     await heartbeat.stop();
-    assert.equal(heartbeat.alive, false);
+    assertEquals(heartbeat.alive, false);
   });
 
   test("Heartbeat adopts the agent id the server returns and sends it next time", async () => {
@@ -82,8 +88,8 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await waitFor(() => sent.length >= 4, "four beats");
     await heartbeat.stop();
-    assert.deepEqual(sent.slice(0, 4), [null, "agent-1", "agent-1", "agent-2"]);
-    assert.equal(heartbeat.agentId, "agent-2");
+    assertEquals(sent.slice(0, 4), [null, "agent-1", "agent-1", "agent-2"]);
+    assertEquals(heartbeat.agentId, "agent-2");
   });
 
   test("Heartbeat survives failing beats and warns once per failing streak", async () => {
@@ -105,14 +111,14 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await waitFor(() => calls >= 8, "eight beats");
     await heartbeat.stop();
-    assert.equal(heartbeat.beats.failed, 5);
-    assert.ok(heartbeat.beats.ok >= 3);
-    assert.equal(heartbeat.agentId, "agent");
-    assert.equal(logger.lines.warn.length, 2);
-    assert.match(logger.lines.warn[0] ?? "", /HTTP 503: Service unavailable/);
-    assert.equal(logger.lines.info.length, 2);
-    assert.match(logger.lines.info[0] ?? "", /recovered/);
-    assert.equal(logger.lines.error.length, 0);
+    assertEquals(heartbeat.beats.failed, 5);
+    assert(heartbeat.beats.ok >= 3);
+    assertEquals(heartbeat.agentId, "agent");
+    assertEquals(logger.lines.warn.length, 2);
+    assertMatch(logger.lines.warn[0] ?? "", /HTTP 503: Service unavailable/);
+    assertEquals(logger.lines.info.length, 2);
+    assertMatch(logger.lines.info[0] ?? "", /recovered/);
+    assertEquals(logger.lines.error.length, 0);
   });
 
   test("Heartbeat survives a beat function that throws synchronously", async () => {
@@ -129,8 +135,8 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await waitFor(() => heartbeat.beats.ok >= 1, "a successful beat");
     await heartbeat.stop();
-    assert.equal(heartbeat.beats.failed, 1);
-    assert.equal(logger.lines.warn.length, 1);
+    assertEquals(heartbeat.beats.failed, 1);
+    assertEquals(logger.lines.warn.length, 1);
   });
 
   test("stop() aborts the beat in flight and no beat starts after it resolved", async () => {
@@ -151,11 +157,11 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await waitFor(() => signals.length === 3, "a stalled third beat");
     await heartbeat.stop();
-    assert.equal(signals[2]?.aborted, true);
-    assert.equal(heartbeat.alive, false);
-    assert.equal(heartbeat.beats.failed, 0, "an aborted beat is no failure");
+    assertEquals(signals[2]?.aborted, true);
+    assertEquals(heartbeat.alive, false);
+    assertEquals(heartbeat.beats.failed, 0, "an aborted beat is no failure");
     await delay(20);
-    assert.equal(signals.length, 3);
+    assertEquals(signals.length, 3);
   });
 
   test("stop() resolves even when the beat ignores its signal", async () => {
@@ -170,8 +176,8 @@ describe("Heartbeat", () => {
     });
     heartbeat.start();
     await heartbeat.stop();
-    assert.equal(calls, 1);
-    assert.equal(heartbeat.alive, false);
+    assertEquals(calls, 1);
+    assertEquals(heartbeat.alive, false);
   });
 
   test("stop() is idempotent and harmless before start()", async () => {
@@ -192,8 +198,8 @@ describe("Heartbeat", () => {
     await heartbeat.stop();
     const after = calls;
     await delay(10);
-    assert.equal(calls, after);
-    assert.equal(heartbeat.alive, false);
+    assertEquals(calls, after);
+    assertEquals(heartbeat.alive, false);
   });
 
   test("Heartbeat can start again after stop()", async () => {
@@ -209,9 +215,9 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await heartbeat.stop();
     heartbeat.start();
-    assert.equal(heartbeat.alive, true);
+    assertEquals(heartbeat.alive, true);
     await heartbeat.stop();
-    assert.equal(calls, 2);
+    assertEquals(calls, 2);
   });
 
   test("Heartbeat stops when its signal aborts, and does not start on an aborted signal", async () => {
@@ -229,14 +235,14 @@ describe("Heartbeat", () => {
     heartbeat.start();
     await waitFor(() => calls >= 2, "two beats");
     controller.abort();
-    assert.equal(heartbeat.alive, false);
+    assertEquals(heartbeat.alive, false);
     await heartbeat.stop();
     const after = calls;
     await delay(10);
-    assert.equal(calls, after);
+    assertEquals(calls, after);
     heartbeat.start();
-    assert.equal(calls, after);
-    assert.equal(heartbeat.alive, false);
+    assertEquals(calls, after);
+    assertEquals(heartbeat.alive, false);
   });
 
   test("Heartbeat installs no signal handlers", async () => {
@@ -251,19 +257,19 @@ describe("Heartbeat", () => {
     await delay(5);
     const during = names.map((name) => process.listenerCount(name));
     await heartbeat.stop();
-    assert.deepEqual(during, before);
+    assertEquals(during, before);
   });
 
   test("Heartbeat validates its options", () => {
     const beat = () => Promise.resolve(null);
     const logger = recordingLogger();
     for (const interval of [0, -1, NaN]) {
-      assert.throws(
+      assertThrows(
         () => new Heartbeat({ interval, beat, logger }),
         RangeError,
       );
     }
-    assert.throws(
+    assertThrows(
       () =>
         new Heartbeat({
           interval: 1,
@@ -272,7 +278,7 @@ describe("Heartbeat", () => {
         }),
       TypeError,
     );
-    assert.throws(
+    assertThrows(
       () =>
         new Heartbeat({
           interval: 1,
@@ -285,15 +291,15 @@ describe("Heartbeat", () => {
 
   test("a process that starts a heartbeat with a 1-hour interval exits by itself", async () => {
     const result = await runFixture("heartbeat_child.ts", ["heartbeat"]);
-    assert.equal(result.killed, false, "the child had to be killed");
-    assert.equal(result.code, 0);
-    assert.match(result.stdout, /beats ok=1 agentId=child-agent/);
+    assertEquals(result.killed, false, "the child had to be killed");
+    assertEquals(result.code, 0);
+    assertMatch(result.stdout, /beats ok=1 agentId=child-agent/);
   });
 
   test("a process that starts and stops a heartbeat exits by itself", async () => {
     const result = await runFixture("heartbeat_child.ts", ["stopped"]);
-    assert.equal(result.killed, false, "the child had to be killed");
-    assert.equal(result.code, 0);
-    assert.match(result.stdout, /stopped alive=false/);
+    assertEquals(result.killed, false, "the child had to be killed");
+    assertEquals(result.code, 0);
+    assertMatch(result.stdout, /stopped alive=false/);
   });
 });

@@ -1,5 +1,5 @@
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import { isModelId, parseIdentifier } from "../src/session/identifier.ts";
 import { HUBModelError } from "../src/common/errors.ts";
 
@@ -22,16 +22,16 @@ test("parseIdentifier() accepts every documented format", () => {
     ["my_model_v2.pt", { filename: "my_model_v2.pt" }],
   ];
   for (const [input, expected] of table) {
-    assert.deepEqual(parseIdentifier(input), expected, input);
+    assertEquals(parseIdentifier(input), expected, input);
   }
 });
 
 test("parseIdentifier() accepts model URLs of a configured web root", () => {
   const web = "http://127.0.0.1:8123";
-  assert.deepEqual(parseIdentifier(`${web}/models/${ID}`, { webRoot: web }), {
+  assertEquals(parseIdentifier(`${web}/models/${ID}`, { webRoot: web }), {
     modelId: ID,
   });
-  assert.deepEqual(
+  assertEquals(
     parseIdentifier(`${web}/models/${ID}`, { webRoot: `${web}/` }),
     {
       modelId: ID,
@@ -59,14 +59,13 @@ test("parseIdentifier() rejects malformed identifiers with the accepted formats"
     "Ω".repeat(20),
   ];
   for (const input of bad) {
-    assert.throws(() => parseIdentifier(input), (error: unknown) => {
-      assert.ok(
-        error instanceof HUBModelError,
-        `${JSON.stringify(input)}: ${String(error)}`,
-      );
-      assert.match(error.message, /accepted formats|model id|model page/);
-      return true;
-    });
+    const error = assertThrows(
+      () => parseIdentifier(input),
+      HUBModelError,
+      undefined,
+      JSON.stringify(input),
+    );
+    assertMatch(error.message, /accepted formats|model id|model page/);
   }
 });
 
@@ -82,25 +81,23 @@ test("parseIdentifier() never repeats an API key in its errors", () => {
     `key=${KEY}`,
   ];
   for (const input of inputs) {
-    assert.throws(() => parseIdentifier(input), (error: unknown) => {
-      assert.ok(error instanceof HUBModelError);
-      assert.ok(!error.message.includes(KEY), error.message);
-      assert.ok(!String(error.stack).includes(KEY));
-      return true;
-    });
+    const error = assertThrows(() => parseIdentifier(input), HUBModelError);
+    assert(!error.message.includes(KEY), error.message);
+    assert(!String(error.stack).includes(KEY));
   }
 });
 
 test("parseIdentifier() quotes short harmless input so users see their typo", () => {
-  assert.throws(() => parseIdentifier("yolov8n.ptx"), /"yolov8n\.ptx"/);
+  const error = assertThrows(() => parseIdentifier("yolov8n.ptx"));
+  assertMatch(String(error), /"yolov8n\.ptx"/);
 });
 
 test("parseIdentifier() rejects a non-string with a TypeError", () => {
-  assert.throws(() => parseIdentifier(42 as unknown as string), TypeError);
+  assertThrows(() => parseIdentifier(42 as unknown as string), TypeError);
 });
 
 test("isModelId() checks length and characters", () => {
-  assert.equal(isModelId(ID), true);
-  assert.equal(isModelId(ID.slice(1)), false);
-  assert.equal(isModelId("AbCdEfGhIj012345678-"), false);
+  assertEquals(isModelId(ID), true);
+  assertEquals(isModelId(ID.slice(1)), false);
+  assertEquals(isModelId("AbCdEfGhIj012345678-"), false);
 });

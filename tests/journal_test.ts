@@ -1,5 +1,5 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals } from "@std/assert";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -165,12 +165,12 @@ describe("a trainer killed with SIGKILL", () => {
     const id = await newModelId();
     const root = await journalRoot();
     const { epochs, signal } = await trainAndKill(hub.url, id, root, 25);
-    assert.equal(signal, "SIGKILL");
-    assert.ok(epochs.length >= 25);
+    assertEquals(signal, "SIGKILL");
+    assert(epochs.length >= 25);
     // The one-hour rate limit kept most epochs from the server.
     const before = byEpoch(await client.listMetrics(id));
     const missing = epochs.filter((e) => !before.has(e));
-    assert.ok(
+    assert(
       missing.length >= 20,
       `expected the kill to leave epochs undelivered, ${missing.length} were`,
     );
@@ -179,21 +179,21 @@ describe("a trainer killed with SIGKILL", () => {
       id,
       options({ journal: root }),
     );
-    assert.ok(session.pendingEpochs.length >= missing.length);
+    assert(session.pendingEpochs.length >= missing.length);
     const report = await session.close();
-    assert.deepEqual(report.pendingEpochs, []);
+    assertEquals(report.pendingEpochs, []);
 
     const stored = byEpoch(await client.listMetrics(id));
     const lost = epochs.filter((e) => !stored.has(e));
-    assert.deepEqual(lost, [], "epochs lost");
+    assertEquals(lost, [], "epochs lost");
     for (const epoch of epochs) {
-      assert.deepEqual(stored.get(epoch), {
+      assertEquals(stored.get(epoch), {
         "train/loss": 1 / (epoch + 1),
         epoch,
       });
     }
     // Fully delivered: the model's journal is removed.
-    assert.equal(existsSync(journalDir(root, hub.url, id)), false);
+    assertEquals(existsSync(journalDir(root, hub.url, id)), false);
   });
 });
 
@@ -214,21 +214,21 @@ describe("offline, then sync", () => {
       id,
       options({ journal: root, offline: true, fetch }),
     );
-    assert.equal(session.offline, true);
+    assertEquals(session.offline, true);
     for (let epoch = 0; epoch < 5; epoch++) {
       session.queueMetrics(epoch, { "train/loss": 10 - epoch });
     }
     const checkpoint = await session.uploadModel(3, last, { isBest: true });
-    assert.equal(checkpoint.status, "deferred");
+    assertEquals(checkpoint.status, "deferred");
     // The trainer overwrites its checkpoint at once: the journal kept a copy.
     await writeFile(last, randomBytes(10));
     const final = await session.uploadModel(4, best, { final: true, map: 0.7 });
-    assert.equal(final.deferred, true);
-    assert.equal(final.sha256, sha256(bestBytes));
+    assertEquals(final.deferred, true);
+    assertEquals(final.sha256, sha256(bestBytes));
     const report = await session.close();
-    assert.deepEqual(report.pendingEpochs, [0, 1, 2, 3, 4]);
-    assert.deepEqual(calls, [], "offline session made network calls");
-    assert.deepEqual(await client.listMetrics(id), []);
+    assertEquals(report.pendingEpochs, [0, 1, 2, 3, 4]);
+    assertEquals(calls, [], "offline session made network calls");
+    assertEquals(await client.listMetrics(id), []);
 
     const sync = {
       apiRoot: hub.url,
@@ -240,30 +240,30 @@ describe("offline, then sync", () => {
       backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
     };
     const [first] = await syncJournal(sync);
-    assert.deepEqual(first?.epochs, [0, 1, 2, 3, 4]);
-    assert.deepEqual(first?.pendingEpochs, []);
-    assert.deepEqual(first?.weights, ["checkpoint", "final"]);
-    assert.deepEqual(first?.errors, []);
+    assertEquals(first?.epochs, [0, 1, 2, 3, 4]);
+    assertEquals(first?.pendingEpochs, []);
+    assertEquals(first?.weights, ["checkpoint", "final"]);
+    assertEquals(first?.errors, []);
     const metrics = await client.listMetrics(id);
-    assert.deepEqual(
+    assertEquals(
       metrics.map((m) => [m.epoch, m.metrics["train/loss"]]),
       [[0, 10], [1, 9], [2, 8], [3, 7], [4, 6]],
     );
     const lastSha = await fileSha(hub.url, id, "last.pt");
     const bestSha = await fileSha(hub.url, id, "best.pt");
-    assert.equal(lastSha, sha256(lastBytes));
-    assert.equal(bestSha, sha256(bestBytes));
+    assertEquals(lastSha, sha256(lastBytes));
+    assertEquals(bestSha, sha256(bestBytes));
     const model = await client.getModel(id);
 
     const second = await syncJournal(sync);
-    assert.deepEqual(
+    assertEquals(
       second.map((r) => [r.epochs, r.weights, r.errors, r.pendingEpochs]),
       [[[], [], [], []]],
     );
-    assert.deepEqual(await client.listMetrics(id), metrics);
-    assert.equal(await fileSha(hub.url, id, "last.pt"), lastSha);
-    assert.equal(await fileSha(hub.url, id, "best.pt"), bestSha);
-    assert.deepEqual(await client.getModel(id), model);
+    assertEquals(await client.listMetrics(id), metrics);
+    assertEquals(await fileSha(hub.url, id, "last.pt"), lastSha);
+    assertEquals(await fileSha(hub.url, id, "best.pt"), bestSha);
+    assertEquals(await client.getModel(id), model);
   });
 
   test("a session whose server is unreachable at open goes offline and journals everything", async () => {
@@ -286,21 +286,21 @@ describe("offline, then sync", () => {
         logger: { info() {}, warn: (m) => warnings.push(m), error() {} },
       }),
     );
-    assert.equal(session.offline, true);
-    assert.ok(warnings.some((w) => w.includes("working offline")));
+    assertEquals(session.offline, true);
+    assert(warnings.some((w) => w.includes("working offline")));
     session.queueMetrics(0, { "train/loss": 1 });
     session.queueMetrics(1, { "train/loss": 0.5 });
-    assert.equal((await session.uploadModel(1, last)).status, "deferred");
-    assert.equal(
+    assertEquals((await session.uploadModel(1, last)).status, "deferred");
+    assertEquals(
       (await session.uploadModel(1, best, { final: true })).deferred,
       true,
     );
     const report = await session.close();
-    assert.deepEqual(report.pendingEpochs, [0, 1]);
+    assertEquals(report.pendingEpochs, [0, 1]);
     const journal = MetricsJournal.open(journalDir(root, apiRoot, id));
     try {
-      assert.deepEqual([...journal.unacknowledged.keys()], [0, 1]);
-      assert.deepEqual(
+      assertEquals([...journal.unacknowledged.keys()], [0, 1]);
+      assertEquals(
         deferredWeightsIn(journal.dir).map((w) => w.kind),
         ["checkpoint", "final"],
       );
@@ -324,7 +324,7 @@ describe("offline, then sync", () => {
           budgets: { other: { maxAttempts: 1 } },
         }),
       );
-      assert.equal(session.offline, true);
+      assertEquals(session.offline, true);
       session.queueMetrics(0, { "train/loss": 3 });
       session.queueMetrics(1, { "train/loss": 2 });
       await session.close();
@@ -338,10 +338,10 @@ describe("offline, then sync", () => {
         backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
       };
       const first = await syncJournal(sync);
-      assert.deepEqual(first.map((r) => [r.modelId, r.epochs]), [[id, [0, 1]]]);
+      assertEquals(first.map((r) => [r.modelId, r.epochs]), [[id, [0, 1]]]);
       const second = await syncJournal(sync);
-      assert.deepEqual(second, []);
-      assert.deepEqual(
+      assertEquals(second, []);
+      assertEquals(
         (await client.listMetrics(id)).map((m) => m.epoch),
         [0, 1],
       );
@@ -372,8 +372,8 @@ describe("a torn journal", () => {
     const jdir = await tornJournal();
     const journal = MetricsJournal.open(jdir);
     try {
-      assert.deepEqual([...journal.unacknowledged.keys()], [1]);
-      assert.deepEqual(journal.unacknowledged.get(1)?.metrics, {
+      assertEquals([...journal.unacknowledged.keys()], [1]);
+      assertEquals(journal.unacknowledged.get(1)?.metrics, {
         "train/loss": 0.5,
       });
     } finally {
@@ -388,7 +388,7 @@ describe("a torn journal", () => {
     await journal.close();
     const again = MetricsJournal.open(jdir);
     try {
-      assert.deepEqual(
+      assertEquals(
         [...again.unacknowledged.keys()],
         [1, 7],
         `metrics.jsonl:\n${await readFile(

@@ -1,5 +1,5 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import {
   createProgressBar,
   formatBytes,
@@ -8,7 +8,7 @@ import {
 
 describe("formatProgress()", () => {
   test("shows bytes, percent, rate and ETA when all are known", () => {
-    assert.equal(
+    assertEquals(
       formatProgress({ loaded: 250_000_000, total: 1_000_000_000 }, {
         label: "Uploading best.pt",
         rate: 50_000_000,
@@ -19,30 +19,30 @@ describe("formatProgress()", () => {
   });
 
   test("leaves out what is unknown", () => {
-    assert.equal(
+    assertEquals(
       formatProgress({ loaded: 1234, total: undefined }),
       "1.2 kB",
     );
-    assert.equal(
+    assertEquals(
       formatProgress({ loaded: 10, total: 10 }, { width: 0, rate: 5 }),
       "10 B/10 B 100% 5 B/s",
     );
-    assert.equal(formatProgress({ loaded: 0, total: 0 }), "0 B/0 B 100%");
+    assertEquals(formatProgress({ loaded: 0, total: 0 }), "0 B/0 B 100%");
   });
 
   test("formats hours in the ETA and never exceeds 100%", () => {
-    assert.match(
+    assertMatch(
       formatProgress({ loaded: 0, total: 7_200_000 }, { rate: 1000 }),
       /0% 1.0 kB\/s ETA 2:00:00$/,
     );
-    assert.match(formatProgress({ loaded: 20, total: 10 }), /100%$/);
+    assertMatch(formatProgress({ loaded: 20, total: 10 }), /100%$/);
   });
 
   test("formatBytes() uses SI units and survives nonsense", () => {
-    assert.equal(formatBytes(0), "0 B");
-    assert.equal(formatBytes(999_999), "1000 kB");
-    assert.equal(formatBytes(137_000_000), "137 MB");
-    assert.equal(formatBytes(-1), "? B");
+    assertEquals(formatBytes(0), "0 B");
+    assertEquals(formatBytes(999_999), "1000 kB");
+    assertEquals(formatBytes(137_000_000), "137 MB");
+    assertEquals(formatBytes(-1), "? B");
   });
 });
 
@@ -61,27 +61,27 @@ describe("createProgressBar()", () => {
       interval: 100,
       now: clock.now,
     });
-    assert.ok(bar !== undefined);
+    assert(bar !== undefined);
     bar.onProgress({ loaded: 0, total: 1000 });
     for (let i = 1; i < 10; i++) {
       clock.advance(10);
       bar.onProgress({ loaded: i * 10, total: 1000 });
     }
-    assert.equal(writes.length, 1, "throttled to the first draw");
+    assertEquals(writes.length, 1, "throttled to the first draw");
     clock.advance(100);
     bar.onProgress({ loaded: 500, total: 1000 });
-    assert.equal(writes.length, 2);
-    assert.ok(writes.every((w) => w.startsWith("\r")));
-    assert.match(writes[1] ?? "", /50%/);
-    assert.match(writes[1] ?? "", /B\/s/);
+    assertEquals(writes.length, 2);
+    assert(writes.every((w) => w.startsWith("\r")));
+    assertMatch(writes[1] ?? "", /50%/);
+    assertMatch(writes[1] ?? "", /B\/s/);
     bar.onProgress({ loaded: 1000, total: 1000 });
-    assert.equal(writes.length, 3, "the final state is always drawn");
+    assertEquals(writes.length, 3, "the final state is always drawn");
     bar.done();
     bar.done();
-    assert.equal(writes.at(-1), "\n");
-    assert.equal(writes.filter((w) => w === "\n").length, 1);
+    assertEquals(writes.at(-1), "\n");
+    assertEquals(writes.filter((w) => w === "\n").length, 1);
     bar.onProgress({ loaded: 1000, total: 1000 });
-    assert.equal(writes.at(-1), "\n", "nothing after done()");
+    assertEquals(writes.at(-1), "\n", "nothing after done()");
   });
 
   test("pads a shorter line so no old characters remain", () => {
@@ -95,7 +95,7 @@ describe("createProgressBar()", () => {
     bar?.onProgress({ loaded: 900_000_000, total: 1_000_000_000 });
     clock.advance(1000);
     bar?.onProgress({ loaded: 0, total: 1_000_000_000 });
-    assert.equal(writes[1]?.length, writes[0]?.length);
+    assertEquals(writes[1]?.length, writes[0]?.length);
   });
 
   test("a throwing writer never breaks the caller", () => {
@@ -106,7 +106,7 @@ describe("createProgressBar()", () => {
     });
     bar?.onProgress({ loaded: 1, total: 2 });
     bar?.done();
-    assert.ok(bar !== undefined);
+    assert(bar !== undefined);
   });
 
   test("without a terminal (as under test) no bar is created", () => {
@@ -119,13 +119,13 @@ describe("createProgressBar()", () => {
     if (
       !isTTY || (ci !== undefined && ci !== "" && ci !== "0" && ci !== "false")
     ) {
-      assert.equal(createProgressBar(), undefined);
-    } else assert.equal(typeof createProgressBar()?.onProgress, "function");
+      assertEquals(createProgressBar(), undefined);
+    } else assertEquals(typeof createProgressBar()?.onProgress, "function");
   });
 
   test("invalid options are refused", () => {
-    assert.throws(() => createProgressBar({ interval: -1 }), RangeError);
-    assert.throws(
+    assertThrows(() => createProgressBar({ interval: -1 }), RangeError);
+    assertThrows(
       () => createProgressBar({ write: 3 as unknown as () => void }),
       TypeError,
     );

@@ -1,5 +1,13 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotMatch,
+  assertRejects,
+  assertStrictEquals,
+  assertThrows,
+} from "@std/assert";
 import net from "node:net";
 import process from "node:process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -97,13 +105,13 @@ describe("RequestQueue", () => {
           release = resolve;
         }),
     );
-    assert.equal(queue.pending, 1);
+    assertEquals(queue.pending, 1);
     release("done");
-    assert.equal(await pending, "done");
+    assertEquals(await pending, "done");
     await queue.flush();
-    assert.equal(queue.pending, 0);
-    assert.deepEqual(queue.stats, { retries: {}, failed: 0, succeeded: 1 });
-    assert.deepEqual(logger.lines, { info: [], warn: [], error: [] });
+    assertEquals(queue.pending, 0);
+    assertEquals(queue.stats, { retries: {}, failed: 0, succeeded: 1 });
+    assertEquals(logger.lines, { info: [], warn: [], error: [] });
   });
 
   test("run() retries a 503 and logs the retry as a warning with the server's message", async () => {
@@ -121,16 +129,16 @@ describe("RequestQueue", () => {
         return Promise.resolve("sent");
       },
     );
-    assert.equal(result, "sent");
-    assert.equal(calls, 2);
-    assert.deepEqual(queue.stats.retries, { "503": 1 });
-    assert.equal(queue.stats.succeeded, 1);
-    assert.equal(logger.lines.warn.length, 1);
-    assert.match(
+    assertEquals(result, "sent");
+    assertEquals(calls, 2);
+    assertEquals(queue.stats.retries, { "503": 1 });
+    assertEquals(queue.stats.succeeded, 1);
+    assertEquals(logger.lines.warn.length, 1);
+    assertMatch(
       logger.lines.warn[0] ?? "",
       /^Metrics upload of epoch 3 failed \(HTTP 503: Service unavailable\): retrying in \d+ ms, attempt 2 of 3$/,
     );
-    assert.equal(logger.lines.error.length, 0);
+    assertEquals(logger.lines.error.length, 0);
   });
 
   test("run() fails fast on a 400 and logs the server's message once", async () => {
@@ -142,29 +150,30 @@ describe("RequestQueue", () => {
       calls++;
       return Promise.reject(refused);
     }).catch((e) => e);
-    assert.equal(error, refused);
-    assert.equal(calls, 1);
-    assert.equal(logger.lines.warn.length, 0);
-    assert.equal(logger.lines.error.length, 1);
-    assert.match(
+    assertStrictEquals(error, refused);
+    assertEquals(calls, 1);
+    assertEquals(logger.lines.warn.length, 0);
+    assertEquals(logger.lines.error.length, 1);
+    assertMatch(
       logger.lines.error[0] ?? "",
       /^Metrics upload failed: HTTP 400: Epoch must be a number; the server refused/,
     );
-    assert.deepEqual(queue.stats, { retries: {}, failed: 1, succeeded: 0 });
+    assertEquals(queue.stats, { retries: {}, failed: 1, succeeded: 0 });
   });
 
   test("run() tells the user to check the API key on a 401", async () => {
     const logger = recordingLogger();
     const queue = queueWith(logger);
-    await assert.rejects(
-      queue.run(
-        "other",
-        "loading the model",
-        () => Promise.reject(requestError(401, "Invalid API key")),
-      ),
+    await assertRejects(
+      () =>
+        queue.run(
+          "other",
+          "loading the model",
+          () => Promise.reject(requestError(401, "Invalid API key")),
+        ),
       HUBRequestError,
     );
-    assert.match(logger.lines.error[0] ?? "", /check the API key/);
+    assertMatch(logger.lines.error[0] ?? "", /check the API key/);
   });
 
   test("run() rejects with a RetryError when the kind's attempts are spent", async () => {
@@ -175,17 +184,17 @@ describe("RequestQueue", () => {
       calls++;
       return Promise.reject(requestError(502, "Bad gateway"));
     }).catch((e) => e);
-    assert.equal(calls, DEFAULT_BUDGETS.metrics.maxAttempts);
-    assert.ok(error instanceof RetryError);
-    assert.equal(error.attempts, 3);
-    assert.equal((error.cause as HUBRequestError).status, 502);
-    assert.equal(logger.lines.warn.length, 2);
-    assert.equal(logger.lines.error.length, 1);
-    assert.match(
+    assertEquals(calls, DEFAULT_BUDGETS.metrics.maxAttempts);
+    assert(error instanceof RetryError);
+    assertEquals(error.attempts, 3);
+    assertEquals((error.cause as HUBRequestError).status, 502);
+    assertEquals(logger.lines.warn.length, 2);
+    assertEquals(logger.lines.error.length, 1);
+    assertMatch(
       logger.lines.error[0] ?? "",
       /^Metrics upload failed: 3 attempts failed, last with HTTP 502: Bad gateway; /,
     );
-    assert.deepEqual(queue.stats, {
+    assertEquals(queue.stats, {
       retries: { "502": 2 },
       failed: 1,
       succeeded: 0,
@@ -201,25 +210,26 @@ describe("RequestQueue", () => {
       calls++;
       return Promise.reject(requestError(500, "Internal error"));
     };
-    await assert.rejects(
-      queue.run("checkpoint", "checkpoint upload", failing),
+    await assertRejects(
+      () => queue.run("checkpoint", "checkpoint upload", failing),
       RetryError,
     );
-    assert.equal(calls, 2);
+    assertEquals(calls, 2);
     calls = 0;
-    await assert.rejects(
-      queue.run("checkpoint", "checkpoint upload", failing, {
-        budget: { maxAttempts: 4 },
-      }),
+    await assertRejects(
+      () =>
+        queue.run("checkpoint", "checkpoint upload", failing, {
+          budget: { maxAttempts: 4 },
+        }),
       RetryError,
     );
-    assert.equal(calls, 4);
+    assertEquals(calls, 4);
     calls = 0;
-    await assert.rejects(
-      queue.run("heartbeat", "heartbeat", failing),
+    await assertRejects(
+      () => queue.run("heartbeat", "heartbeat", failing),
       RetryError,
     );
-    assert.equal(calls, 1);
+    assertEquals(calls, 1);
   });
 
   test("run() waits at least as long as the Retry-After hint says", async () => {
@@ -236,10 +246,10 @@ describe("RequestQueue", () => {
       return Promise.resolve();
     });
     const elapsed = performance.now() - start;
-    assert.equal(calls, 2);
+    assertEquals(calls, 2);
     // Timers have millisecond granularity: allow 1 ms of rounding.
-    assert.ok(elapsed >= hint - 1, `waited only ${elapsed} ms`);
-    assert.deepEqual(queue.stats.retries, { "429": 1 });
+    assert(elapsed >= hint - 1, `waited only ${elapsed} ms`);
+    assertEquals(queue.stats.retries, { "429": 1 });
   });
 
   test("run() rejects with a HUBTimeoutError when the next wait would pass the deadline", async () => {
@@ -255,11 +265,11 @@ describe("RequestQueue", () => {
       calls++;
       return Promise.reject(last);
     }).catch((e) => e);
-    assert.equal(calls, 1);
-    assert.ok(error instanceof HUBTimeoutError);
-    assert.equal(error.cause, last);
-    assert.equal(logger.lines.error.length, 1);
-    assert.match(logger.lines.error[0] ?? "", /did not answer in time/);
+    assertEquals(calls, 1);
+    assert(error instanceof HUBTimeoutError);
+    assertStrictEquals(error.cause, last);
+    assertEquals(logger.lines.error.length, 1);
+    assertMatch(logger.lines.error[0] ?? "", /did not answer in time/);
   });
 
   test("run() aborts a stalled attempt after the attempt timeout and retries it", async () => {
@@ -275,10 +285,10 @@ describe("RequestQueue", () => {
         return attempt === 1 ? waitForAbort(signal) : Promise.resolve("ok");
       },
     );
-    assert.equal(result, "ok");
-    assert.equal(signals[0]?.aborted, true);
-    assert.ok(signals[0]?.reason instanceof HUBTimeoutError);
-    assert.deepEqual(queue.stats.retries, { timeout: 1 });
+    assertEquals(result, "ok");
+    assertEquals(signals[0]?.aborted, true);
+    assert(signals[0]?.reason instanceof HUBTimeoutError);
+    assertEquals(queue.stats.retries, { timeout: 1 });
   });
 
   test("run() retries real network errors from fetch and never logs the query string", async () => {
@@ -292,13 +302,13 @@ describe("RequestQueue", () => {
       "loading the model",
       ({ signal }) => fetch(url, { signal }),
     ).catch((e) => e);
-    assert.ok(error instanceof RetryError);
-    assert.ok(isRetriableError(error.cause));
-    assert.deepEqual(queue.stats.retries, { network: 1 });
+    assert(error instanceof RetryError);
+    assert(isRetriableError(error.cause));
+    assertEquals(queue.stats.retries, { network: 1 });
     const lines = [...logger.lines.warn, ...logger.lines.error];
-    assert.equal(lines.length, 2);
+    assertEquals(lines.length, 2);
     for (const line of lines) {
-      assert.doesNotMatch(line, /SECRET123|api_key/);
+      assertNotMatch(line, /SECRET123|api_key/);
     }
   });
 
@@ -314,10 +324,10 @@ describe("RequestQueue", () => {
       { signal: controller.signal },
     );
     controller.abort(reason);
-    await assert.rejects(pending, (e) => e === reason);
-    assert.equal(logger.lines.error.length, 0);
-    assert.equal(queue.stats.failed, 0);
-    assert.equal((await queue.flush()).settled, true);
+    assertStrictEquals(await assertRejects(() => pending), reason);
+    assertEquals(logger.lines.error.length, 0);
+    assertEquals(queue.stats.failed, 0);
+    assertEquals((await queue.flush()).settled, true);
   });
 
   test("abort() rejects every request in flight and every later one with the reason", async () => {
@@ -335,16 +345,18 @@ describe("RequestQueue", () => {
     ); // ignores its signal
     const reason = new Error("Session closed");
     queue.abort(reason);
-    await assert.rejects(first, (e) => e === reason);
-    await assert.rejects(second, (e) => e === reason);
-    assert.equal(queue.pending, 0);
-    assert.match(logger.lines.warn[0] ?? "", /^Aborting 2 request/);
+    assertStrictEquals(await assertRejects(() => first), reason);
+    assertStrictEquals(await assertRejects(() => second), reason);
+    assertEquals(queue.pending, 0);
+    assertMatch(logger.lines.warn[0] ?? "", /^Aborting 2 request/);
     let calls = 0;
-    await assert.rejects(
-      queue.run("other", "loading the model", () => Promise.resolve(calls++)),
-      (e) => e === reason,
+    assertStrictEquals(
+      await assertRejects(() =>
+        queue.run("other", "loading the model", () => Promise.resolve(calls++))
+      ),
+      reason,
     );
-    assert.equal(calls, 0);
+    assertEquals(calls, 0);
   });
 
   test("the queue's signal option aborts its requests", async () => {
@@ -356,7 +368,7 @@ describe("RequestQueue", () => {
       ({ signal }) => waitForAbort(signal),
     );
     controller.abort(new Error("Stopped"));
-    await assert.rejects(pending, /Stopped/);
+    assertMatch(String(await assertRejects(() => pending)), /Stopped/);
   });
 
   test("flush() waits for every request, including ones started while flushing", async () => {
@@ -371,8 +383,8 @@ describe("RequestQueue", () => {
       });
     });
     const report = await queue.flush({ timeout: 10_000 });
-    assert.deepEqual(report, { settled: true, pending: 0 });
-    assert.deepEqual(done, ["first", "second"]);
+    assertEquals(report, { settled: true, pending: 0 });
+    assertEquals(done, ["first", "second"]);
   });
 
   test("flush() never rejects when requests fail", async () => {
@@ -383,8 +395,8 @@ describe("RequestQueue", () => {
       () => Promise.reject(requestError(404, "Model not found")),
     );
     const report = await queue.flush();
-    assert.deepEqual(report, { settled: true, pending: 0 });
-    await assert.rejects(failed, HUBRequestError);
+    assertEquals(report, { settled: true, pending: 0 });
+    await assertRejects(() => failed, HUBRequestError);
   });
 
   test("flush() gives up after its timeout and reports what is still pending", async () => {
@@ -395,10 +407,10 @@ describe("RequestQueue", () => {
       ({ signal }) => waitForAbort(signal),
     );
     const report = await queue.flush({ timeout: 20 });
-    assert.deepEqual(report, { settled: false, pending: 1 });
+    assertEquals(report, { settled: false, pending: 1 });
     queue.abort(new Error("Closed"));
-    await assert.rejects(stalled, /Closed/);
-    assert.deepEqual(await queue.flush({ timeout: 0 }), {
+    assertMatch(String(await assertRejects(() => stalled)), /Closed/);
+    assertEquals(await queue.flush({ timeout: 0 }), {
       settled: true,
       pending: 0,
     });
@@ -424,8 +436,8 @@ describe("RequestQueue", () => {
       ]);
       await queue.flush();
       await delay(10);
-      assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected"]);
-      assert.deepEqual(unhandled, []);
+      assertEquals(results.map((r) => r.status), ["rejected", "rejected"]);
+      assertEquals(unhandled, []);
     } finally {
       process.off("unhandledRejection", onUnhandled);
     }
@@ -447,28 +459,29 @@ describe("RequestQueue", () => {
       [{ backoff: { jitter: 2 } }, RangeError],
     ];
     for (const [options, ErrorClass] of invalid) {
-      assert.throws(
+      assertThrows(
         () => new RequestQueue({ logger, ...options }),
         ErrorClass,
+        undefined,
         JSON.stringify(options),
       );
     }
     const queue = queueWith(logger);
     const fn = () => Promise.resolve();
-    assert.throws(
+    assertThrows(
       () => queue.run("bogus" as "other", "label", fn),
       TypeError,
     );
-    assert.throws(() => queue.run("other", "", fn), TypeError);
-    assert.throws(
+    assertThrows(() => queue.run("other", "", fn), TypeError);
+    assertThrows(
       () => queue.run("other", "label", fn, { budget: { maxAttempts: 1.5 } }),
       RangeError,
     );
-    assert.equal(queue.pending, 0);
+    assertEquals(queue.pending, 0);
   });
 
   test("DEFAULT_BUDGETS holds the documented, frozen budgets", () => {
-    assert.deepEqual(DEFAULT_BUDGETS, {
+    assertEquals(DEFAULT_BUDGETS, {
       metrics: { maxAttempts: 3, deadline: 30_000, attemptTimeout: 10_000 },
       checkpoint: {
         maxAttempts: 10,
@@ -483,45 +496,45 @@ describe("RequestQueue", () => {
       heartbeat: { maxAttempts: 1, deadline: 30_000, attemptTimeout: 30_000 },
       other: { maxAttempts: 5, deadline: 60_000, attemptTimeout: 30_000 },
     });
-    assert.ok(Object.isFrozen(DEFAULT_BUDGETS));
-    assert.ok(Object.isFrozen(DEFAULT_BUDGETS.metrics));
+    assert(Object.isFrozen(DEFAULT_BUDGETS));
+    assert(Object.isFrozen(DEFAULT_BUDGETS.metrics));
   });
 });
 
 describe("isRetriableError()", () => {
   test("isRetriableError() follows the error's retriable flag, timeouts and network errors", () => {
-    assert.equal(isRetriableError(requestError(503, "Busy")), true);
-    assert.equal(isRetriableError(requestError(429, "Slow down")), true);
-    assert.equal(isRetriableError(requestError(undefined, "offline")), true);
-    assert.equal(isRetriableError(requestError(400, "Bad")), false);
-    assert.equal(
+    assertEquals(isRetriableError(requestError(503, "Busy")), true);
+    assertEquals(isRetriableError(requestError(429, "Slow down")), true);
+    assertEquals(isRetriableError(requestError(undefined, "offline")), true);
+    assertEquals(isRetriableError(requestError(400, "Bad")), false);
+    assertEquals(
       isRetriableError(
         requestError(400, "Checksum mismatch", { retriable: true }),
       ),
       true,
     );
-    assert.equal(
+    assertEquals(
       isRetriableError(new HUBTimeoutError("Late", { timeout: 10 })),
       true,
     );
-    assert.equal(isRetriableError(new TypeError("fetch failed")), true);
-    assert.equal(
+    assertEquals(isRetriableError(new TypeError("fetch failed")), true);
+    assertEquals(
       isRetriableError(new DOMException("Aborted", "AbortError")),
       false,
     );
-    assert.equal(
+    assertEquals(
       isRetriableError(new TypeError("x.foo is not a function")),
       false,
     );
-    assert.equal(isRetriableError(new Error("bug")), false);
-    assert.equal(isRetriableError("string"), false);
-    assert.equal(isRetriableError(undefined), false);
+    assertEquals(isRetriableError(new Error("bug")), false);
+    assertEquals(isRetriableError("string"), false);
+    assertEquals(isRetriableError(undefined), false);
   });
 
   test("isRetriableError() accepts the error fetch throws for a refused connection", async () => {
     const error = await fetch(await closedPortUrl("/")).catch((e) => e);
-    assert.ok(error instanceof Error);
-    assert.equal(isRetriableError(error), true);
+    assert(error instanceof Error);
+    assertEquals(isRetriableError(error), true);
   });
 });
 
@@ -533,10 +546,10 @@ describe("describeError()", () => {
       ),
     });
     const text = describeError(error);
-    assert.match(text, /http:\/\/127\.0\.0\.1:9\/v1\/models\)/);
-    assert.doesNotMatch(text, /SECRET/);
-    assert.doesNotMatch(describeError(new Error("bad token=SECRET")), /SECRET/);
-    assert.ok(describeError(new Error("x".repeat(1_000))).length <= 300);
+    assertMatch(text, /http:\/\/127\.0\.0\.1:9\/v1\/models\)/);
+    assertNotMatch(text, /SECRET/);
+    assertNotMatch(describeError(new Error("bad token=SECRET")), /SECRET/);
+    assert(describeError(new Error("x".repeat(1_000))).length <= 300);
   });
 });
 
@@ -615,20 +628,20 @@ describe("RequestQueue with the local HUB", () => {
             metrics: { "0": JSON.stringify({ "metrics/mAP50(B)": 0.5 }) },
           }, signal),
       );
-      assert.deepEqual(await queue.flush({ timeout: 5_000 }), {
+      assertEquals(await queue.flush({ timeout: 5_000 }), {
         settled: true,
         pending: 0,
       });
-      assert.equal(reached, 1);
-      assert.deepEqual(queue.stats.retries, { "503": 1 });
-      assert.equal(logger.lines.warn.length, 1);
-      assert.equal(logger.lines.error.length, 0);
+      assertEquals(reached, 1);
+      assertEquals(queue.stats.retries, { "503": 1 });
+      assertEquals(logger.lines.warn.length, 1);
+      assertEquals(logger.lines.error.length, 0);
 
       const listed = await fetch(`${server.url}/v1/models/${id}/metrics`);
       const envelope = await listed.json() as {
         data: Array<{ epoch: number; metrics: Record<string, number> }>;
       };
-      assert.deepEqual(envelope.data, [
+      assertEquals(envelope.data, [
         { epoch: 0, metrics: { "metrics/mAP50(B)": 0.5 } },
       ]);
     } finally {

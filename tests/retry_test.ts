@@ -1,5 +1,12 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotMatch,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
 import { delay, retry, RetryError } from "../src/session/retry.ts";
 import type { RetryInfo, RetryOptions } from "../src/session/retry.ts";
 import {
@@ -37,8 +44,8 @@ describe("retry()", () => {
       if (attempt < 3) throw unavailable();
       return "ok";
     }, { minTimeout: 1, maxTimeout: 5 });
-    assert.equal(result, "ok");
-    assert.deepEqual(seen, [1, 2, 3]);
+    assertEquals(result, "ok");
+    assertEquals(seen, [1, 2, 3]);
   });
 
   test("retry() throws a RetryError carrying the last error after maxAttempts", async () => {
@@ -50,13 +57,13 @@ describe("retry()", () => {
       errors.push(e);
       throw e;
     }, { maxAttempts: 4, minTimeout: 1, maxTimeout: 2 }).catch((e) => e);
-    assert.equal(calls, 4);
-    assert.ok(error instanceof RetryError);
-    assert.ok(error instanceof HUBError);
-    assert.equal(error.name, "RetryError");
-    assert.equal(error.attempts, 4);
-    assert.equal(error.cause, errors[3]);
-    assert.match(error.message, /4 attempts failed: failure 4/);
+    assertEquals(calls, 4);
+    assert(error instanceof RetryError);
+    assert(error instanceof HUBError);
+    assertEquals(error.name, "RetryError");
+    assertEquals(error.attempts, 4);
+    assertStrictEquals(error.cause, errors[3]);
+    assertMatch(error.message, /4 attempts failed: failure 4/);
   });
 
   test("retry() rethrows a non-retriable error as is after one attempt", async () => {
@@ -75,43 +82,45 @@ describe("retry()", () => {
       minTimeout: 1,
       isRetriable: (e) => e instanceof HUBRequestError && e.retriable,
     }).catch((e) => e);
-    assert.equal(calls, 1);
-    assert.equal(error, badRequest);
+    assertEquals(calls, 1);
+    assertStrictEquals(error, badRequest);
   });
 
   test("retry() waits the std backoff min(maxTimeout, minTimeout * multiplier ** n) reduced by jitter", async () => {
     const full: number[] = [];
-    await assert.rejects(
-      retry(() => {
-        throw new Error("down");
-      }, {
-        maxAttempts: 5,
-        minTimeout: 1,
-        maxTimeout: 4,
-        multiplier: 2,
-        jitter: 0,
-        onRetry: ({ delay }) => full.push(delay),
-      }),
+    await assertRejects(
+      () =>
+        retry(() => {
+          throw new Error("down");
+        }, {
+          maxAttempts: 5,
+          minTimeout: 1,
+          maxTimeout: 4,
+          multiplier: 2,
+          jitter: 0,
+          onRetry: ({ delay }) => full.push(delay),
+        }),
       RetryError,
     );
-    assert.deepEqual(full, [1, 2, 4, 4]);
+    assertEquals(full, [1, 2, 4, 4]);
 
     const jittered: number[] = [];
-    await assert.rejects(
-      retry(() => {
-        throw new Error("down");
-      }, {
-        maxAttempts: 4,
-        minTimeout: 4,
-        maxTimeout: 16,
-        multiplier: 2,
-        jitter: 1,
-        random: () => 0.5,
-        onRetry: ({ delay }) => jittered.push(delay),
-      }),
+    await assertRejects(
+      () =>
+        retry(() => {
+          throw new Error("down");
+        }, {
+          maxAttempts: 4,
+          minTimeout: 4,
+          maxTimeout: 16,
+          multiplier: 2,
+          jitter: 1,
+          random: () => 0.5,
+          onRetry: ({ delay }) => jittered.push(delay),
+        }),
       RetryError,
     );
-    assert.deepEqual(jittered, [2, 4, 8]);
+    assertEquals(jittered, [2, 4, 8]);
   });
 
   test("retry() waits at least as long as the Retry-After hint says", async () => {
@@ -129,10 +138,10 @@ describe("retry()", () => {
       onRetry: ({ delay }) => delays.push(delay),
     });
     const elapsed = performance.now() - start;
-    assert.equal(result, "ok");
-    assert.deepEqual(delays, [hint]);
+    assertEquals(result, "ok");
+    assertEquals(delays, [hint]);
     // Timers have millisecond granularity: allow 1 ms of rounding.
-    assert.ok(elapsed >= hint - 1, `waited only ${elapsed} ms`);
+    assert(elapsed >= hint - 1, `waited only ${elapsed} ms`);
   });
 
   test("retry() caps the Retry-After hint at maxRetryAfter and keeps a longer backoff", async () => {
@@ -146,7 +155,7 @@ describe("retry()", () => {
       maxRetryAfter: 3,
       onRetry: ({ delay }) => capped.push(delay),
     });
-    assert.deepEqual(capped, [3]);
+    assertEquals(capped, [3]);
 
     const longer: number[] = [];
     calls = 0;
@@ -159,7 +168,7 @@ describe("retry()", () => {
       jitter: 0,
       onRetry: ({ delay }) => longer.push(delay),
     });
-    assert.deepEqual(longer, [6]);
+    assertEquals(longer, [6]);
   });
 
   test("retry() survives errors without a retryAfter and uses a custom retryAfter reader", async () => {
@@ -176,7 +185,7 @@ describe("retry()", () => {
       jitter: 0,
       onRetry: ({ delay }) => delays.push(delay),
     });
-    assert.deepEqual(delays, [1, 1]);
+    assertEquals(delays, [1, 1]);
 
     const custom: number[] = [];
     calls = 0;
@@ -189,7 +198,7 @@ describe("retry()", () => {
       retryAfter: () => 7,
       onRetry: ({ delay }) => custom.push(delay),
     });
-    assert.deepEqual(custom, [7]);
+    assertEquals(custom, [7]);
   });
 
   test("retry() passes the failed attempt's error, number and wait to onRetry", async () => {
@@ -206,7 +215,7 @@ describe("retry()", () => {
       jitter: 0,
       onRetry: (info) => infos.push(info),
     });
-    assert.deepEqual(infos, [
+    assertEquals(infos, [
       { error: errors[0], attempt: 1, delay: 1 },
       { error: errors[1], attempt: 2, delay: 2 },
     ]);
@@ -220,10 +229,10 @@ describe("retry()", () => {
       throw last;
     }, { minTimeout: 1_000, maxTimeout: 1_000, jitter: 0, deadline: 100 })
       .catch((e) => e);
-    assert.equal(calls, 1);
-    assert.ok(error instanceof HUBTimeoutError);
-    assert.equal(error.timeout, 100);
-    assert.equal(error.cause, last);
+    assertEquals(calls, 1);
+    assert(error instanceof HUBTimeoutError);
+    assertEquals(error.timeout, 100);
+    assertStrictEquals(error.cause, last);
   });
 
   test("retry() fails with a HUBTimeoutError when the deadline passes during a stalled attempt", async () => {
@@ -232,11 +241,11 @@ describe("retry()", () => {
       attemptSignal = signal;
       return new Promise<never>(() => {}); // ignores its signal on purpose
     }, { deadline: 20, minTimeout: 1 }).catch((e) => e);
-    assert.ok(error instanceof HUBTimeoutError);
-    assert.equal(error.timeout, 20);
-    assert.match(error.message, /deadline of 20 ms/);
-    assert.equal(attemptSignal?.aborted, true);
-    assert.equal(attemptSignal?.reason, error);
+    assert(error instanceof HUBTimeoutError);
+    assertEquals(error.timeout, 20);
+    assertMatch(error.message, /deadline of 20 ms/);
+    assertEquals(attemptSignal?.aborted, true);
+    assertStrictEquals(attemptSignal?.reason, error);
   });
 
   test("retry() aborts a stalled attempt after attemptTimeout and retries it", async () => {
@@ -251,13 +260,13 @@ describe("retry()", () => {
       minTimeout: 1,
       onRetry: ({ error }) => retried.push(error),
     });
-    assert.equal(result, "second");
-    assert.equal(signals.length, 2);
-    assert.equal(signals[0]?.aborted, true);
-    assert.ok(signals[0]?.reason instanceof HUBTimeoutError);
-    assert.equal((signals[0]?.reason as HUBTimeoutError).timeout, 10);
-    assert.equal(retried[0], signals[0]?.reason);
-    assert.equal(signals[1]?.aborted, false);
+    assertEquals(result, "second");
+    assertEquals(signals.length, 2);
+    assertEquals(signals[0]?.aborted, true);
+    assert(signals[0]?.reason instanceof HUBTimeoutError);
+    assertEquals((signals[0]?.reason as HUBTimeoutError).timeout, 10);
+    assertStrictEquals(retried[0], signals[0]?.reason);
+    assertEquals(signals[1]?.aborted, false);
   });
 
   test("retry() abandons an attempt that ignores its signal without an unhandled rejection", async () => {
@@ -270,8 +279,8 @@ describe("retry()", () => {
       }
       return "second";
     }, { attemptTimeout: 5, minTimeout: 1 });
-    assert.equal(result, "second");
-    assert.ok(rejectLate);
+    assertEquals(result, "second");
+    assert(rejectLate);
     rejectLate(new Error("late failure")); // handled inside retry()
     await delay(5);
   });
@@ -289,8 +298,8 @@ describe("retry()", () => {
       signal: controller.signal,
       onRetry: () => queueMicrotask(() => controller.abort(reason)),
     });
-    await assert.rejects(pending, (e) => e === reason);
-    assert.equal(calls, 1);
+    assertStrictEquals(await assertRejects(() => pending), reason);
+    assertEquals(calls, 1);
   });
 
   test("retry() rejects with the signal's reason and aborts the running attempt", async () => {
@@ -302,19 +311,21 @@ describe("retry()", () => {
       return waitForAbort(signal);
     }, { signal: controller.signal, minTimeout: 1 });
     controller.abort(reason);
-    await assert.rejects(pending, (e) => e === reason);
-    assert.equal(attemptSignal?.aborted, true);
-    assert.equal(attemptSignal?.reason, reason);
+    assertStrictEquals(await assertRejects(() => pending), reason);
+    assertEquals(attemptSignal?.aborted, true);
+    assertStrictEquals(attemptSignal?.reason, reason);
   });
 
   test("retry() never calls fn when the signal is already aborted", async () => {
     const reason = new Error("Already closed");
     let calls = 0;
-    await assert.rejects(
-      retry(() => calls++, { signal: AbortSignal.abort(reason) }),
-      (e) => e === reason,
+    assertStrictEquals(
+      await assertRejects(() =>
+        retry(() => calls++, { signal: AbortSignal.abort(reason) })
+      ),
+      reason,
     );
-    assert.equal(calls, 0);
+    assertEquals(calls, 0);
   });
 
   test("retry() validates its options with RangeError and TypeError before calling fn", async () => {
@@ -343,13 +354,14 @@ describe("retry()", () => {
       ];
     let calls = 0;
     for (const [options, ErrorClass] of invalid) {
-      await assert.rejects(
-        retry(() => calls++, options),
+      await assertRejects(
+        () => retry(() => calls++, options),
         ErrorClass,
+        undefined,
         JSON.stringify(options),
       );
     }
-    assert.equal(calls, 0);
+    assertEquals(calls, 0);
   });
 });
 
@@ -357,7 +369,7 @@ describe("delay()", () => {
   test("delay() resolves after the given time", async () => {
     const start = performance.now();
     await delay(20);
-    assert.ok(performance.now() - start >= 19);
+    assert(performance.now() - start >= 19);
   });
 
   test("delay() rejects with the signal's reason and removes its listener", async () => {
@@ -378,28 +390,30 @@ describe("delay()", () => {
     }) as typeof signal.removeEventListener;
 
     await delay(1, { signal });
-    assert.equal(added.length, 1);
-    assert.deepEqual(removed, added);
+    assertEquals(added.length, 1);
+    assertEquals(removed, added);
 
     const reason = new Error("Stopped");
     const pending = delay(60_000, { signal });
     controller.abort(reason);
-    await assert.rejects(pending, (e) => e === reason);
+    assertStrictEquals(await assertRejects(() => pending), reason);
   });
 
   test("delay() rejects at once when the signal is already aborted", async () => {
     const reason = new Error("Already stopped");
-    await assert.rejects(
-      delay(60_000, { signal: AbortSignal.abort(reason) }),
-      (e) => e === reason,
+    assertStrictEquals(
+      await assertRejects(() =>
+        delay(60_000, { signal: AbortSignal.abort(reason) })
+      ),
+      reason,
     );
   });
 
   test("delay() with persistent: false does not keep the process alive", async () => {
     const result = await runFixture("heartbeat_child.ts", ["delay"]);
-    assert.equal(result.killed, false, "the child had to be killed");
-    assert.equal(result.code, 0);
-    assert.match(result.stdout, /delay started/);
-    assert.doesNotMatch(result.stdout, /delay resolved/);
+    assertEquals(result.killed, false, "the child had to be killed");
+    assertEquals(result.code, 0);
+    assertMatch(result.stdout, /delay started/);
+    assertNotMatch(result.stdout, /delay resolved/);
   });
 });

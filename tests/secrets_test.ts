@@ -1,5 +1,5 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals } from "@std/assert";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -27,8 +27,8 @@ type Hub = Awaited<ReturnType<typeof serveHub>>;
 /** The known key every scenario uses; a hit anywhere is a leak. */
 const KEY = "Kx7Qm2Vr9Lp4Zt8Wn3Bc6Hd1Jf5Gs0Ya2Ue4Io6Pq8";
 const OTHER_KEY = "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2Yz3Ab4";
-assert.equal(KEY.length, 42);
-assert.equal(OTHER_KEY.length, 42);
+assertEquals(KEY.length, 42);
+assertEquals(OTHER_KEY.length, 42);
 
 let dir: string;
 let hub: Hub;
@@ -186,11 +186,11 @@ describe("the API key never leaks", () => {
     evidence.error(final);
     const report = await session.close();
     evidence.error(report);
-    assert.deepEqual(report.pendingEpochs, []);
-    assert.equal(outcome.status, "uploaded");
-    assert.ok(evidence.urls.length >= 5, evidence.urls.join("\n"));
-    assert.ok(evidence.lines.length > 0);
-    assert.deepEqual(evidence.hits(), []);
+    assertEquals(report.pendingEpochs, []);
+    assertEquals(outcome.status, "uploaded");
+    assert(evidence.urls.length >= 5, evidence.urls.join("\n"));
+    assert(evidence.lines.length > 0);
+    assertEquals(evidence.hits(), []);
   });
 
   test("a 401 from a server configured with a different key", async () => {
@@ -203,12 +203,12 @@ describe("the API key never leaks", () => {
         `${KEY}_${id}`,
         options(evidence, { apiRoot: otherHub.url, webRoot: otherHub.url }),
       ));
-    assert.ok(error instanceof HUBError, String(error));
+    assert(error instanceof HUBError, String(error));
     const status = error instanceof HUBRequestError
       ? error.status
       : (error as { cause?: { status?: number } }).cause?.status;
-    assert.equal(status, 401);
-    assert.deepEqual(evidence.hits(), []);
+    assertEquals(status, 401);
+    assertEquals(evidence.hits(), []);
   });
 
   test("a 401 on metrics, checkpoint and final uploads in the middle of a session", async () => {
@@ -242,8 +242,8 @@ describe("the API key never leaks", () => {
         }),
     );
     evidence.error(await session.close());
-    assert.ok(evidence.texts.some((t) => t.includes("401")));
-    assert.deepEqual(evidence.hits(), []);
+    assert(evidence.texts.some((t) => t.includes("401")));
+    assertEquals(evidence.hits(), []);
   });
 
   test("a network failure at open and in the middle of a session", async () => {
@@ -257,10 +257,10 @@ describe("the API key never leaks", () => {
           options(evidence, { apiRoot, webRoot: apiRoot }),
         ),
     );
-    assert.ok(error instanceof HUBError, String(error));
+    assert(error instanceof HUBError, String(error));
     const network = error instanceof HUBRequestError ? error : error.cause;
-    assert.ok(network instanceof HUBRequestError, String(network));
-    assert.equal(network.status, undefined);
+    assert(network instanceof HUBRequestError, String(network));
+    assertEquals(network.status, undefined);
 
     const id = await newModelId();
     let cut = false;
@@ -278,8 +278,8 @@ describe("the API key never leaks", () => {
     evidence.error(await session.uploadMetrics());
     evidence.error(await session.uploadModel(0, await weights("cnet.pt")));
     evidence.error(await session.close());
-    assert.ok(evidence.lines.length > 0);
-    assert.deepEqual(evidence.hits(), []);
+    assert(evidence.lines.length > 0);
+    assertEquals(evidence.hits(), []);
   });
 
   test("a 400, also one whose message echoes the key", async () => {
@@ -306,13 +306,13 @@ describe("the API key never leaks", () => {
       mode = next;
       session.queueMetrics(0, { "train/loss": 1 });
       const result = await session.uploadMetrics();
-      assert.ok(result.error instanceof HUBRequestError);
-      assert.equal(result.error.status, 400);
+      assert(result.error instanceof HUBRequestError);
+      assertEquals(result.error.status, 400);
       evidence.error(result);
       evidence.error(await session.uploadModel(0, await weights("c400.pt")));
     }
     evidence.error(await session.close());
-    assert.deepEqual(evidence.hits(), []);
+    assertEquals(evidence.hits(), []);
   });
 
   test("syncJournal() with a key and a server that refuses it", async () => {
@@ -332,7 +332,7 @@ describe("the API key never leaks", () => {
       evidence.error(reports);
     });
     evidence.error(error);
-    assert.deepEqual(evidence.hits(), []);
+    assertEquals(evidence.hits(), []);
   });
 });
 
@@ -354,9 +354,9 @@ describe("the API key over plain HTTP", () => {
             options(evidence, { apiRoot, webRoot: apiRoot }),
           ),
       );
-      assert.ok(error instanceof HUBConfigError, `${apiRoot}: ${error}`);
-      assert.deepEqual(evidence.urls, []);
-      assert.deepEqual(evidence.hits(), []);
+      assert(error instanceof HUBConfigError, `${apiRoot}: ${error}`);
+      assertEquals(evidence.urls, []);
+      assertEquals(evidence.hits(), []);
       const viaOption = await capture(
         evidence,
         () =>
@@ -365,7 +365,7 @@ describe("the API key over plain HTTP", () => {
             options(evidence, { apiRoot, webRoot: apiRoot, apiKey: KEY }),
           ),
       );
-      assert.ok(viaOption instanceof HUBConfigError, `${apiRoot}`);
+      assert(viaOption instanceof HUBConfigError, `${apiRoot}`);
       const viaEnv = await capture(
         evidence,
         () =>
@@ -378,9 +378,9 @@ describe("the API key over plain HTTP", () => {
             }),
           ),
       );
-      assert.ok(viaEnv instanceof HUBConfigError, `${apiRoot}`);
-      assert.deepEqual(evidence.urls, []);
-      assert.deepEqual(evidence.hits(), []);
+      assert(viaEnv instanceof HUBConfigError, `${apiRoot}`);
+      assertEquals(evidence.urls, []);
+      assertEquals(evidence.hits(), []);
     }
   });
 
@@ -398,9 +398,9 @@ describe("the API key over plain HTTP", () => {
       });
       return direct.getModel("AbCdEfGhIj0123456789");
     });
-    assert.ok(error instanceof HUBConfigError, String(error));
-    assert.deepEqual(evidence.urls, []);
-    assert.deepEqual(evidence.hits(), []);
+    assert(error instanceof HUBConfigError, String(error));
+    assertEquals(evidence.urls, []);
+    assertEquals(evidence.hits(), []);
   });
 
   test("the same key goes to a loopback host over plain HTTP and to any host over HTTPS", async () => {
@@ -419,7 +419,7 @@ describe("the API key over plain HTTP", () => {
       options(evidence, { apiKey: KEY }),
     );
     await local.close();
-    assert.deepEqual(evidence.urls, []);
+    assertEquals(evidence.urls, []);
   });
 });
 
@@ -481,8 +481,8 @@ describe("a redirect to another host", () => {
       headers: { "x-api-key": "probe" },
     });
     await response.arrayBuffer();
-    assert.equal(response.status, 200);
-    assert.equal(seen.at(-1)?.["x-api-key"], "probe");
+    assertEquals(response.status, 200);
+    assertEquals(seen.at(-1)?.["x-api-key"], "probe");
   });
 
   test("the client does not carry the key to the redirect target and fails with a typed error", async () => {
@@ -501,13 +501,13 @@ describe("a redirect to another host", () => {
       evidence,
       () => redirected.uploadMetrics("AbCdEfGhIj0123456789", { "0": { a: 1 } }),
     );
-    assert.deepEqual(
+    assertEquals(
       seen.filter((h) => h["x-api-key"] !== undefined).length,
       0,
       "the redirect target received x-api-key",
     );
-    assert.ok(error instanceof HUBRequestError, String(error));
-    assert.deepEqual(evidence.hits(), []);
+    assert(error instanceof HUBRequestError, String(error));
+    assertEquals(evidence.hits(), []);
   });
 
   test("a session opened by <key>_<id> does not carry the key to the redirect target", async () => {
@@ -524,11 +524,11 @@ describe("a redirect to another host", () => {
       );
       await session.close();
     });
-    assert.deepEqual(
+    assertEquals(
       seen.filter((h) => h["x-api-key"] !== undefined).length,
       0,
       "the redirect target received x-api-key",
     );
-    assert.deepEqual(evidence.hits(), []);
+    assertEquals(evidence.hits(), []);
   });
 });

@@ -7,7 +7,7 @@
  * model document (`_set_train_args`).
  */
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -197,10 +197,10 @@ async function createModel(server: HubServer): Promise<string> {
     json: CREATE_PAYLOAD,
     auth,
   });
-  assert.equal(reply.status, 200);
+  assertEquals(reply.status, 200);
   // Models.create_model reads resp_data.get("data", {}).get("id").
   const id = (reply.json.data as { id?: string }).id;
-  assert.equal(typeof id, "string");
+  assertEquals(typeof id, "string");
   return id!;
 }
 
@@ -212,7 +212,7 @@ async function getModelData(
   const reply = await pyRequest(`${server.url}/v1/models/${id}`, "GET", {
     auth,
   });
-  assert.equal(reply.status, 200);
+  assertEquals(reply.status, 200);
   return reconstructData(reply.json.data as Record<string, unknown>);
 }
 
@@ -221,15 +221,15 @@ describe("hub-sdk compatibility", () => {
     await withServer(async (server) => {
       // requests.post(f"{HUB_API_ROOT}/v1/auth", headers=header): no body, no raise.
       const good = await pyRequest(`${server.url}/v1/auth`, "POST", { auth });
-      assert.equal(good.json.success, true);
+      assertEquals(good.json.success, true);
       const bad = await pyRequest(`${server.url}/v1/auth`, "POST", {
         auth: { "x-api-key": "f".repeat(42) },
       });
-      assert.equal(bad.json.success, false);
+      assertEquals(bad.json.success, false);
       const token = await pyRequest(`${server.url}/v1/auth`, "POST", {
         auth: { authorization: `Bearer ${API_KEY}` },
       });
-      assert.equal(token.json.success, true);
+      assertEquals(token.json.success, true);
     }, [API_KEY]);
   });
 
@@ -238,11 +238,11 @@ describe("hub-sdk compatibility", () => {
       const id = await createModel(server);
       const data = await getModelData(server, id);
       // is_trained / is_resumable / is_pretrained / get_architecture / get_dataset_url
-      assert.notEqual(data.status, "trained");
-      assert.equal(data.has_last_weights, false);
-      assert.equal(data.is_pretrained, true);
-      assert.equal(data.cfg, "yolov8n.yaml");
-      assert.equal(data.data, "coco8.yaml");
+      assertNotEquals(data.status, "trained");
+      assertEquals(data.has_last_weights, false);
+      assertEquals(data.is_pretrained, true);
+      assertEquals(data.cfg, "yolov8n.yaml");
+      assertEquals(data.data, "coco8.yaml");
       // _set_train_args: get_train_args(self.model.data.get("config"))
       const config = data.config as Record<string, unknown>;
       const trainArgs = {
@@ -254,7 +254,7 @@ describe("hub-sdk compatibility", () => {
         cache: config.cache,
         data: data.data,
       };
-      assert.deepEqual(trainArgs, {
+      assertEquals(trainArgs, {
         batch: 16,
         epochs: 2,
         imgsz: 640,
@@ -264,7 +264,7 @@ describe("hub-sdk compatibility", () => {
         data: "coco8.yaml",
       });
       // model_file = get_weights_url("parent") when pretrained: `weights`.
-      assert.equal(data.weights, "yolov8n.pt");
+      assertEquals(data.weights, "yolov8n.pt");
     }, [API_KEY]);
   });
 
@@ -289,8 +289,8 @@ describe("hub-sdk compatibility", () => {
           json: { metrics, type: "metrics" },
           auth,
         });
-        assert.equal(reply.status, 200, reply.json.message);
-        assert.equal(reply.json.success, true);
+        assertEquals(reply.status, 200, reply.json.message);
+        assertEquals(reply.json.success, true);
       }
       // Models.get_metrics: GET /v1/models/{id}/metrics -> .json().get("data")
       const list = await pyRequest(
@@ -300,7 +300,7 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.deepEqual(list.json.data, [
+      assertEquals(list.json.data, [
         { epoch: 0, metrics: epoch0 },
         { epoch: 1, metrics: { "train/box_loss": 1, "val/box_loss": null } },
       ]);
@@ -321,18 +321,18 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.equal(checkpoint.status, 200, checkpoint.json.message);
+      assertEquals(checkpoint.status, 200, checkpoint.json.message);
       let data = await getModelData(server, id);
-      assert.equal(data.has_last_weights, true); // is_resumable()
-      assert.equal(data.status, "training");
+      assertEquals(data.has_last_weights, true); // is_resumable()
+      assertEquals(data.status, "training");
       // get_weights_url("last") -> resume; the trainer downloads it without headers.
       const resume = data.resume as string;
-      assert.ok(
+      assert(
         resume.startsWith(`${server.url}/v1/models/${id}/files/last.pt`),
       );
       const download = await fetch(resume, { headers: REQUESTS_HEADERS });
-      assert.equal(download.status, 200);
-      assert.equal(
+      assertEquals(download.status, 200);
+      assertEquals(
         sha256(new Uint8Array(await download.arrayBuffer())),
         sha256(last),
       );
@@ -348,13 +348,13 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.equal(final.status, 200, final.json.message);
+      assertEquals(final.status, 200, final.json.message);
       data = await getModelData(server, id);
-      assert.equal(data.status, "trained"); // is_trained()
-      assert.equal(data.has_best_weights, true);
+      assertEquals(data.status, "trained"); // is_trained()
+      assertEquals(data.has_best_weights, true);
       const weights = data.weights as string; // get_weights_url("best")
       const served = await fetch(weights, { headers: REQUESTS_HEADERS });
-      assert.equal(
+      assertEquals(
         sha256(new Uint8Array(await served.arrayBuffer())),
         sha256(best),
       );
@@ -370,14 +370,14 @@ describe("hub-sdk compatibility", () => {
         json: { agent: AGENT_NAME, agentId: null },
         auth,
       });
-      assert.equal(first.status, 200);
+      assertEquals(first.status, 200);
       const agentId = (first.json.data as { agentId: string }).agentId;
-      assert.ok(agentId);
+      assert(agentId);
       const second = await pyRequest(url, "POST", {
         json: { agent: AGENT_NAME, agentId },
         auth,
       });
-      assert.equal((second.json.data as { agentId: string }).agentId, agentId);
+      assertEquals((second.json.data as { agentId: string }).agentId, agentId);
     }, [API_KEY]);
   });
 
@@ -393,8 +393,8 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.equal(exported.status, 200);
-      assert.equal(exported.json.success, true);
+      assertEquals(exported.status, 200);
+      assertEquals(exported.json.success, true);
       // CRUDClient.update: PATCH /v1/models/{id} json=data
       const updated = await pyRequest(
         `${server.url}/v1/models/${id}`,
@@ -404,7 +404,7 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.equal(updated.status, 200);
+      assertEquals(updated.status, 200);
       // CRUDClient.delete passes `hard` as params: False sends no query, True "?True".
       const soft = await pyRequest(
         `${server.url}/v1/models/${id}?True`,
@@ -413,13 +413,13 @@ describe("hub-sdk compatibility", () => {
           auth,
         },
       );
-      assert.equal(soft.status, 200);
-      assert.equal(soft.json.success, true);
+      assertEquals(soft.status, 200);
+      assertEquals(soft.json.success, true);
       const gone = await pyRequest(`${server.url}/v1/models/${id}`, "GET", {
         auth,
       });
-      assert.equal(gone.status, 404);
-      assert.equal(gone.json.success, false);
+      assertEquals(gone.status, 404);
+      assertEquals(gone.json.success, false);
     }, [API_KEY]);
   });
 
@@ -428,9 +428,9 @@ describe("hub-sdk compatibility", () => {
       const reply = await pyRequest(`${server.url}/v1/models`, "POST", {
         json: CREATE_PAYLOAD,
       });
-      assert.equal(reply.status, 401);
-      assert.equal(reply.json.success, false);
-      assert.ok(reply.json.message);
+      assertEquals(reply.status, 401);
+      assertEquals(reply.json.success, false);
+      assert(reply.json.message);
     }, [API_KEY]);
   });
 });

@@ -1,5 +1,12 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+  fail,
+} from "@std/assert";
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { createHash, randomBytes } from "node:crypto";
@@ -104,9 +111,9 @@ async function createModel(
     PAYLOAD,
     headers,
   );
-  assert.equal(status, 200, body.message);
+  assertEquals(status, 200, body.message);
   const id = (body.data as { id: string }).id;
-  assert.match(id, /^[A-Za-z0-9]{20}$/);
+  assertMatch(id, /^[A-Za-z0-9]{20}$/);
   return id;
 }
 
@@ -122,7 +129,7 @@ async function getDoc(
     undefined,
     headers,
   );
-  assert.equal(status, 200, body.message);
+  assertEquals(status, 200, body.message);
   return body.data as Record<string, unknown>;
 }
 
@@ -229,18 +236,18 @@ async function waitFor(
     if (await condition()) return;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
-  assert.fail(`Timed out waiting until ${what}`);
+  fail(`Timed out waiting until ${what}`);
 }
 
 describe("serveHub()", () => {
   test("serveHub() answers on a free loopback port with a URL without trailing slash", async () => {
     await withServer(async (server) => {
-      assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
-      assert.equal(server.url, `http://127.0.0.1:${server.port}`);
-      assert.ok(server.port > 0);
+      assertMatch(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assertEquals(server.url, `http://127.0.0.1:${server.port}`);
+      assert(server.port > 0);
       const { status, body } = await call(server, "GET", "/");
-      assert.equal(status, 200);
-      assert.equal(body.success, true);
+      assertEquals(status, 200);
+      assertEquals(body.success, true);
     });
   });
 
@@ -250,7 +257,7 @@ describe("serveHub()", () => {
       const server = await serveHub({ dataDir });
       await server.close();
       await server.close();
-      await assert.rejects(fetch(`${server.url}/`));
+      await assertRejects(() => fetch(`${server.url}/`));
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -261,30 +268,33 @@ describe("serveHub()", () => {
     try {
       const controller = new AbortController();
       const server = await serveHub({ dataDir, signal: controller.signal });
-      assert.equal(
+      assertEquals(
         (await fetch(`${server.url}/`).then((r) => r.json())).success,
         true,
       );
       controller.abort();
       await server.close();
-      await assert.rejects(fetch(`${server.url}/`));
+      await assertRejects(() => fetch(`${server.url}/`));
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
   });
 
   test("serveHub() and createHubHandler() reject bad options before starting", async () => {
-    await assert.rejects(serveHub({ dataDir: "" }), TypeError);
-    await assert.rejects(serveHub({ dataDir: "x", port: 70_000 }), RangeError);
-    assert.throws(
+    await assertRejects(() => serveHub({ dataDir: "" }), TypeError);
+    await assertRejects(
+      () => serveHub({ dataDir: "x", port: 70_000 }),
+      RangeError,
+    );
+    assertThrows(
       () => createHubHandler({ dataDir: "x", maxUploadBytes: -1 }),
       RangeError,
     );
-    assert.throws(
+    assertThrows(
       () => createHubHandler({ dataDir: "x", apiKeys: [""] }),
       TypeError,
     );
-    assert.throws(
+    assertThrows(
       () => createHubHandler({ dataDir: "x", publicUrl: "ftp://host" }),
       TypeError,
     );
@@ -294,26 +304,26 @@ describe("serveHub()", () => {
 describe("authentication", () => {
   test("a server without keys accepts /v1/auth with or without a key", async () => {
     await withServer(async (server) => {
-      assert.equal((await call(server, "POST", "/v1/auth")).body.success, true);
+      assertEquals((await call(server, "POST", "/v1/auth")).body.success, true);
       const withKey = await call(server, "POST", "/v1/auth", undefined, {
         "x-api-key": KEY,
       });
-      assert.equal(withKey.status, 200);
-      assert.equal(withKey.body.success, true);
+      assertEquals(withKey.status, 200);
+      assertEquals(withKey.body.success, true);
     });
   });
 
   test("a server with keys answers 401 to a missing or wrong key and never echoes it", async () => {
     await withServer(async (server) => {
       const missing = await call(server, "POST", "/v1/auth");
-      assert.equal(missing.status, 401);
-      assert.equal(missing.body.success, false);
+      assertEquals(missing.status, 401);
+      assertEquals(missing.body.success, false);
       const wrongKey = "b".repeat(42);
       const wrong = await call(server, "POST", "/v1/auth", undefined, {
         "x-api-key": wrongKey,
       });
-      assert.equal(wrong.status, 401);
-      assert.ok(!JSON.stringify(wrong.body).includes(wrongKey));
+      assertEquals(wrong.status, 401);
+      assert(!JSON.stringify(wrong.body).includes(wrongKey));
       const other = await call(
         server,
         "GET",
@@ -323,7 +333,7 @@ describe("authentication", () => {
           "x-api-key": wrongKey,
         },
       );
-      assert.equal(other.status, 401);
+      assertEquals(other.status, 401);
     }, { apiKeys: [KEY, "c".repeat(42)] });
   });
 
@@ -332,14 +342,14 @@ describe("authentication", () => {
       const header = await call(server, "POST", "/v1/auth", undefined, {
         "x-api-key": KEY,
       });
-      assert.equal(header.status, 200);
-      assert.equal(header.body.success, true);
+      assertEquals(header.status, 200);
+      assertEquals(header.body.success, true);
       const bearer = await call(server, "POST", "/v1/auth", undefined, {
         authorization: `Bearer ${KEY}`,
       });
-      assert.equal(bearer.status, 200);
+      assertEquals(bearer.status, 200);
       const id = await createModel(server, { "x-api-key": KEY });
-      assert.equal(
+      assertEquals(
         (await getDoc(server, id, { authorization: `Bearer ${KEY}` })).id,
         id,
       );
@@ -351,9 +361,9 @@ describe("routes and errors", () => {
   test("unknown routes and models answer 404 and wrong methods 405 with Allow", async () => {
     await withServer(async (server) => {
       const route = await call(server, "GET", "/v2/nothing");
-      assert.equal(route.status, 404);
-      assert.equal(route.body.success, false);
-      assert.ok(route.body.message);
+      assertEquals(route.status, 404);
+      assertEquals(route.body.success, false);
+      assert(route.body.message);
       const unknown = "Z".repeat(20);
       for (
         const [method, path, body] of [
@@ -372,14 +382,14 @@ describe("routes and errors", () => {
         ] as const
       ) {
         const reply = await call(server, method, path, body);
-        assert.equal(reply.status, 404, `${method} ${path}`);
-        assert.equal(reply.body.success, false);
+        assertEquals(reply.status, 404, `${method} ${path}`);
+        assertEquals(reply.body.success, false);
       }
       const wrong = await call(server, "PUT", "/v1/models");
-      assert.equal(wrong.status, 405);
-      assert.equal(wrong.headers.get("allow"), "POST");
+      assertEquals(wrong.status, 405);
+      assertEquals(wrong.headers.get("allow"), "POST");
       const get = await call(server, "GET", "/v1/auth");
-      assert.equal(get.status, 405);
+      assertEquals(get.status, 405);
     });
   });
 
@@ -401,9 +411,9 @@ describe("routes and errors", () => {
         ]
       ) {
         const reply = await call(server, "POST", "/v1/models", body);
-        assert.equal(reply.status, 400, body);
-        assert.equal(reply.body.success, false);
-        assert.match(reply.body.message ?? "", /^Cannot /);
+        assertEquals(reply.status, 400, body);
+        assertEquals(reply.body.success, false);
+        assertMatch(reply.body.message ?? "", /^Cannot /);
       }
     });
   });
@@ -414,17 +424,17 @@ describe("models", () => {
     await withServer(async (server) => {
       const id = await createModel(server);
       const doc = await getDoc(server, id);
-      assert.equal(doc.id, id);
-      assert.equal(doc.status, "new");
-      assert.equal(doc.data, "coco8.yaml");
-      assert.equal(doc.cfg, "yolov8n.yaml");
-      assert.equal(doc.weights, "yolov8n.pt");
-      assert.equal(doc.resume, undefined);
-      assert.equal(doc.has_last_weights, false);
-      assert.equal(doc.has_best_weights, false);
-      assert.equal(doc.is_pretrained, true);
-      assert.equal(doc.is_custom, false);
-      assert.deepEqual(doc.train_args, {
+      assertEquals(doc.id, id);
+      assertEquals(doc.status, "new");
+      assertEquals(doc.data, "coco8.yaml");
+      assertEquals(doc.cfg, "yolov8n.yaml");
+      assertEquals(doc.weights, "yolov8n.pt");
+      assertEquals(doc.resume, undefined);
+      assertEquals(doc.has_last_weights, false);
+      assertEquals(doc.has_best_weights, false);
+      assertEquals(doc.is_pretrained, true);
+      assertEquals(doc.is_custom, false);
+      assertEquals(doc.train_args, {
         batch: 16,
         epochs: 3,
         imgsz: 320,
@@ -433,13 +443,13 @@ describe("models", () => {
         cache: "ram",
         data: "coco8.yaml",
       });
-      assert.equal(doc.batch_size, 16);
-      assert.equal(doc.epochs, 3);
-      assert.equal(doc.imgsz, 320);
-      assert.equal(doc.patience, 10);
-      assert.equal(doc.device, "cpu");
-      assert.equal(doc.cache, "ram");
-      assert.deepEqual(doc.config, PAYLOAD.config);
+      assertEquals(doc.batch_size, 16);
+      assertEquals(doc.epochs, 3);
+      assertEquals(doc.imgsz, 320);
+      assertEquals(doc.patience, 10);
+      assertEquals(doc.device, "cpu");
+      assertEquals(doc.cache, "ram");
+      assertEquals(doc.config, PAYLOAD.config);
     });
   });
 
@@ -452,11 +462,11 @@ describe("models", () => {
         meta: { name: "yolov8s.yaml" },
       });
       const doc = await getDoc(server, (body.data as { id: string }).id);
-      assert.equal(doc.is_pretrained, false);
-      assert.equal(doc.is_custom, true);
-      assert.equal(doc.weights, undefined);
-      assert.equal(doc.cfg, "yolov8s.yaml");
-      assert.deepEqual(doc.config, {
+      assertEquals(doc.is_pretrained, false);
+      assertEquals(doc.is_custom, true);
+      assertEquals(doc.weights, undefined);
+      assertEquals(doc.cfg, "yolov8s.yaml");
+      assertEquals(doc.config, {
         batchSize: -1,
         epochs: 300,
         imageSize: 640,
@@ -475,45 +485,45 @@ describe("models", () => {
         meta: { name: "renamed" },
         notes: "hello",
       });
-      assert.equal(patched.status, 200, patched.body.message);
+      assertEquals(patched.status, 200, patched.body.message);
       const doc = await getDoc(server, id);
-      assert.equal(doc.epochs, 50);
-      assert.equal((doc.train_args as { epochs: number }).epochs, 50);
-      assert.equal(doc.name, "renamed");
-      assert.equal(doc.notes, "hello");
+      assertEquals(doc.epochs, 50);
+      assertEquals((doc.train_args as { epochs: number }).epochs, 50);
+      assertEquals(doc.name, "renamed");
+      assertEquals(doc.notes, "hello");
       const bad = await call(server, "PATCH", `/v1/models/${id}`, {
         has_best_weights: true,
       });
-      assert.equal(bad.status, 400);
+      assertEquals(bad.status, 400);
       const notObject = await call(server, "PATCH", `/v1/models/${id}`, "42");
-      assert.equal(notObject.status, 400);
+      assertEquals(notObject.status, 400);
     });
   });
 
   test("DELETE soft-deletes by default and removes the files with hard=true", async () => {
     await withServer(async (server, dataDir) => {
       const soft = await createModel(server);
-      assert.equal(
+      assertEquals(
         (await call(server, "DELETE", `/v1/models/${soft}?hard=false`)).status,
         200,
       );
-      assert.equal(
+      assertEquals(
         (await call(server, "GET", `/v1/models/${soft}`)).status,
         404,
       );
-      assert.ok((await stat(join(dataDir, "models", soft))).isDirectory());
+      assert((await stat(join(dataDir, "models", soft))).isDirectory());
       const hard = await createModel(server);
-      assert.equal(
+      assertEquals(
         (await call(server, "DELETE", `/v1/models/${hard}?hard=true`)).status,
         200,
       );
-      assert.equal(
+      assertEquals(
         (await call(server, "GET", `/v1/models/${hard}`)).status,
         404,
       );
-      await assert.rejects(stat(join(dataDir, "models", hard)));
+      await assertRejects(() => stat(join(dataDir, "models", hard)));
       const other = await createModel(server);
-      assert.equal(
+      assertEquals(
         (await call(server, "DELETE", `/v1/models/${other}?hard=maybe`)).status,
         400,
       );
@@ -526,11 +536,11 @@ describe("models", () => {
       const reply = await call(server, "POST", `/v1/models/${id}/export`, {
         format: "onnx",
       });
-      assert.equal(reply.status, 200);
-      assert.equal((reply.body.data as { format: string }).format, "onnx");
+      assertEquals(reply.status, 200);
+      assertEquals((reply.body.data as { format: string }).format, "onnx");
       const doc = await getDoc(server, id);
-      assert.equal((doc.exports as { format: string }[])[0]?.format, "onnx");
-      assert.equal(
+      assertEquals((doc.exports as { format: string }[])[0]?.format, "onnx");
+      assertEquals(
         (await call(server, "POST", `/v1/models/${id}/export`, {})).status,
         400,
       );
@@ -544,28 +554,28 @@ describe("metrics", () => {
       const id = await createModel(server);
       const send = (metrics: Record<string, unknown>) =>
         call(server, "POST", `/v1/models/${id}`, { type: "metrics", metrics });
-      assert.equal(
+      assertEquals(
         (await send({ "10": JSON.stringify({ loss: 1 }) })).status,
         200,
       );
-      assert.equal(
+      assertEquals(
         (await send({
           "2": JSON.stringify({ loss: 3 }),
           "1": JSON.stringify({ loss: 4 }),
         })).status,
         200,
       );
-      assert.equal(
+      assertEquals(
         (await send({ "2": JSON.stringify({ loss: 2.5, map: 0.1 }) })).status,
         200,
       );
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(body.data, [
+      assertEquals(body.data, [
         { epoch: 1, metrics: { loss: 4 } },
         { epoch: 2, metrics: { loss: 2.5, map: 0.1 } },
         { epoch: 10, metrics: { loss: 1 } },
       ]);
-      assert.equal((await getDoc(server, id)).status, "training");
+      assertEquals((await getDoc(server, id)).status, "training");
     });
   });
 
@@ -586,11 +596,11 @@ describe("metrics", () => {
         ]
       ) {
         const reply = await call(server, "POST", `/v1/models/${id}`, body);
-        assert.equal(reply.status, 400, JSON.stringify(body));
+        assertEquals(reply.status, 400, JSON.stringify(body));
       }
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(body.data, []);
-      assert.equal((await getDoc(server, id)).status, "new");
+      assertEquals(body.data, []);
+      assertEquals((await getDoc(server, id)).status, "new");
     });
   });
 
@@ -611,27 +621,27 @@ describe("metrics", () => {
               }),
           ),
         );
-        assert.ok(replies.every((r) => r.status === 200));
+        assert(replies.every((r) => r.status === 200));
       }
       await using server = await serveHub({ dataDir });
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
       const list = body.data as { epoch: number; metrics: { epoch: number } }[];
-      assert.equal(list.length, 60);
-      assert.deepEqual(
+      assertEquals(list.length, 60);
+      assertEquals(
         list.map((m) => m.epoch),
         Array.from({ length: 60 }, (_, i) => i),
       );
-      assert.ok(list.every((m) => m.metrics.epoch === m.epoch));
+      assert(list.every((m) => m.metrics.epoch === m.epoch));
       // One appended, synced line per post; model.json no longer holds them.
       const raw = JSON.parse(
         await readFile(join(dataDir, "models", id, "model.json"), "utf8"),
       );
-      assert.equal(raw.metrics, undefined);
+      assertEquals(raw.metrics, undefined);
       const lines = (await readFile(
         join(dataDir, "models", id, "metrics.jsonl"),
         "utf8",
       )).split("\n").filter((line) => line !== "");
-      assert.equal(lines.length, 60);
+      assertEquals(lines.length, 60);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -647,23 +657,23 @@ describe("heartbeat", () => {
         agent: "test/1",
         agentId: null,
       });
-      assert.equal(first.status, 200);
+      assertEquals(first.status, 200);
       const agentId = (first.body.data as { agentId: string }).agentId;
-      assert.equal(typeof agentId, "string");
-      assert.ok(agentId.length > 0);
+      assertEquals(typeof agentId, "string");
+      assert(agentId.length > 0);
       const second = await call(server, "POST", path, {
         agent: "test/1",
         agentId,
       });
-      assert.equal((second.body.data as { agentId: string }).agentId, agentId);
+      assertEquals((second.body.data as { agentId: string }).agentId, agentId);
       const doc = await getDoc(server, id);
-      assert.equal(doc.status, "training");
-      assert.equal((doc.heartbeat as { agentId: string }).agentId, agentId);
-      assert.equal(
+      assertEquals(doc.status, "training");
+      assertEquals((doc.heartbeat as { agentId: string }).agentId, agentId);
+      assertEquals(
         (await call(server, "POST", path, { agent: 5, agentId: null })).status,
         400,
       );
-      assert.equal(
+      assertEquals(
         (await call(server, "POST", path, { agent: "x", agentId: 7 })).status,
         400,
       );
@@ -683,26 +693,26 @@ describe("uploads", () => {
         multipart(boundary, epochParts(4, data)),
         boundary,
       );
-      assert.equal(reply.status, 200, reply.body.message);
-      assert.deepEqual(reply.body.data, {
+      assertEquals(reply.status, 200, reply.body.message);
+      assertEquals(reply.body.data, {
         sha256: sha256(data),
         size: data.length,
         epoch: 4,
         type: "epoch",
       });
       const stored = await readFile(join(dataDir, "models", id, "last.pt"));
-      assert.equal(sha256(stored), sha256(data));
+      assertEquals(sha256(stored), sha256(data));
       const doc = await getDoc(server, id);
-      assert.equal(doc.has_last_weights, true);
-      assert.equal(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
+      assertEquals(doc.has_last_weights, true);
+      assertEquals(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
       const served = await fetch(doc.resume as string);
-      assert.equal(served.status, 200);
-      assert.equal(served.headers.get("content-length"), String(data.length));
-      assert.equal(
+      assertEquals(served.status, 200);
+      assertEquals(served.headers.get("content-length"), String(data.length));
+      assertEquals(
         sha256(new Uint8Array(await served.arrayBuffer())),
         sha256(data),
       );
-      assert.deepEqual(await listTemp(dataDir), []);
+      assertEquals(await listTemp(dataDir), []);
     });
   });
 
@@ -725,10 +735,10 @@ describe("uploads", () => {
         chunked(body, [1, 7, 65_536, 3, 40, 1_048_576, 2]),
         boundary,
       );
-      assert.equal(reply.status, 200, reply.body.message);
-      assert.equal((reply.body.data as { sha256: string }).sha256, sha);
+      assertEquals(reply.status, 200, reply.body.message);
+      assertEquals((reply.body.data as { sha256: string }).sha256, sha);
       const stored = await readFile(join(dataDir, "models", id, "last.pt"));
-      assert.equal(sha256(stored), sha);
+      assertEquals(sha256(stored), sha);
     });
   });
 
@@ -759,11 +769,11 @@ describe("uploads", () => {
           new Request(`http://127.0.0.1/v1/models/${id}/upload`, init),
         );
         const reply = await response.json() as Envelope;
-        assert.equal(response.status, 200, `cut at ${cut}: ${reply.message}`);
-        assert.equal((reply.data as { size: number }).size, data.length);
+        assertEquals(response.status, 200, `cut at ${cut}: ${reply.message}`);
+        assertEquals((reply.data as { size: number }).size, data.length);
       }
       const stored = await readFile(join(dataDir, "models", id, "last.pt"));
-      assert.deepEqual(new Uint8Array(stored), data);
+      assertEquals(new Uint8Array(stored), data);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -783,11 +793,11 @@ describe("uploads", () => {
         ),
         boundary,
       );
-      assert.equal(reply.status, 400);
-      assert.match(reply.body.message ?? "", /^Checksum mismatch/);
-      assert.equal((await getDoc(server, id)).has_last_weights, false);
-      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
-      assert.deepEqual(await listTemp(dataDir), []);
+      assertEquals(reply.status, 400);
+      assertMatch(reply.body.message ?? "", /^Checksum mismatch/);
+      assertEquals((await getDoc(server, id)).has_last_weights, false);
+      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals(await listTemp(dataDir), []);
     });
   });
 
@@ -807,14 +817,14 @@ describe("uploads", () => {
         ]),
         boundary,
       );
-      assert.equal(reply.status, 200, reply.body.message);
+      assertEquals(reply.status, 200, reply.body.message);
       const doc = await getDoc(server, id);
-      assert.equal(doc.status, "trained");
-      assert.equal(doc.has_best_weights, true);
-      assert.equal(doc.map, 0.625);
-      assert.equal(doc.weights, `${server.url}/v1/models/${id}/files/best.pt`);
+      assertEquals(doc.status, "trained");
+      assertEquals(doc.has_best_weights, true);
+      assertEquals(doc.map, 0.625);
+      assertEquals(doc.weights, `${server.url}/v1/models/${id}/files/best.pt`);
       const served = await fetch(doc.weights as string);
-      assert.equal(
+      assertEquals(
         sha256(new Uint8Array(await served.arrayBuffer())),
         sha256(data),
       );
@@ -831,13 +841,13 @@ describe("uploads", () => {
         multipart(boundary, epochParts(0, new Uint8Array(0))),
         boundary,
       );
-      assert.equal(reply.status, 200, reply.body.message);
-      assert.equal((reply.body.data as { size: number }).size, 0);
-      assert.equal(
+      assertEquals(reply.status, 200, reply.body.message);
+      assertEquals((reply.body.data as { size: number }).size, 0);
+      assertEquals(
         (await stat(join(dataDir, "models", id, "last.pt"))).size,
         0,
       );
-      assert.equal((await getDoc(server, id)).has_last_weights, true);
+      assertEquals((await getDoc(server, id)).has_last_weights, true);
     });
   });
 
@@ -907,18 +917,18 @@ describe("uploads", () => {
       ];
       for (const [what, body, boundary] of cases) {
         const reply = await upload(server, id, body, boundary);
-        assert.equal(reply.status, 400, what);
-        assert.equal(reply.body.success, false);
+        assertEquals(reply.status, 400, what);
+        assertEquals(reply.body.success, false);
       }
       const notMultipart = await fetch(`${server.url}/v1/models/${id}/upload`, {
         method: "POST",
         headers: { "content-type": "application/octet-stream" },
         body: new Uint8Array(data),
       });
-      assert.equal(notMultipart.status, 400);
+      assertEquals(notMultipart.status, 400);
       await notMultipart.body?.cancel();
-      assert.equal((await getDoc(server, id)).has_last_weights, false);
-      assert.deepEqual(await listTemp(dataDir), []);
+      assertEquals((await getDoc(server, id)).has_last_weights, false);
+      assertEquals(await listTemp(dataDir), []);
     });
   });
 
@@ -928,16 +938,16 @@ describe("uploads", () => {
       const boundary = randomBytes(16).toString("hex");
       const body = multipart(boundary, epochParts(1, randomBytes(200_000)));
       const declared = await upload(server, id, body, boundary);
-      assert.equal(declared.status, 413);
-      assert.equal(declared.body.success, false);
+      assertEquals(declared.status, 413);
+      assertEquals(declared.body.success, false);
       const streamed = await upload(
         server,
         id,
         chunked(body, [16_384]),
         boundary,
       );
-      assert.equal(streamed.status, 413);
-      assert.equal((await getDoc(server, id)).has_last_weights, false);
+      assertEquals(streamed.status, 413);
+      assertEquals((await getDoc(server, id)).has_last_weights, false);
       await waitFor(
         async () => (await listTemp(dataDir)).length === 0,
         "temporary files are gone",
@@ -981,13 +991,13 @@ describe("uploads", () => {
         "the upload has reached the file part",
       );
       controller.abort();
-      await assert.rejects(pending);
+      await assertRejects(() => pending);
       await waitFor(
         async () => (await listTemp(dataDir)).length === 0,
         "the temporary file is deleted",
       );
-      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
-      assert.equal((await getDoc(server, id)).has_last_weights, false);
+      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals((await getDoc(server, id)).has_last_weights, false);
     });
   });
 });
@@ -1023,18 +1033,18 @@ describe("persistence", () => {
           multipart(boundary, epochParts(0, data)),
           boundary,
         );
-        assert.equal(reply.status, 200);
+        assertEquals(reply.status, 200);
       }
       await using server = await serveHub({ dataDir });
       const doc = await getDoc(server, id);
-      assert.equal(doc.status, "training");
-      assert.equal(doc.has_last_weights, true);
-      assert.equal((doc.heartbeat as { agentId: string }).agentId, agentId);
-      assert.equal(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
+      assertEquals(doc.status, "training");
+      assertEquals(doc.has_last_weights, true);
+      assertEquals((doc.heartbeat as { agentId: string }).agentId, agentId);
+      assertEquals(doc.resume, `${server.url}/v1/models/${id}/files/last.pt`);
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(body.data, [{ epoch: 0, metrics: { loss: 0.5 } }]);
+      assertEquals(body.data, [{ epoch: 0, metrics: { loss: 0.5 } }]);
       const served = await fetch(doc.resume as string);
-      assert.equal(
+      assertEquals(
         sha256(new Uint8Array(await served.arrayBuffer())),
         sha256(data),
       );
@@ -1056,11 +1066,11 @@ describe("replacing weights", () => {
           multipart(boundary, epochParts(1, data)),
           boundary,
         );
-        assert.equal(reply.status, 200);
+        assertEquals(reply.status, 200);
         const served = await fetch(
           `${server.url}/v1/models/${id}/files/last.pt`,
         );
-        assert.equal(
+        assertEquals(
           sha256(new Uint8Array(await served.arrayBuffer())),
           sha256(data),
         );
@@ -1070,7 +1080,7 @@ describe("replacing weights", () => {
         async () => !(await readdir(dir)).some((f) => f.endsWith(".old")),
         "the replaced weights are deleted",
       );
-      assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".pt")), [
+      assertEquals((await readdir(dir)).filter((f) => f.endsWith(".pt")), [
         "last.pt",
       ]);
     });
@@ -1100,11 +1110,11 @@ describe("replacing weights", () => {
       await writeFile(join(dir, "best.pt.ba9876543210.old"), "stale");
       await using server = await serveHub({ dataDir });
       // The store opens (and recovers) before it answers the first request.
-      assert.equal((await getDoc(server, id)).has_last_weights, true);
+      assertEquals((await getDoc(server, id)).has_last_weights, true);
       const files = (await readdir(dir)).sort();
-      assert.ok(!files.some((f) => f.endsWith(".old")), files.join());
-      assert.equal(sha256(await readFile(join(dir, "last.pt"))), sha256(data));
-      assert.equal(await readFile(join(dir, "best.pt"), "utf8"), "best");
+      assert(!files.some((f) => f.endsWith(".old")), files.join());
+      assertEquals(sha256(await readFile(join(dir, "last.pt"))), sha256(data));
+      assertEquals(await readFile(join(dir, "best.pt"), "utf8"), "best");
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1118,7 +1128,7 @@ describe("weight files on a server with keys", () => {
       const id = await createModel(server, auth);
       const data = randomBytes(10_000);
       const boundary = randomBytes(16).toString("hex");
-      assert.equal(
+      assertEquals(
         (await upload(
           server,
           id,
@@ -1130,22 +1140,22 @@ describe("weight files on a server with keys", () => {
       );
       const doc = await getDoc(server, id, auth);
       const resume = doc.resume as string;
-      assert.match(resume, /\/files\/last\.pt\?token=[0-9a-f]+$/);
-      assert.ok(!resume.includes(KEY));
+      assertMatch(resume, /\/files\/last\.pt\?token=[0-9a-f]+$/);
+      assert(!resume.includes(KEY));
       const byToken = await fetch(resume);
-      assert.equal(
+      assertEquals(
         sha256(new Uint8Array(await byToken.arrayBuffer())),
         sha256(data),
       );
       const bare = resume.replace(/\?.*$/, "");
       const byKey = await fetch(bare, { headers: auth });
-      assert.equal(byKey.status, 200);
+      assertEquals(byKey.status, 200);
       await byKey.body?.cancel();
       const none = await fetch(bare);
-      assert.equal(none.status, 401);
+      assertEquals(none.status, 401);
       await none.body?.cancel();
       const badToken = await fetch(`${bare}?token=00`);
-      assert.equal(badToken.status, 401);
+      assertEquals(badToken.status, 401);
       await badToken.body?.cancel();
     }, { apiKeys: [KEY] });
   });
@@ -1191,13 +1201,13 @@ describe("hub-session serve", () => {
       const match = /^HUB listening on (http:\/\/127\.0\.0\.1:\d+)$/.exec(
         firstLine,
       );
-      assert.ok(match, firstLine);
+      assert(match, firstLine);
       const reply = await fetch(`${match[1]}/v1/auth`, { method: "POST" });
-      assert.equal((await reply.json() as Envelope).success, true);
+      assertEquals((await reply.json() as Envelope).success, true);
       // process.kill, not child.kill: Deno's child_process reports a child
       // it signalled itself as killed by the signal even when it exits 0.
       process.kill(child.pid!, "SIGTERM");
-      assert.equal(await exited, 0, stderr);
+      assertEquals(await exited, 0, stderr);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
       await rm(dataDir, { recursive: true, force: true });
@@ -1253,12 +1263,12 @@ describe("aborted requests", () => {
         "the temporary file is deleted",
       );
       const doc = await getDoc(server, id);
-      assert.equal(doc.has_last_weights, false);
-      assert.equal(doc.epochs_completed, 0);
-      await assert.rejects(stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals(doc.has_last_weights, false);
+      assertEquals(doc.epochs_completed, 0);
+      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
       // close() waits for the requests in flight, the cut ones included.
       await server.close();
-      assert.deepEqual(errors, []);
+      assertEquals(errors, []);
     }, { onError: (error) => errors.push(error) });
   });
 
@@ -1312,8 +1322,8 @@ describe("aborted requests", () => {
       const upload = await handle(
         new Request(`http://127.0.0.1/v1/models/${id}/upload`, uploadInit),
       );
-      assert.equal(upload.status, 400);
-      assert.match(
+      assertEquals(upload.status, 400);
+      assertMatch(
         (await upload.json() as Envelope).message ?? "",
         /^Upload aborted/,
       );
@@ -1326,13 +1336,13 @@ describe("aborted requests", () => {
       const metrics = await handle(
         new Request(`http://127.0.0.1/v1/models/${id}`, metricsInit),
       );
-      assert.equal(metrics.status, 400);
-      assert.match(
+      assertEquals(metrics.status, 400);
+      assertMatch(
         (await metrics.json() as Envelope).message ?? "",
         /^Request aborted/,
       );
-      assert.deepEqual(errors, []);
-      assert.deepEqual(await listTemp(dataDir), []);
+      assertEquals(errors, []);
+      assertEquals(await listTemp(dataDir), []);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1352,31 +1362,31 @@ describe("metrics storage", () => {
       {
         await using server = await serveHub({ dataDir });
         id = await createModel(server);
-        assert.equal((await post(server, 0)).status, 200);
-        assert.equal((await post(server, 1)).status, 200);
+        assertEquals((await post(server, 0)).status, 200);
+        assertEquals((await post(server, 1)).status, 200);
       }
       const file = join(dataDir, "models", id, "metrics.jsonl");
       // A crash during an append, before the post was acknowledged.
       await appendFile(file, '{"time":1,"metrics":{"2":{"loss"');
       await using server = await serveHub({ dataDir });
       const listed = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(
+      assertEquals(
         (listed.body.data as { epoch: number }[]).map((m) => m.epoch),
         [0, 1],
       );
-      assert.equal((await post(server, 3)).status, 200);
+      assertEquals((await post(server, 3)).status, 200);
       const after = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(after.body.data, [
+      assertEquals(after.body.data, [
         { epoch: 0, metrics: { loss: 0 } },
         { epoch: 1, metrics: { loss: 0.1 } },
         { epoch: 3, metrics: { loss: 0.3 } },
       ]);
       const text = await readFile(file, "utf8");
-      assert.ok(text.endsWith("\n"));
+      assert(text.endsWith("\n"));
       for (const line of text.split("\n").filter((l) => l !== "")) {
         JSON.parse(line);
       }
-      assert.equal((await getDoc(server, id)).epochs_completed, 3);
+      assertEquals((await getDoc(server, id)).epochs_completed, 3);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1404,19 +1414,19 @@ describe("metrics storage", () => {
       await unlink(join(dir, "metrics.jsonl")).catch(() => {});
       await using server = await serveHub({ dataDir });
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(body.data, [
+      assertEquals(body.data, [
         { epoch: 0, metrics: { loss: 1 } },
         { epoch: 1, metrics: { loss: 0.5 } },
       ]);
-      assert.equal((await getDoc(server, id)).epochs_completed, 2);
+      assertEquals((await getDoc(server, id)).epochs_completed, 2);
       const migrated = JSON.parse(
         await readFile(join(dir, "model.json"), "utf8"),
       );
-      assert.equal(migrated.metrics, undefined);
-      assert.equal(migrated.version, 2);
+      assertEquals(migrated.metrics, undefined);
+      assertEquals(migrated.version, 2);
       const lines = (await readFile(join(dir, "metrics.jsonl"), "utf8"))
         .split("\n").filter((l) => l !== "");
-      assert.equal(lines.length, 2);
+      assertEquals(lines.length, 2);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1430,16 +1440,16 @@ describe("metrics storage", () => {
           type: "metrics",
           metrics: { "7": JSON.stringify({ loss: n }) },
         });
-        assert.equal(reply.status, 200);
+        assertEquals(reply.status, 200);
       }
       const { body } = await call(server, "GET", `/v1/models/${id}/metrics`);
-      assert.deepEqual(body.data, [{ epoch: 7, metrics: { loss: 149 } }]);
+      assertEquals(body.data, [{ epoch: 7, metrics: { loss: 149 } }]);
       const lines = (await readFile(
         join(dataDir, "models", id, "metrics.jsonl"),
         "utf8",
       )).split("\n").filter((l) => l !== "");
-      assert.ok(lines.length < 100, `${lines.length} lines`);
-      assert.equal((await getDoc(server, id)).epochs_completed, 1);
+      assert(lines.length < 100, `${lines.length} lines`);
+      assertEquals((await getDoc(server, id)).epochs_completed, 1);
     });
   });
 
@@ -1464,9 +1474,9 @@ describe("metrics storage", () => {
         }, i);
         ids.push(record.id);
       }
-      assert.equal(store.cachedModels, MAX_CACHED_MODELS);
-      assert.equal((await store.get(ids[0]!))?.name, "m0");
-      assert.equal(store.cachedModels, MAX_CACHED_MODELS);
+      assertEquals(store.cachedModels, MAX_CACHED_MODELS);
+      assertEquals((await store.get(ids[0]!))?.name, "m0");
+      assertEquals(store.cachedModels, MAX_CACHED_MODELS);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1517,29 +1527,29 @@ describe("pages", () => {
         boundary,
       );
       const { status, text, headers } = await page(server, `/models/${id}`);
-      assert.equal(status, 200);
-      assert.match(headers.get("content-type") ?? "", /^text\/html/);
-      assert.match(
+      assertEquals(status, 200);
+      assertMatch(headers.get("content-type") ?? "", /^text\/html/);
+      assertMatch(
         headers.get("content-security-policy") ?? "",
         /default-src 'none'/,
       );
-      assert.ok(!/<script|<img/i.test(text), "no unescaped markup");
-      assert.ok(text.includes("&lt;script&gt;alert(1)&lt;/script&gt;"));
-      assert.ok(
+      assert(!/<script|<img/i.test(text), "no unescaped markup");
+      assert(text.includes("&lt;script&gt;alert(1)&lt;/script&gt;"));
+      assert(
         text.includes("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"),
       );
-      assert.ok(text.includes("train/box_loss"));
+      assert(text.includes("train/box_loss"));
       const rows = [...text.matchAll(/<tr><td>(\d+)<\/td>/g)].map((m) =>
         Number(m[1])
       );
-      assert.deepEqual(rows, Array.from({ length: 50 }, (_, i) => i + 10));
-      assert.ok(text.includes("60 of 3"), "epochs completed of configured");
-      assert.ok(text.includes(`href="${server.url}/v1/models/${id}"`));
-      assert.ok(
+      assertEquals(rows, Array.from({ length: 50 }, (_, i) => i + 10));
+      assert(text.includes("60 of 3"), "epochs completed of configured");
+      assert(text.includes(`href="${server.url}/v1/models/${id}"`));
+      assert(
         text.includes(`href="${server.url}/v1/models/${id}/files/last.pt"`),
       );
-      assert.ok(text.includes("coco8.yaml"));
-      assert.ok(text.includes("yolov8n.yaml"));
+      assert(text.includes("coco8.yaml"));
+      assert(text.includes("yolov8n.yaml"));
     });
   });
 
@@ -1547,21 +1557,21 @@ describe("pages", () => {
     await withServer(async (server) => {
       const id = await createModel(server);
       const index = await page(server, "/");
-      assert.equal(index.status, 200);
-      assert.ok(index.text.includes(`href="/models/${id}"`));
+      assertEquals(index.status, 200);
+      assert(index.text.includes(`href="/models/${id}"`));
       for (const accept of [undefined, "*/*", "application/json"]) {
         const response = await fetch(`${server.url}/`, {
           headers: accept === undefined ? {} : { accept },
         });
-        assert.equal(response.status, 200);
-        assert.equal((await response.json() as Envelope).success, true);
+        assertEquals(response.status, 200);
+        assertEquals((await response.json() as Envelope).success, true);
       }
       const v1 = await call(server, "GET", "/v1");
-      assert.equal(v1.status, 200);
-      assert.equal(v1.body.success, true);
+      assertEquals(v1.status, 200);
+      assertEquals(v1.body.success, true);
       const missing = await page(server, `/models/${"Z".repeat(20)}`);
-      assert.equal(missing.status, 404);
-      assert.match(missing.text, /Model not found/);
+      assertEquals(missing.status, 404);
+      assertMatch(missing.text, /Model not found/);
     });
   });
 
@@ -1571,18 +1581,18 @@ describe("pages", () => {
       const id = await createModel(server, auth);
       for (const path of [`/models/${id}`, "/"]) {
         const denied = await page(server, path);
-        assert.equal(denied.status, 401, path);
-        assert.ok(!denied.text.includes(id));
-        assert.ok(!denied.text.includes("yolov8n"));
+        assertEquals(denied.status, 401, path);
+        assert(!denied.text.includes(id));
+        assert(!denied.text.includes("yolov8n"));
         const allowed = await page(server, path, auth);
-        assert.equal(allowed.status, 200, path);
-        assert.ok(allowed.text.includes(id));
+        assertEquals(allowed.status, 200, path);
+        assert(allowed.text.includes(id));
       }
       const withKey = await page(server, `/models/${id}`, auth);
-      assert.ok(!withKey.text.includes(KEY));
+      assert(!withKey.text.includes(KEY));
       // The JSON health reply carries no model data and needs no key.
       const health = await fetch(`${server.url}/`);
-      assert.equal(health.status, 200);
+      assertEquals(health.status, 200);
       await health.body?.cancel();
     }, { apiKeys: [KEY] });
   });

@@ -1,5 +1,11 @@
 import { after, before, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "@std/assert";
 import { createHash, randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -111,27 +117,27 @@ test("create() loads a model id, derives training arguments and adopts the agent
   const { fetch, calls } = recordingFetch();
   const session = await HUBTrainingSession.create(id, options({ fetch }));
   try {
-    assert.equal(session.modelId, id);
-    assert.equal(session.modelUrl, `${hub.url}/models/${id}`);
-    assert.equal(session.apiUrl, `${hub.url}/v1/models/${id}`);
-    assert.equal(session.trainArgs.data, "coco8.yaml");
-    assert.equal(session.trainArgs.epochs, 3);
-    assert.equal(session.modelFile, session.model?.cfg);
-    assert.equal(session.alive, true);
+    assertEquals(session.modelId, id);
+    assertEquals(session.modelUrl, `${hub.url}/models/${id}`);
+    assertEquals(session.apiUrl, `${hub.url}/v1/models/${id}`);
+    assertEquals(session.trainArgs.data, "coco8.yaml");
+    assertEquals(session.trainArgs.epochs, 3);
+    assertEquals(session.modelFile, session.model?.cfg);
+    assertEquals(session.alive, true);
     // The first beat is sent at start; wait for its answer.
     await waitUntil(
       () => session.agentId !== null,
       "the first beat is answered",
     );
-    assert.equal(typeof session.agentId, "string");
+    assertEquals(typeof session.agentId, "string");
     const beats = calls.filter((c) =>
       c.path.startsWith("/v1/agent/heartbeat/")
     );
-    assert.equal(JSON.parse(beats[0]?.body ?? "{}").agentId, null);
+    assertEquals(JSON.parse(beats[0]?.body ?? "{}").agentId, null);
   } finally {
     await session.close();
   }
-  assert.equal(session.alive, false);
+  assertEquals(session.alive, false);
 });
 
 test("the heartbeat sends back the agent id the server assigned", async () => {
@@ -145,13 +151,13 @@ test("the heartbeat sends back the agent id the server assigned", async () => {
     const beats = () =>
       calls.filter((c) => c.path.startsWith("/v1/agent/heartbeat/"));
     await waitUntil(() => beats().length >= 3, "three beats were sent");
-    assert.ok(beats().length >= 3);
+    assert(beats().length >= 3);
     const assigned = session.agentId;
-    assert.ok(assigned !== null);
+    assert(assigned !== null);
     const later = beats().slice(1).map((c) =>
       JSON.parse(c.body ?? "{}").agentId
     );
-    assert.ok(
+    assert(
       later.every((agentId) => agentId === assigned),
       JSON.stringify(later),
     );
@@ -167,18 +173,18 @@ test("create() with a .yaml file sends the exact create payload on createModel()
     options({ fetch }),
   );
   try {
-    assert.equal(session.modelId, undefined);
-    assert.equal(session.filename, "yolov8s.yaml");
+    assertEquals(session.modelId, undefined);
+    assertEquals(session.filename, "yolov8s.yaml");
     const id = await session.createModel({
       data: "coco8.yaml",
       epochs: 5,
       device: 0,
     });
-    assert.equal(session.modelId, id);
+    assertEquals(session.modelId, id);
     const create = calls.find((c) =>
       c.method === "POST" && c.path === "/v1/models"
     );
-    assert.deepEqual(JSON.parse(create?.body ?? "null"), {
+    assertEquals(JSON.parse(create?.body ?? "null"), {
       config: {
         batchSize: -1,
         epochs: 5,
@@ -192,7 +198,7 @@ test("create() with a .yaml file sends the exact create payload on createModel()
       meta: { name: "yolov8s.yaml" },
     });
     const model = await client.getModel(id);
-    assert.equal(model.data, "coco8.yaml");
+    assertEquals(model.data, "coco8.yaml");
   } finally {
     await session.close();
   }
@@ -204,26 +210,23 @@ test("createModelPayload() names the parent only for a .pt file", () => {
     cache: false,
     batch: 16,
   });
-  assert.deepEqual(pt.lineage, {
+  assertEquals(pt.lineage, {
     architecture: { name: "yolov8n" },
     parent: { name: "yolov8n.pt" },
   });
-  assert.equal(pt.config.cache, "false");
-  assert.equal(pt.config.batchSize, 16);
+  assertEquals(pt.config.cache, "false");
+  assertEquals(pt.config.batchSize, 16);
   const yaml = createModelPayload("yolov8n.yaml", {});
-  assert.deepEqual(yaml.lineage.parent, {});
+  assertEquals(yaml.lineage.parent, {});
 });
 
 test("create() fails with HUBModelError for a missing model", async () => {
-  await assert.rejects(
-    HUBTrainingSession.create("AAAAAAAAAAAAAAAAAAAA", options()),
-    (error: unknown) => {
-      assert.ok(error instanceof HUBModelError);
-      assert.match(error.message, /does not exist/);
-      assert.ok(error.cause instanceof HUBRequestError);
-      return true;
-    },
+  const error = await assertRejects(
+    () => HUBTrainingSession.create("AAAAAAAAAAAAAAAAAAAA", options()),
+    HUBModelError,
   );
+  assertMatch(error.message, /does not exist/);
+  assert(error.cause instanceof HUBRequestError);
 });
 
 test("create() fails with HUBModelError naming the URL for a trained model", async () => {
@@ -231,28 +234,22 @@ test("create() fails with HUBModelError naming the URL for a trained model", asy
   const file = join(dir, "trained-best.pt");
   await writeFile(file, randomBytes(1024));
   await client.uploadModel(id, { epoch: 3, file, type: "final", map: 0.5 });
-  await assert.rejects(
-    HUBTrainingSession.create(id, options()),
-    (error: unknown) => {
-      assert.ok(error instanceof HUBModelError);
-      assert.match(error.message, /already trained/);
-      assert.ok(error.message.includes(`${hub.url}/models/${id}`));
-      return true;
-    },
+  const error = await assertRejects(
+    () => HUBTrainingSession.create(id, options()),
+    HUBModelError,
   );
+  assertMatch(error.message, /already trained/);
+  assert(error.message.includes(`${hub.url}/models/${id}`));
 });
 
 test("create() fails with HUBModelError while the dataset is still processing", async () => {
   const payload = createModelPayload("yolov8n.yaml", {});
   const id = await client.createModel(payload);
-  await assert.rejects(
-    HUBTrainingSession.create(id, options()),
-    (error: unknown) => {
-      assert.ok(error instanceof HUBModelError);
-      assert.match(error.message, /dataset is still processing/);
-      return true;
-    },
+  const error = await assertRejects(
+    () => HUBTrainingSession.create(id, options()),
+    HUBModelError,
   );
+  assertMatch(error.message, /dataset is still processing/);
 });
 
 test("a resumable model trains from its last checkpoint", async () => {
@@ -270,9 +267,9 @@ test("a resumable model trains from its last checkpoint", async () => {
     options({ heartbeat: false }),
   );
   try {
-    assert.deepEqual(session.trainArgs, { data: "coco8.yaml", resume: true });
-    assert.equal(session.modelFile, session.model?.resume);
-    assert.match(String(session.modelFile), /last\.pt$/);
+    assertEquals(session.trainArgs, { data: "coco8.yaml", resume: true });
+    assertEquals(session.modelFile, session.model?.resume);
+    assertMatch(String(session.modelFile), /last\.pt$/);
   } finally {
     await session.close();
   }
@@ -296,16 +293,16 @@ test("50 epochs queued faster than the rate limit all arrive exactly once after 
     });
   }
   const report = await session.close();
-  assert.deepEqual(report.pendingEpochs, []);
-  assert.equal(report.settled, true);
+  assertEquals(report.pendingEpochs, []);
+  assertEquals(report.settled, true);
   const stored = await client.listMetrics(id);
-  assert.deepEqual(stored.map((m) => m.epoch), [...Array(50).keys()]);
-  assert.equal(stored[49]?.metrics["train/loss"], 1 / 50);
+  assertEquals(stored.map((m) => m.epoch), [...Array(50).keys()]);
+  assertEquals(stored[49]?.metrics["train/loss"], 1 / 50);
   const sent = calls.flatMap(metricsEpochsOf);
-  assert.equal(sent.length, 50, "each epoch is sent exactly once");
-  assert.equal(new Set(sent).size, 50);
+  assertEquals(sent.length, 50, "each epoch is sent exactly once");
+  assertEquals(new Set(sent).size, 50);
   // The rate limit batched them: far fewer requests than epochs.
-  assert.ok(calls.filter((c) => metricsEpochsOf(c).length > 0).length < 50);
+  assert(calls.filter((c) => metricsEpochsOf(c).length > 0).length < 50);
 });
 
 test("a 503 then a success keeps the epoch and delivers it", async () => {
@@ -326,11 +323,11 @@ test("a 503 then a success keeps the epoch and delivers it", async () => {
   );
   session.queueMetrics(0, { "train/loss": 2 });
   const result = await session.uploadMetrics();
-  assert.deepEqual(result.sent, [0]);
-  assert.equal(result.error, undefined);
+  assertEquals(result.sent, [0]);
+  assertEquals(result.error, undefined);
   await session.close();
-  assert.equal(calls.filter((c) => metricsEpochsOf(c).includes("0")).length, 2);
-  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [0]);
+  assertEquals(calls.filter((c) => metricsEpochsOf(c).includes("0")).length, 2);
+  assertEquals((await client.listMetrics(id)).map((m) => m.epoch), [0]);
 });
 
 test("a 400 fails fast with the server's message and keeps the epoch queued", async () => {
@@ -351,18 +348,18 @@ test("a 400 fails fast with the server's message and keeps the epoch queued", as
   );
   session.queueMetrics(7, { "train/loss": 2 });
   const result = await session.uploadMetrics();
-  assert.ok(result.error instanceof HUBRequestError);
-  assert.equal(result.error.status, 400);
-  assert.equal(result.error.serverMessage, "Metric names are invalid");
-  assert.deepEqual(result.pending, [7]);
-  assert.equal(
+  assert(result.error instanceof HUBRequestError);
+  assertEquals(result.error.status, 400);
+  assertEquals(result.error.serverMessage, "Metric names are invalid");
+  assertEquals(result.pending, [7]);
+  assertEquals(
     calls.filter((c) => metricsEpochsOf(c).length > 0).length,
     1,
     "no retry",
   );
-  assert.ok(logger.lines.some((l) => l.includes("Metric names are invalid")));
+  assert(logger.lines.some((l) => l.includes("Metric names are invalid")));
   const report = await session.close({ timeout: 1000 });
-  assert.deepEqual(report.pendingEpochs, [7]);
+  assertEquals(report.pendingEpochs, [7]);
 });
 
 test("a Retry-After is waited at least as long as it says", async () => {
@@ -387,8 +384,8 @@ test("a Retry-After is waited at least as long as it says", async () => {
   const result = await session.uploadMetrics();
   const waited = performance.now() - start;
   await session.close();
-  assert.deepEqual(result.sent, [0]);
-  assert.ok(waited >= 990, `waited ${waited} ms`);
+  assertEquals(result.sent, [0]);
+  assert(waited >= 990, `waited ${waited} ms`);
 });
 
 test("a stalled final upload times out per attempt and is retried", async () => {
@@ -422,14 +419,14 @@ test("a stalled final upload times out per attempt and is retried", async () => 
     onProgress() {},
   });
   await session.close();
-  assert.equal(uploads, 2);
-  assert.equal(result.sha256, sha256(bytes));
+  assertEquals(uploads, 2);
+  assertEquals(result.sha256, sha256(bytes));
   const model = await client.getModel(id);
-  assert.equal(model.status, "trained");
+  assertEquals(model.status, "trained");
   const served = new Uint8Array(
     await (await fetch(String(model.weights))).arrayBuffer(),
   );
-  assert.equal(sha256(served), sha256(bytes));
+  assertEquals(sha256(served), sha256(bytes));
 });
 
 test("the final upload rejects with a typed error once its budget is spent", async () => {
@@ -455,12 +452,12 @@ test("the final upload rejects with a typed error once its budget is spent", asy
       budgets: { final: { maxAttempts: 3 } },
     }),
   );
-  await assert.rejects(
-    session.uploadModel(1, file, { final: true, onProgress() {} }),
-    (error: unknown) => error instanceof HUBError,
+  await assertRejects(
+    () => session.uploadModel(1, file, { final: true, onProgress() {} }),
+    HUBError,
   );
   await session.close();
-  assert.equal(uploads, 3);
+  assertEquals(uploads, 3);
 });
 
 test("overwriting last.pt right after uploadModel() still delivers the old bytes", async () => {
@@ -476,12 +473,12 @@ test("overwriting last.pt right after uploadModel() still delivers the old bytes
   await writeFile(file, randomBytes(256 * 1024)); // the trainer saves the next epoch
   const result = await outcome;
   await session.close();
-  assert.equal(result.status, "uploaded");
+  assertEquals(result.status, "uploaded");
   const model = await client.getModel(id);
   const served = new Uint8Array(
     await (await fetch(String(model.resume))).arrayBuffer(),
   );
-  assert.equal(sha256(served), sha256(first));
+  assertEquals(sha256(served), sha256(first));
 });
 
 test("a newer checkpoint supersedes one still waiting; one upload runs at a time", async () => {
@@ -513,15 +510,15 @@ test("a newer checkpoint supersedes one still waiting; one upload runs at a time
   release();
   const outcomes = await Promise.all([one, two, three]);
   await session.close();
-  assert.deepEqual(outcomes.map((o) => o.status), [
+  assertEquals(outcomes.map((o) => o.status), [
     "uploaded",
     "superseded",
     "uploaded",
   ]);
-  assert.equal(maxRunning, 1);
+  assertEquals(maxRunning, 1);
   const model = await client.getModel(id);
   const served = await (await fetch(String(model.resume))).text();
-  assert.equal(served, "epoch 3");
+  assertEquals(served, "epoch 3");
 });
 
 test("checkpoints obey the rate limit unless forced", async () => {
@@ -539,13 +536,13 @@ test("checkpoints obey the rate limit unless forced", async () => {
   const second = await session.uploadModel(2, file);
   const forced = await session.uploadModel(3, file, { force: true });
   await session.close();
-  assert.equal(first.status, "uploaded");
-  assert.deepEqual(second, {
+  assertEquals(first.status, "uploaded");
+  assertEquals(second, {
     status: "skipped",
     epoch: 2,
     reason: "rate-limit",
   });
-  assert.equal(forced.status, "uploaded");
+  assertEquals(forced.status, "uploaded");
 });
 
 test("a missing checkpoint mid-training is a warning, not a crash", async () => {
@@ -557,12 +554,12 @@ test("a missing checkpoint mid-training is a warning, not a crash", async () => 
   );
   const outcome = await session.uploadModel(1, join(dir, "nope", "last.pt"));
   await session.close();
-  assert.deepEqual(outcome, {
+  assertEquals(outcome, {
     status: "skipped",
     epoch: 1,
     reason: "missing-file",
   });
-  assert.ok(
+  assert(
     logger.lines.some((l) =>
       l.startsWith("warn") && l.includes("missing checkpoint")
     ),
@@ -577,12 +574,12 @@ test("a checkpoint before the model exists is skipped with a warning", async () 
   );
   const outcome = await session.uploadModel(0, join(dir, "whatever.pt"));
   await session.close();
-  assert.deepEqual(outcome, {
+  assertEquals(outcome, {
     status: "skipped",
     epoch: 0,
     reason: "no-model",
   });
-  assert.ok(
+  assert(
     logger.lines.some((l) =>
       l.startsWith("warn") && l.includes("createModel()")
     ),
@@ -607,20 +604,20 @@ test("a missing best.pt falls back to last.pt with a warning", async () => {
     onProgress() {},
   });
   await session.close();
-  assert.equal(result.path, join(weights, "last.pt"));
-  assert.equal(result.sha256, sha256(last));
-  assert.ok(
+  assertEquals(result.path, join(weights, "last.pt"));
+  assertEquals(result.sha256, sha256(last));
+  assert(
     logger.lines.some((l) => l.startsWith("warn") && l.includes("best.pt")),
   );
-  await assert.rejects(
-    (await HUBTrainingSession.create(
-      await newModelId(),
-      options({ heartbeat: false }),
-    ))
-      .uploadModel(5, join(dir, "none", "best.pt"), { final: true }),
-    (error: unknown) =>
-      error instanceof HUBError && /does not exist/.test(error.message),
+  const other = await HUBTrainingSession.create(
+    await newModelId(),
+    options({ heartbeat: false }),
   );
+  const missing = await assertRejects(
+    () => other.uploadModel(5, join(dir, "none", "best.pt"), { final: true }),
+    HUBError,
+  );
+  assertMatch(missing.message, /does not exist/);
 });
 
 test("final upload progress ends with loaded === total", async () => {
@@ -638,10 +635,10 @@ test("final upload progress ends with loaded === total", async () => {
   });
   await session.close();
   const last = events.at(-1);
-  assert.ok(last !== undefined && last.total !== undefined);
-  assert.equal(last.loaded, last.total);
+  assert(last !== undefined && last.total !== undefined);
+  assertEquals(last.loaded, last.total);
   for (let i = 1; i < events.length; i++) {
-    assert.ok((events[i]?.loaded ?? 0) >= (events[i - 1]?.loaded ?? 0));
+    assert((events[i]?.loaded ?? 0) >= (events[i - 1]?.loaded ?? 0));
   }
 });
 
@@ -663,10 +660,10 @@ test("flush() reports epochs that could not be delivered, bounded by its timeout
   session.queueMetrics(0, { a: 1 });
   session.queueMetrics(1, { a: 2 });
   const report = await session.flush({ timeout: 5_000 });
-  assert.deepEqual(report.pendingEpochs, [0, 1]);
+  assertEquals(report.pendingEpochs, [0, 1]);
   const closed = await session.close({ timeout: 0 });
-  assert.deepEqual(closed.pendingEpochs, [0, 1]);
-  assert.throws(() => session.queueMetrics(2, { a: 3 }), HUBError);
+  assertEquals(closed.pendingEpochs, [0, 1]);
+  assertThrows(() => session.queueMetrics(2, { a: 3 }), HUBError);
 });
 
 test("a newer value queued while an epoch is in flight is not lost", async () => {
@@ -694,10 +691,10 @@ test("a newer value queued while an epoch is in flight is not lost", async () =>
   holder.session = session;
   session.queueMetrics(0, { "train/loss": 1 });
   const first = await session.uploadMetrics();
-  assert.deepEqual(first.pending, [0], "the newer value stays queued");
+  assertEquals(first.pending, [0], "the newer value stays queued");
   await session.close();
   const stored = await client.listMetrics(id);
-  assert.equal(stored[0]?.metrics["train/loss"], 2);
+  assertEquals(stored[0]?.metrics["train/loss"], 2);
 });
 
 test("no log line, error or request URL carries the API key", async () => {
@@ -740,7 +737,7 @@ test("no log line, error or request URL carries the API key", async () => {
       apiRoot: "http://hub.example.org",
       apiKey: key,
     }).catch((e) => errors.push(e));
-    assert.ok(errors.length >= 3);
+    assert(errors.length >= 3);
     const texts = [
       ...logger.lines,
       ...urls,
@@ -753,9 +750,9 @@ test("no log line, error or request URL carries the API key", async () => {
         ];
       }),
     ];
-    assert.ok(texts.length > 5);
-    for (const text of texts) assert.ok(!text.includes(key), text);
-    assert.deepEqual(
+    assert(texts.length > 5);
+    for (const text of texts) assert(!text.includes(key), text);
+    assertEquals(
       (await securedClient.listMetrics(id)).map((m) => m.epoch),
       [0],
     );
@@ -765,11 +762,12 @@ test("no log line, error or request URL carries the API key", async () => {
 });
 
 test("rate limits are validated up front", async () => {
-  await assert.rejects(
-    HUBTrainingSession.create(
-      "yolov8n.pt",
-      options({ rateLimits: { metrics: -1 } }),
-    ),
+  await assertRejects(
+    () =>
+      HUBTrainingSession.create(
+        "yolov8n.pt",
+        options({ rateLimits: { metrics: -1 } }),
+      ),
     RangeError,
   );
 });
@@ -782,8 +780,8 @@ test("the session closes with `await using`", async () => {
     closedSession = session;
     session.queueMetrics(0, { a: 1 });
   }
-  assert.equal(closedSession?.alive, false);
-  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [0]);
+  assertEquals(closedSession?.alive, false);
+  assertEquals((await client.listMetrics(id)).map((m) => m.epoch), [0]);
 });
 
 test("after close() the process has nothing pending and exits promptly", async () => {
@@ -797,10 +795,10 @@ test("after close() the process has nothing pending and exits promptly", async (
     timeout: 30_000,
   });
   const out = stdout + stderr;
-  assert.equal(killed, false, "the child did not exit on its own");
-  assert.equal(code, 0, out);
-  assert.match(out, /closed pending=0/);
-  assert.deepEqual((await client.listMetrics(id)).map((m) => m.epoch), [
+  assertEquals(killed, false, "the child did not exit on its own");
+  assertEquals(code, 0, out);
+  assertMatch(out, /closed pending=0/);
+  assertEquals((await client.listMetrics(id)).map((m) => m.epoch), [
     0,
     1,
     2,
@@ -817,5 +815,5 @@ test("the trainer's files are read, not modified", async () => {
   );
   await session.uploadModel(1, file);
   await session.close();
-  assert.equal(await readFile(file, "utf8"), "abc");
+  assertEquals(await readFile(file, "utf8"), "abc");
 });

@@ -1,5 +1,13 @@
 import { describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertRejects,
+  assertStrictEquals,
+  assertThrows,
+} from "@std/assert";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,22 +52,22 @@ describe("TinyTrainer", () => {
   test("training with the defaults lowers the loss and beats chance", async () => {
     const trainer = new TinyTrainer();
     const results = await trainAll(trainer);
-    assert.equal(results.length, 20);
+    assertEquals(results.length, 20);
     const first = results[0]!.metrics;
     const last = results[19]!.metrics;
-    assert.ok(
+    assert(
       last["train/loss"]! < 0.7 * first["train/loss"]!,
       `train/loss fell from ${first["train/loss"]} to ${last["train/loss"]}`,
     );
-    assert.ok(last["val/loss"]! < 0.7 * first["val/loss"]!);
-    assert.ok(last["metrics/accuracy"]! > 0.8, "accuracy is above chance");
-    assert.ok(last["metrics/precision"]! > 0.5);
-    assert.ok(last["metrics/recall"]! > 0.5);
-    assert.equal(
+    assert(last["val/loss"]! < 0.7 * first["val/loss"]!);
+    assert(last["metrics/accuracy"]! > 0.8, "accuracy is above chance");
+    assert(last["metrics/precision"]! > 0.5);
+    assert(last["metrics/recall"]! > 0.5);
+    assertEquals(
       trainer.bestFitness,
       Math.max(...results.map((r) => r.fitness)),
     );
-    assert.deepEqual(results.map((r) => r.epoch), [...Array(20).keys()]);
+    assertEquals(results.map((r) => r.epoch), [...Array(20).keys()]);
   });
 
   test("fitness is the validation accuracy and isBest marks each improvement", async () => {
@@ -68,11 +76,11 @@ describe("TinyTrainer", () => {
     );
     let best = -Infinity;
     for (const result of results) {
-      assert.equal(result.fitness, result.metrics["metrics/accuracy"]);
-      assert.equal(result.isBest, result.fitness > best);
+      assertEquals(result.fitness, result.metrics["metrics/accuracy"]);
+      assertEquals(result.isBest, result.fitness > best);
       best = Math.max(best, result.fitness);
     }
-    assert.equal(results[0]!.isBest, true);
+    assertEquals(results[0]!.isBest, true);
   });
 
   test("the same seed gives identical metrics and another seed does not", async () => {
@@ -80,11 +88,11 @@ describe("TinyTrainer", () => {
     const a = await trainAll(new TinyTrainer({ ...options, seed: 5 }));
     const b = await trainAll(new TinyTrainer({ ...options, seed: 5 }));
     const c = await trainAll(new TinyTrainer({ ...options, seed: 6 }));
-    assert.deepEqual(
+    assertEquals(
       a.map((r) => withoutSpeed(r.metrics)),
       b.map((r) => withoutSpeed(r.metrics)),
     );
-    assert.notDeepEqual(
+    assertNotEquals(
       a.map((r) => withoutSpeed(r.metrics)),
       c.map((r) => withoutSpeed(r.metrics)),
     );
@@ -94,13 +102,13 @@ describe("TinyTrainer", () => {
     const trainer = new TinyTrainer({ epochs: 2, samples: 200, hidden: 16 });
     const [first, second] = await trainAll(trainer);
     const parameters = 2 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2;
-    assert.equal(first!.metrics["model/parameters"], parameters);
-    assert.equal(
+    assertEquals(first!.metrics["model/parameters"], parameters);
+    assertEquals(
       first!.metrics["model/GFLOPs"],
       2 * (2 * 16 + 16 * 16 + 16 * 2) / 1e9,
     );
     const speed = first!.metrics["model/speed_PyTorch(ms)"]!;
-    assert.ok(Number.isFinite(speed) && speed >= 0);
+    assert(Number.isFinite(speed) && speed >= 0);
     for (
       const name of [
         "train/loss",
@@ -110,20 +118,20 @@ describe("TinyTrainer", () => {
         "metrics/recall",
       ]
     ) {
-      assert.equal(typeof first!.metrics[name], "number", name);
-      assert.equal(typeof second!.metrics[name], "number", name);
+      assertEquals(typeof first!.metrics[name], "number", name);
+      assertEquals(typeof second!.metrics[name], "number", name);
     }
-    assert.equal(second!.metrics["model/parameters"], undefined);
-    assert.equal(trainer.info().parameters, parameters);
+    assertEquals(second!.metrics["model/parameters"], undefined);
+    assertEquals(trainer.info().parameters, parameters);
   });
 
   test("args describe the training in HUB terms", () => {
     const trainer = new TinyTrainer({ epochs: 3, batchSize: 16, samples: 100 });
-    assert.equal(trainer.args.epochs, 3);
-    assert.equal(trainer.args.batch, 16);
-    assert.equal(trainer.args.data, "two-spirals");
-    assert.equal(trainer.args.model, "mlp-2-32-32-2");
-    assert.ok(Object.isFrozen(trainer.args));
+    assertEquals(trainer.args.epochs, 3);
+    assertEquals(trainer.args.batch, 16);
+    assertEquals(trainer.args.data, "two-spirals");
+    assertEquals(trainer.args.model, "mlp-2-32-32-2");
+    assert(Object.isFrozen(trainer.args));
   });
 
   test("a saved checkpoint starts with the magic and loads back with identical predictions", async () => {
@@ -134,24 +142,24 @@ describe("TinyTrainer", () => {
       await trainer.save(path);
 
       const bytes = await readFile(path);
-      assert.equal(bytes.subarray(0, 8).toString("latin1"), CHECKPOINT_MAGIC);
+      assertEquals(bytes.subarray(0, 8).toString("latin1"), CHECKPOINT_MAGIC);
       const headerLength = bytes.readUInt32LE(8);
       const header = JSON.parse(
         bytes.subarray(12, 12 + headerLength).toString("utf8"),
       );
       const parameters = trainer.info().parameters;
-      assert.equal(header.epoch, 3);
-      assert.equal(header.dataset.seed, 9);
-      assert.equal(header.optimizer.step, 3 * Math.ceil(320 / 32));
-      assert.equal(header.bestFitness, trainer.bestFitness);
-      assert.equal(bytes.length, 12 + headerLength + 3 * parameters * 4);
-      assert.deepEqual(await readdir(join(dir, "weights")), ["last.pt"]);
+      assertEquals(header.epoch, 3);
+      assertEquals(header.dataset.seed, 9);
+      assertEquals(header.optimizer.step, 3 * Math.ceil(320 / 32));
+      assertEquals(header.bestFitness, trainer.bestFitness);
+      assertEquals(bytes.length, 12 + headerLength + 3 * parameters * 4);
+      assertEquals(await readdir(join(dir, "weights")), ["last.pt"]);
 
       const loaded = await TinyTrainer.load(path);
-      assert.equal(loaded.epoch, 3);
-      assert.equal(loaded.bestFitness, trainer.bestFitness);
-      assert.deepEqual(loaded.args, trainer.args);
-      assert.deepEqual(loaded.predict(grid()), trainer.predict(grid()));
+      assertEquals(loaded.epoch, 3);
+      assertEquals(loaded.bestFitness, trainer.bestFitness);
+      assertEquals(loaded.args, trainer.args);
+      assertEquals(loaded.predict(grid()), trainer.predict(grid()));
     });
   });
 
@@ -167,12 +175,12 @@ describe("TinyTrainer", () => {
       const resumed = await TinyTrainer.load(join(dir, "last.pt"));
       const rest = await trainAll(resumed);
 
-      assert.deepEqual(rest.map((r) => r.epoch), [2, 3]);
-      assert.deepEqual(
+      assertEquals(rest.map((r) => r.epoch), [2, 3]);
+      assertEquals(
         rest.map((r) => r.metrics),
         straight.slice(2).map((r) => r.metrics),
       );
-      assert.deepEqual(
+      assertEquals(
         rest.map((r) => r.isBest),
         straight.slice(2).map((r) => r.isBest),
       );
@@ -188,13 +196,13 @@ describe("TinyTrainer", () => {
       await trainer.save(path, { optimizer: false }); // overwrites in place
       const bytes = await readFile(path);
       const headerLength = bytes.readUInt32LE(8);
-      assert.equal(
+      assertEquals(
         bytes.length,
         12 + headerLength + trainer.info().parameters * 4,
       );
       const loaded = await TinyTrainer.load(path);
-      assert.deepEqual(loaded.predict(grid()), trainer.predict(grid()));
-      assert.deepEqual(await readdir(dir), ["best.pt"]);
+      assertEquals(loaded.predict(grid()), trainer.predict(grid()));
+      assertEquals(await readdir(dir), ["best.pt"]);
     });
   });
 
@@ -202,19 +210,24 @@ describe("TinyTrainer", () => {
     await withTempDir(async (dir) => {
       const notCheckpoint = join(dir, "other.pt");
       await writeFile(notCheckpoint, "PK\u0003\u0004 a zip, not ours");
-      await assert.rejects(TinyTrainer.load(notCheckpoint), {
-        message: /does not start with "HUBTINY1"/,
-      });
+      assertMatch(
+        (await assertRejects(() => TinyTrainer.load(notCheckpoint), Error))
+          .message,
+        /does not start with "HUBTINY1"/,
+      );
 
       const good = new TinyTrainer({ samples: 100 }).serialize();
       const truncated = join(dir, "truncated.pt");
       await writeFile(truncated, good.subarray(0, good.length - 4));
-      await assert.rejects(TinyTrainer.load(truncated), {
-        message: /size is \d+ bytes, expected \d+/,
-      });
-      assert.throws(() => TinyTrainer.deserialize(good.subarray(0, 20)), {
-        message: /header is truncated/,
-      });
+      assertMatch(
+        (await assertRejects(() => TinyTrainer.load(truncated), Error)).message,
+        /size is \d+ bytes, expected \d+/,
+      );
+      assertMatch(
+        assertThrows(() => TinyTrainer.deserialize(good.subarray(0, 20)), Error)
+          .message,
+        /header is truncated/,
+      );
     });
   });
 
@@ -227,8 +240,8 @@ describe("TinyTrainer", () => {
     });
     const reason = new Error("Stopped by the user");
     controller.abort(reason);
-    await assert.rejects(trainer.trainEpoch(), (error) => error === reason);
-    assert.equal(trainer.epoch, 0);
+    assertStrictEquals(await assertRejects(() => trainer.trainEpoch()), reason);
+    assertEquals(trainer.epoch, 0);
   });
 
   test("trainEpoch() stops between mini-batches when aborted during an epoch", async () => {
@@ -244,34 +257,38 @@ describe("TinyTrainer", () => {
     const reason = new Error("Stopped by the user");
     const timer = setTimeout(() => controller.abort(reason), 0);
     try {
-      await assert.rejects(trainer.trainEpoch(), (error) => error === reason);
+      assertStrictEquals(
+        await assertRejects(() => trainer.trainEpoch()),
+        reason,
+      );
     } finally {
       clearTimeout(timer);
     }
-    assert.equal(trainer.epoch, 0, "the aborted epoch does not count");
-    assert.equal(trainer.done, false);
+    assertEquals(trainer.epoch, 0, "the aborted epoch does not count");
+    assertEquals(trainer.done, false);
   });
 
   test("trainEpoch() refuses to train past the last epoch or twice at once", async () => {
     const trainer = new TinyTrainer({ epochs: 1, samples: 100 });
     const running = trainer.trainEpoch();
-    await assert.rejects(trainer.trainEpoch(), {
-      message: /another epoch is still running/,
-    });
+    assertMatch(
+      (await assertRejects(() => trainer.trainEpoch(), Error)).message,
+      /another epoch is still running/,
+    );
     await running;
-    await assert.rejects(trainer.trainEpoch(), RangeError);
+    await assertRejects(() => trainer.trainEpoch(), RangeError);
   });
 
   test("the constructor validates options up front", () => {
-    assert.throws(() => new TinyTrainer({ epochs: 0 }), RangeError);
-    assert.throws(() => new TinyTrainer({ epochs: 1.5 }), RangeError);
-    assert.throws(
+    assertThrows(() => new TinyTrainer({ epochs: 0 }), RangeError);
+    assertThrows(() => new TinyTrainer({ epochs: 1.5 }), RangeError);
+    assertThrows(
       () => new TinyTrainer({ epochs: "3" as unknown as number }),
       TypeError,
     );
-    assert.throws(() => new TinyTrainer({ learningRate: -1 }), RangeError);
-    assert.throws(() => new TinyTrainer({ samples: 5 }), RangeError);
-    assert.throws(
+    assertThrows(() => new TinyTrainer({ learningRate: -1 }), RangeError);
+    assertThrows(() => new TinyTrainer({ samples: 5 }), RangeError);
+    assertThrows(
       () => new TinyTrainer({ signal: {} as AbortSignal }),
       TypeError,
     );
@@ -279,9 +296,9 @@ describe("TinyTrainer", () => {
 
   test("predict() returns two probabilities per point that sum to 1", () => {
     const probs = new TinyTrainer({ samples: 100 }).predict([0, 0, 1, -1]);
-    assert.equal(probs.length, 4);
-    assert.ok(Math.abs(probs[0]! + probs[1]! - 1) < 1e-6);
-    assert.throws(
+    assertEquals(probs.length, 4);
+    assert(Math.abs(probs[0]! + probs[1]! - 1) < 1e-6);
+    assertThrows(
       () => new TinyTrainer({ samples: 100 }).predict([1]),
       RangeError,
     );

@@ -1,5 +1,11 @@
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
 import { appendFileSync, truncateSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
@@ -37,13 +43,9 @@ function recordingLogger(): Logger & { warnings: string[] } {
   return { warnings, info() {}, warn: (m) => warnings.push(m), error() {} };
 }
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new assert.AssertionError({ message: "Expected a rejection" });
+/** What `promise` rejects with; fails the test when it resolves. */
+function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return assertRejects(() => promise);
 }
 
 describe("uploadModel() against the local HUB", () => {
@@ -65,7 +67,7 @@ describe("uploadModel() against the local HUB", () => {
 
   async function stored(id: string, name: string): Promise<Uint8Array> {
     const response = await fetch(`${server.url}/v1/models/${id}/files/${name}`);
-    assert.equal(response.status, 200);
+    assertEquals(response.status, 200);
     return new Uint8Array(await response.arrayBuffer());
   }
 
@@ -80,8 +82,8 @@ describe("uploadModel() against the local HUB", () => {
       type: "epoch",
       isBest: false,
     });
-    assert.deepEqual(result, { size: bytes.byteLength, sha256: sha256(bytes) });
-    assert.deepEqual(await stored(id, "last.pt"), bytes);
+    assertEquals(result, { size: bytes.byteLength, sha256: sha256(bytes) });
+    assertEquals(await stored(id, "last.pt"), bytes);
   });
 
   test("a large upload through the runtime's own fetch (chunks released once sent) arrives intact", async () => {
@@ -96,8 +98,8 @@ describe("uploadModel() against the local HUB", () => {
       type: "final",
       map: 0.1,
     });
-    assert.deepEqual(result, { size: bytes.byteLength, sha256: sha256(bytes) });
-    assert.equal(sha256(await stored(id, "best.pt")), sha256(bytes));
+    assertEquals(result, { size: bytes.byteLength, sha256: sha256(bytes) });
+    assertEquals(sha256(await stored(id, "best.pt")), sha256(bytes));
   });
 
   test("progress starts at 0, only grows, and reaches the total exactly once at the end", async () => {
@@ -115,22 +117,22 @@ describe("uploadModel() against the local HUB", () => {
     });
     const settledAt = events.length;
     await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal(
+    assertEquals(
       events.length,
       settledAt,
       "no event after the promise settled",
     );
-    assert.equal(result.size, bytes.byteLength);
+    assertEquals(result.size, bytes.byteLength);
     const total = events[0]?.total;
-    assert.ok(total !== undefined && total > bytes.byteLength);
-    assert.equal(events[0]?.loaded, 0);
+    assert(total !== undefined && total > bytes.byteLength);
+    assertEquals(events[0]?.loaded, 0);
     for (let i = 1; i < events.length; i++) {
-      assert.equal(events[i]?.total, total);
-      assert.ok(events[i]!.loaded >= events[i - 1]!.loaded);
+      assertEquals(events[i]?.total, total);
+      assert(events[i]!.loaded >= events[i - 1]!.loaded);
     }
-    assert.equal(events.filter((e) => e.loaded === total).length, 1);
-    assert.equal(events.at(-1)?.loaded, total);
-    assert.ok(events.length >= 4, "several intermediate events for 2.5 MB");
+    assertEquals(events.filter((e) => e.loaded === total).length, 1);
+    assertEquals(events.at(-1)?.loaded, total);
+    assert(events.length >= 4, "several intermediate events for 2.5 MB");
   });
 
   test("a throwing onProgress is reported once and does not break the upload", async () => {
@@ -149,11 +151,11 @@ describe("uploadModel() against the local HUB", () => {
         throw new Error("bar exploded");
       },
     });
-    assert.equal(result.sha256, sha256(bytes));
-    assert.ok(calls > 2);
+    assertEquals(result.sha256, sha256(bytes));
+    assert(calls > 2);
     const warnings = logger.warnings.slice(before);
-    assert.equal(warnings.length, 1);
-    assert.match(warnings[0] ?? "", /bar exploded/);
+    assertEquals(warnings.length, 1);
+    assertMatch(warnings[0] ?? "", /bar exploded/);
   });
 
   test("a 0-byte file uploads as an empty part", async () => {
@@ -167,9 +169,9 @@ describe("uploadModel() against the local HUB", () => {
       type: "epoch",
       onProgress: (p) => events.push({ ...p }),
     });
-    assert.deepEqual(result, { size: 0, sha256: sha256(new Uint8Array(0)) });
-    assert.equal((await stored(id, "last.pt")).byteLength, 0);
-    assert.equal(events.at(-1)?.loaded, events.at(-1)?.total);
+    assertEquals(result, { size: 0, sha256: sha256(new Uint8Array(0)) });
+    assertEquals((await stored(id, "last.pt")).byteLength, 0);
+    assertEquals(events.at(-1)?.loaded, events.at(-1)?.total);
   });
 
   test("a missing file fails before anything is sent, naming the path and what to do", async () => {
@@ -185,10 +187,10 @@ describe("uploadModel() against the local HUB", () => {
     const error = await rejection(
       counting.uploadModel("a".repeat(20), { epoch: 1, file, type: "final" }),
     );
-    assert.ok(error instanceof HUBError);
-    assert.ok(error.message.includes(file));
-    assert.match(error.message, /does not exist: check the path/);
-    assert.equal(calls, 0);
+    assert(error instanceof HUBError);
+    assert(error.message.includes(file));
+    assertMatch(error.message, /does not exist: check the path/);
+    assertEquals(calls, 0);
   });
 
   test("a file that grows during the upload is sent as it was when the upload started", async () => {
@@ -207,9 +209,9 @@ describe("uploadModel() against the local HUB", () => {
         appendFileSync(file, pattern(1024 * 1024, 5));
       },
     });
-    assert.ok(grown);
-    assert.deepEqual(result, { size: bytes.byteLength, sha256: sha256(bytes) });
-    assert.deepEqual(await stored(id, "last.pt"), bytes);
+    assert(grown);
+    assertEquals(result, { size: bytes.byteLength, sha256: sha256(bytes) });
+    assertEquals(await stored(id, "last.pt"), bytes);
   });
 
   test("a file that shrinks during the upload fails with a HUBError and stores nothing", async () => {
@@ -227,9 +229,9 @@ describe("uploadModel() against the local HUB", () => {
         truncateSync(file, 1024);
       },
     }));
-    assert.ok(error instanceof HUBError, String(error));
-    assert.match(error.message, /shrank from 8388608 to \d+ bytes/);
-    assert.equal((await client.getModel(id)).has_last_weights, false);
+    assert(error instanceof HUBError, String(error));
+    assertMatch(error.message, /shrank from 8388608 to \d+ bytes/);
+    assertEquals((await client.getModel(id)).has_last_weights, false);
   });
 
   test("an abort mid-upload rejects with the reason and leaves no weights", async () => {
@@ -247,8 +249,8 @@ describe("uploadModel() against the local HUB", () => {
         if (loaded > 2 * 1024 * 1024) controller.abort(reason);
       },
     }));
-    assert.equal(error, reason);
-    assert.equal((await client.getModel(id)).has_last_weights, false);
+    assertStrictEquals(error, reason);
+    assertEquals((await client.getModel(id)).has_last_weights, false);
   });
 
   test("a body corrupted in transit is refused with a retriable Checksum mismatch", async () => {
@@ -278,11 +280,11 @@ describe("uploadModel() against the local HUB", () => {
     const error = await rejection(
       bad.uploadModel(id, { epoch: 1, file, type: "epoch" }),
     );
-    assert.ok(flipped);
-    assert.equal((error as { status?: number }).status, 400);
-    assert.equal((error as { retriable?: boolean }).retriable, true);
-    assert.match((error as Error).message, /Checksum mismatch/);
-    assert.equal((await client.getModel(id)).has_last_weights, false);
+    assert(flipped);
+    assertEquals((error as { status?: number }).status, 400);
+    assertEquals((error as { retriable?: boolean }).retriable, true);
+    assertMatch((error as Error).message, /Checksum mismatch/);
+    assertEquals((await client.getModel(id)).has_last_weights, false);
   });
 });
 
@@ -308,25 +310,25 @@ describe("createMultipartUpload()", () => {
     const body = upload.body();
     const raw = new Uint8Array(await new Response(body.stream).arrayBuffer());
     body.finish();
-    assert.equal(raw.byteLength, upload.contentLength);
-    assert.equal(upload.fileSize, bytes.byteLength);
+    assertEquals(raw.byteLength, upload.contentLength);
+    assertEquals(upload.fileSize, bytes.byteLength);
     const text = new TextDecoder("latin1").decode(raw);
     const names = [
       ...text.matchAll(/Content-Disposition: form-data; name="([^"]+)"/g),
     ]
       .map((m) => m[1]);
-    assert.deepEqual(names, ["epoch", "type", "map", "best.pt", "sha256"]);
-    assert.match(text, /name="best.pt"; filename="best.pt"\r\n/);
+    assertEquals(names, ["epoch", "type", "map", "best.pt", "sha256"]);
+    assertMatch(text, /name="best.pt"; filename="best.pt"\r\n/);
     const form = await new Response(raw, {
       headers: { "content-type": upload.contentType },
     }).formData();
-    assert.equal(form.get("epoch"), "7");
-    assert.equal(form.get("map"), "0.25");
-    assert.equal(form.get("sha256"), sha256(bytes));
-    assert.equal(body.sha256(), sha256(bytes));
+    assertEquals(form.get("epoch"), "7");
+    assertEquals(form.get("map"), "0.25");
+    assertEquals(form.get("sha256"), sha256(bytes));
+    assertEquals(body.sha256(), sha256(bytes));
     const part = form.get("best.pt");
-    assert.ok(part instanceof Blob);
-    assert.deepEqual(new Uint8Array(await part.arrayBuffer()), bytes);
+    assert(part instanceof Blob);
+    assertEquals(new Uint8Array(await part.arrayBuffer()), bytes);
   });
 
   test("each body() is a fresh stream with the same bytes", async () => {
@@ -341,7 +343,7 @@ describe("createMultipartUpload()", () => {
     };
     const a = await read();
     const b = await read();
-    assert.deepEqual(a, b);
+    assertEquals(a, b);
   });
 
   test("without a checksum field the body ends right after the file part", async () => {
@@ -355,25 +357,30 @@ describe("createMultipartUpload()", () => {
     const body = upload.body();
     const text = await new Response(body.stream).text();
     body.finish();
-    assert.ok(!text.includes('name="sha256"'));
-    assert.equal(body.sha256(), undefined);
+    assert(!text.includes('name="sha256"'));
+    assertEquals(body.sha256(), undefined);
   });
 
   test("a directory and bad options are refused up front", async () => {
-    await assert.rejects(
-      createMultipartUpload({ file: dir, partName: "last.pt" }),
+    assertMatch(
+      String(
+        await assertRejects(() =>
+          createMultipartUpload({ file: dir, partName: "last.pt" })
+        ),
+      ),
       /not a regular file/,
     );
-    await assert.rejects(
-      createMultipartUpload({ file: join(dir, "x"), partName: 'a"b' }),
+    await assertRejects(
+      () => createMultipartUpload({ file: join(dir, "x"), partName: 'a"b' }),
       TypeError,
     );
-    await assert.rejects(
-      createMultipartUpload({
-        file: join(dir, "x"),
-        partName: "a",
-        chunkSize: 0,
-      }),
+    await assertRejects(
+      () =>
+        createMultipartUpload({
+          file: join(dir, "x"),
+          partName: "a",
+          chunkSize: 0,
+        }),
       RangeError,
     );
   });
