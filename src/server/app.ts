@@ -3,8 +3,8 @@
  * `(request) => Promise<Response>` (the app's `fetch`).
  *
  * Serves the HUB v1 wire protocol the Python `hub-sdk` and Ultralytics
- * trainers speak (see `HUB_PROTOCOL.md` in the repository) from files under
- * a data directory, with the `{success, data, message}` envelope on every
+ * trainers speak (its shapes and constants are in `src/protocol/`, shared
+ * with the client) from files under a data directory, with the `{success, data, message}` envelope on every
  * JSON reply. Each resource's routes live in `routes/`; this file wires
  * them, answers unknown routes (404) and wrong methods (405 with `Allow`),
  * and turns every thrown error into the envelope.

@@ -8,13 +8,16 @@
 
 import { DEFAULT_WEB_ROOT } from "./config.ts";
 import { HUBModelError } from "../common/errors.ts";
+import { isModelId, MODEL_ID_PATTERN } from "../protocol/model_id.ts";
+
+export { isModelId };
 
 /** Length of a HUB API key. */
 export const API_KEY_LENGTH = 42;
 /** Length of a HUB model id. */
 export const MODEL_ID_LENGTH = 20;
 
-const MODEL_ID = /^[A-Za-z0-9]{20}$/;
+const MODEL_ID = MODEL_ID_PATTERN;
 const API_KEY = /^[A-Za-z0-9]{42}$/;
 const hasControl = (value: string): boolean =>
   [...value].some((char) => char.charCodeAt(0) < 0x20 || char === "\u007f");
@@ -41,24 +44,6 @@ export interface ParseIdentifierOptions {
    * @default {"https://hub.ultralytics.com"}
    */
   webRoot?: string;
-}
-
-/**
- * Returns whether `value` has the shape of a model id (20 letters or digits).
- *
- * @param value The string to check.
- * @returns `true` for a well-formed model id.
- *
- * @example Check a model id
- * ```ts
- * import { isModelId } from "./identifier.ts";
- *
- * console.assert(isModelId("AbCdEfGhIj0123456789"));
- * console.assert(!isModelId("too-short"));
- * ```
- */
-export function isModelId(value: string): boolean {
-  return MODEL_ID.test(value);
 }
 
 /**
