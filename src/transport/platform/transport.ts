@@ -1,0 +1,564 @@
+/**
+ * {@linkcode PlatformTransport}: the session's view of a server (start a
+ * model, send metrics, send weights), spoken as the Ultralytics Platform
+ * webhook protocol. It keeps the run's state: the `modelId`, `runId` and slug
+ * the server answered, whether the user stopped the run, and the fitness
+ * seen so far for `training_complete`.
+ *
+ * The protocol is taken from the behaviour of the Python trainer's Platform
+ * callbacks; it is verified against the local HUB, which accepts the same
+ * endpoints, and not against the live service, which cannot be reached from
+ * our test machines.
+ *
+ * @module
+ */
+
+import { basename } from "node:path";
+import { HUBModelError, HUBRequestError } from "../../common/errors.ts";
+import { consoleLogger } from "../../common/logger.ts";
+import { PlatformClient } from "./client.ts";
+import type {
+  PlatformClientOptions,
+  PlatformRequestOptions,
+} from "./client.ts";
+import { platformEnvironment } from "./environment.ts";
+import type {
+  EpochEndData,
+  PlatformEnvironment,
+  PlatformEventReply,
+  PlatformModelInfo,
+  PlatformTarget,
+  TrainingCompleteData,
+  TrainingStartedData,
+} from "../../protocol/platform.ts";
+import type {
+  CreateModelPayload,
+  EpochMetrics,
+  Logger,
+  ModelDocument,
+  ProgressCallback,
+  TrainArgs,
+} from "../../protocol/types.ts";
+
+/** Options of the {@linkcode PlatformTransport} constructor. */
+export interface PlatformTransportOptions extends PlatformClientOptions {
+  /** Project, `owner/slug`. */
+  project: string;
+  /** Run name (a slug). */
+  name: string;
+  /** Platform base URL, for model page links. @default {the webhooks root's origin} */
+  platformUrl?: string | undefined;
+  /** Called once when the server answers `cancelled: true`. @default {undefined} */
+  onCancel?: (() => void) | undefined;
+  /** Environment sent with `training_started`. @default {platformEnvironment()} */
+  environment?: PlatformEnvironment | undefined;
+}
+
+/** Options of {@linkcode PlatformTransport.uploadModel}. */
+export interface PlatformUploadOptions extends PlatformRequestOptions {
+  /** Epoch of the weights. */
+  epoch: number;
+  /** Path of the weights file. */
+  file: string;
+  /** `"epoch"` for a checkpoint (`last.pt`), `"final"` for the final weights (`best.pt`). */
+  type: "epoch" | "final";
+  /** Whether a checkpoint is the best so far. @default {false} */
+  isBest?: boolean | undefined;
+  /** Final mAP, sent as the best fitness when no fitness was seen. @default {0} */
+  map?: number | undefined;
+  /** Receives `{ loaded, total }` in body bytes. @default {undefined} */
+  onProgress?: ProgressCallback | undefined;
+}
+
+const MODEL_INFO_KEYS = {
+  parameters: "model/parameters",
+  gflops: "model/GFLOPs",
+  speedMs: "model/speed_PyTorch(ms)",
+} as const;
+
+/**
+ * Splits a flat metrics map into the parts of an `epoch_end`: `model/*`
+ * facts become `modelInfo` (epoch 0), `system/*` values `system`, a
+ * `fitness` value the epoch's fitness (else `0.1 mAP50 + 0.9 mAP50-95` when
+ * both are present, as the Ultralytics detection fitness); the rest stays
+ * in `metrics`.
+ *
+ * @param epoch Zero-based epoch.
+ * @param all The epoch's flat metrics.
+ * @returns The `epoch_end` data without `best_fitness`.
+ *
+ * @example Split epoch 0
+ * ```ts
+ * import { epochEndData } from "./transport.ts";
+ *
+ * const data = epochEndData(0, { "train/loss": 1, "model/parameters": 3000 });
+ * console.assert(data.modelInfo?.parameters === 3000 && !("model/parameters" in data.metrics));
+ * ```
+ */
+export function epochEndData(epoch: number, all: EpochMetrics): EpochEndData {
+  const metrics: Record<string, number> = {};
+  const system: Record<string, number> = {};
+  let info: Partial<PlatformModelInfo> | undefined;
+  let fitness: number | undefined;
+  for (const [key, value] of Object.entries(all)) {
+    const infoKey = (Object.keys(MODEL_INFO_KEYS) as Array<
+      keyof typeof MODEL_INFO_KEYS
+    >).find((k) => MODEL_INFO_KEYS[k] === key);
+    if (infoKey !== undefined) (info ??= {})[infoKey] = value;
+    else if (key.startsWith("system/")) system[key.slice(7)] = value;
+    else if (key === "fitness") fitness = value;
+    else metrics[key] = value;
+  }
+  const map50 = all["metrics/mAP50(B)"];
+  const map = all["metrics/mAP50-95(B)"];
+  if (fitness === undefined && map50 !== undefined && map !== undefined) {
+    fitness = 0.1 * map50 + 0.9 * map;
+  }
+  const data: EpochEndData = { epoch, metrics };
+  if (Object.keys(system).length > 0) data.system = system;
+  if (fitness !== undefined) data.fitness = fitness;
+  if (info !== undefined && epoch === 0) {
+    data.modelInfo = {
+      parameters: info.parameters ?? 0,
+      gflops: info.gflops ?? 0,
+      speedMs: info.speedMs ?? 0,
+    };
+  }
+  return data;
+}
+
+/**
+ * Builds the `training_started` data from the trainer's arguments: every
+ * argument as a string, `epochs` (default 300) and `device`.
+ *
+ * @param args The trainer's arguments.
+ * @param environment The machine and runtime.
+ * @returns The event's data.
+ *
+ * @example Arguments become strings
+ * ```ts
+ * import { trainingStartedData } from "./transport.ts";
+ * import { platformEnvironment } from "./environment.ts";
+ *
+ * const data = trainingStartedData({ epochs: 3, batch: 16 }, platformEnvironment());
+ * console.assert(data.trainArgs.batch === "16" && data.epochs === 3);
+ * ```
+ */
+export function trainingStartedData(
+  args: TrainArgs,
+  environment: PlatformEnvironment,
+): TrainingStartedData {
+  const trainArgs: Record<string, string> = {};
+  for (const [key, value] of Object.entries(args)) {
+    if (value === undefined) continue;
+    trainArgs[key] = typeof value === "string"
+      ? value
+      : typeof value === "object" && value !== null
+      ? JSON.stringify(value)
+      : String(value);
+  }
+  const epochs = typeof args.epochs === "number" && Number.isFinite(args.epochs)
+    ? args.epochs
+    : 300;
+  return {
+    trainArgs,
+    epochs,
+    device: String(args.device ?? ""),
+    environment,
+  };
+}
+
+function argsFromPayload(payload: CreateModelPayload): TrainArgs {
+  return {
+    model: payload.meta.name,
+    ...(payload.dataset.name === undefined
+      ? {}
+      : { data: payload.dataset.name }),
+    epochs: payload.config.epochs,
+    batch: payload.config.batchSize,
+    imgsz: payload.config.imageSize,
+    patience: payload.config.patience,
+    device: payload.config.device,
+    cache: payload.config.cache,
+  };
+}
+
+/**
+ * The Platform transport of a session.
+ *
+ * @example Start a run against a server
+ * ```ts
+ * import { PlatformTransport } from "./transport.ts";
+ *
+ * const fetch = (() =>
+ *   Promise.resolve(Response.json({ modelId: "m1", runId: "r1", modelSlug: "run" }))) as unknown as typeof globalThis.fetch;
+ * const transport = new PlatformTransport({
+ *   webhooksUrl: "http://127.0.0.1:8080/api/webhooks",
+ *   apiKey: "ul_" + "0".repeat(40),
+ *   project: "ada/signs",
+ *   name: "run",
+ *   fetch,
+ *   logger: { info() {}, warn() {}, error() {} },
+ * });
+ * console.assert(await transport.startRun({ epochs: 2 }) === "m1");
+ * console.assert(transport.runId === "r1");
+ * ```
+ */
+export class PlatformTransport {
+  /** The client the transport sends with. */
+  readonly client: PlatformClient;
+  /** Project, `owner/slug`. */
+  readonly project: string;
+  /** Requested run name. */
+  readonly name: string;
+  #platformUrl: string;
+  #logger: Logger;
+  #onCancel: (() => void) | undefined;
+  #environment: PlatformEnvironment | undefined;
+  #modelId: string | undefined;
+  #modelSlug: string | undefined;
+  #runId: string | undefined;
+  #cancelled = false;
+  #fitness = new Map<number, number>();
+  #lastMetrics: { epoch: number; metrics: EpochMetrics } | undefined;
+  #final:
+    | { file: string; size: number; sha256: string; path: string }
+    | undefined;
+  #untrackedSaid = false;
+
+  /**
+   * Creates the transport; nothing is sent until a method is called.
+   *
+   * @param options Client options, project, name and the cancel hook.
+   */
+  constructor(options: PlatformTransportOptions) {
+    const { project, name, platformUrl, onCancel, environment, ...rest } =
+      options;
+    if (typeof project !== "string" || !/^[^/\s]+\/[a-z0-9-]+$/.test(project)) {
+      throw new TypeError(
+        `Cannot report to the Platform as the project "${project}" is not "<owner>/<slug>"`,
+      );
+    }
+    if (typeof name !== "string" || !/^[a-z0-9-]{1,128}$/.test(name)) {
+      throw new TypeError(
+        `Cannot report to the Platform as the name "${name}" is not a slug ([a-z0-9-], at most 128 characters)`,
+      );
+    }
+    this.client = new PlatformClient(rest);
+    this.project = project;
+    this.name = name;
+    this.#platformUrl = (platformUrl ?? new URL(this.client.webhooksUrl).origin)
+      .replace(/\/+$/, "");
+    this.#logger = rest.logger ?? consoleLogger();
+    this.#onCancel = onCancel;
+    this.#environment = environment;
+  }
+
+  /** The model id the server answered, once it did. */
+  get modelId(): string | undefined {
+    return this.#modelId;
+  }
+
+  /** The run id the server answered, once it did. */
+  get runId(): string | undefined {
+    return this.#runId;
+  }
+
+  /** The model's slug as the server answered it (e.g. `train-2`), else the name. */
+  get modelSlug(): string {
+    return this.#modelSlug ?? this.name;
+  }
+
+  /** Whether the server answered `cancelled: true`. */
+  get cancelled(): boolean {
+    return this.#cancelled;
+  }
+
+  /**
+   * The model's page on the Platform: `<platform>/<project>/<slug>`.
+   *
+   * @returns The URL.
+   */
+  modelUrl(): string {
+    return `${this.#platformUrl}/${this.project}/${this.modelSlug}`;
+  }
+
+  #target(): PlatformTarget {
+    return this.#modelId === undefined
+      ? { project: this.project, name: this.name }
+      : { modelId: this.#modelId };
+  }
+
+  #adopt(reply: PlatformEventReply): void {
+    if (reply.modelId !== undefined) this.#modelId ??= reply.modelId;
+    if (reply.modelSlug !== undefined && reply.modelSlug !== "") {
+      this.#modelSlug = reply.modelSlug;
+    }
+    if (reply.runId !== undefined) this.#runId ??= reply.runId;
+    if (reply.cancelled === true && !this.#cancelled) {
+      this.#cancelled = true;
+      this.#logger.info(
+        `Training was stopped on the Platform: ${this.modelUrl()}`,
+      );
+      try {
+        this.#onCancel?.();
+      } catch (error) {
+        this.#logger.warn(
+          `The cancel hook failed: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Sends `training_started` (awaited) and adopts the `modelId`, `runId`
+   * and slug it answers. Without a `modelId` the run is not tracked: this
+   * is said once, and later events name the project and run instead.
+   *
+   * @param trainArgs The trainer's arguments.
+   * @param options Signal and timeout.
+   * @returns The model id, or `<project>/<name>` when the server gave none.
+   */
+  async startRun(
+    trainArgs: TrainArgs,
+    options: PlatformRequestOptions = {},
+  ): Promise<string> {
+    this.#environment ??= platformEnvironment();
+    const reply = await this.client.sendEvent(
+      "training_started",
+      trainingStartedData(trainArgs, this.#environment),
+      this.#target(),
+      options,
+    );
+    this.#adopt(reply);
+    if (this.#modelId === undefined) {
+      if (!this.#untrackedSaid) {
+        this.#untrackedSaid = true;
+        this.#logger.warn(
+          `The Platform answered training_started without a modelId: this run is not tracked, metrics may not show on ${this.modelUrl()}`,
+        );
+      }
+      return `${this.project}/${this.name}`;
+    }
+    this.#logger.info(`View model at ${this.modelUrl()}`);
+    return this.#modelId;
+  }
+
+  /**
+   * Sends one `epoch_end` per epoch, in ascending order, and notes a
+   * `cancelled: true` reply. Rejects at the first failure (earlier epochs
+   * were delivered; sending them again is harmless).
+   *
+   * @param epochs Metrics by epoch.
+   * @param options Signal and timeout.
+   */
+  async sendEpochs(
+    epochs: ReadonlyMap<number, EpochMetrics>,
+    options: PlatformRequestOptions = {},
+  ): Promise<void> {
+    for (const epoch of [...epochs.keys()].sort((a, b) => a - b)) {
+      const all = epochs.get(epoch)!;
+      const data = epochEndData(epoch, all);
+      if (typeof data.fitness === "number" && Number.isFinite(data.fitness)) {
+        this.#fitness.set(epoch, data.fitness);
+      }
+      const best = this.#best(epoch);
+      if (best !== undefined) data.best_fitness = best.fitness;
+      const reply = await this.client.sendEvent(
+        "epoch_end",
+        data,
+        this.#target(),
+        options,
+      );
+      this.#adopt(reply);
+      if (this.#lastMetrics === undefined || epoch >= this.#lastMetrics.epoch) {
+        this.#lastMetrics = { epoch, metrics: all };
+      }
+    }
+  }
+
+  #best(upTo = Infinity): { epoch: number; fitness: number } | undefined {
+    let best: { epoch: number; fitness: number } | undefined;
+    for (const [epoch, fitness] of this.#fitness) {
+      if (epoch <= upTo && (best === undefined || fitness > best.fitness)) {
+        best = { epoch, fitness };
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Uploads weights: asks for a signed URL, streams the file with one `PUT`,
+   * then sends `checkpoint_saved` (checkpoints, when the run id is known) or
+   * `training_complete` (final weights, awaited). A retried final upload
+   * whose file was already stored only sends `training_complete` again.
+   *
+   * @param options What to upload and how.
+   * @returns Bytes and sha256 sent.
+   */
+  async uploadWeights(
+    options: PlatformUploadOptions,
+  ): Promise<{ size: number; sha256: string }> {
+    const { epoch, file, type, map = 0, onProgress, signal, timeout } = options;
+    const call = {
+      ...(signal === undefined ? {} : { signal }),
+      ...(timeout === undefined ? {} : { timeout }),
+    };
+    const filename = type === "final" ? "best.pt" : "last.pt";
+    let stored = type === "final" && this.#final?.file === file
+      ? this.#final
+      : undefined;
+    if (stored === undefined) {
+      const url = await this.client.requestUpload(
+        filename,
+        this.#target(),
+        this.#runId,
+        call,
+      );
+      const sent = await this.client.putFile(url.uploadUrl, file, {
+        ...call,
+        onProgress,
+      });
+      if (
+        sent.storedSha256 !== undefined && sent.storedSha256 !== sent.sha256
+      ) {
+        throw new HUBRequestError(
+          `Cannot upload ${
+            basename(file)
+          } as the store kept sha256 ${sent.storedSha256} but ${sent.sha256} was sent: retry the upload`,
+          { method: "PUT", path: "/", status: sent.status, retriable: true },
+        );
+      }
+      stored = {
+        file,
+        size: sent.size,
+        sha256: sent.sha256,
+        path: url.gcsPath,
+      };
+      if (type === "epoch") {
+        if (this.#runId !== undefined) {
+          const reply = await this.client.sendEvent(
+            "checkpoint_saved",
+            {
+              modelPath: url.gcsPath,
+              runId: this.#runId,
+              uploadPath: url.uploadPath ?? url.gcsPath,
+            },
+            this.#target(),
+            call,
+          );
+          this.#adopt(reply);
+        }
+        return { size: stored.size, sha256: stored.sha256 };
+      }
+      this.#final = stored;
+    }
+    const best = this.#best();
+    const last = this.#lastMetrics;
+    const lastData = last === undefined
+      ? undefined
+      : epochEndData(last.epoch, last.metrics);
+    const complete: TrainingCompleteData = {
+      results: {
+        metrics: {
+          ...(lastData?.metrics ?? {}),
+          ...(lastData?.fitness === undefined
+            ? {}
+            : { fitness: lastData.fitness }),
+        },
+        bestEpoch: best?.epoch ?? epoch,
+        bestFitness: best?.fitness ?? map,
+        modelPath: stored.path,
+        modelSize: stored.size,
+      },
+      ...(this.#runId === undefined ? {} : { runId: this.#runId }),
+    };
+    const reply = await this.client.sendEvent(
+      "training_complete",
+      complete,
+      this.#target(),
+      call,
+    );
+    this.#adopt(reply);
+    return { size: stored.size, sha256: stored.sha256 };
+  }
+
+  // The session's transport contract.
+
+  /**
+   * The Platform has no model documents to load: a run starts with
+   * {@linkcode PlatformTransport.createModel}.
+   *
+   * @param id Model id.
+   * @returns Never.
+   */
+  getModel(id: string): Promise<ModelDocument> {
+    return Promise.reject(
+      new HUBModelError(
+        `Cannot load model ${id} from the Platform: open the session with ul://<owner>/<project>/<name> and start the run with createModel()`,
+      ),
+    );
+  }
+
+  /**
+   * Starts the run (`training_started`) from the trainer's arguments, or
+   * from the create payload when no arguments are given.
+   *
+   * @param payload The v1 create payload.
+   * @param options Signal, timeout and the trainer's arguments.
+   * @returns The model id.
+   */
+  createModel(
+    payload: CreateModelPayload,
+    options: PlatformRequestOptions & { trainArgs?: TrainArgs | undefined } =
+      {},
+  ): Promise<string> {
+    const { trainArgs, ...call } = options;
+    return this.startRun(trainArgs ?? argsFromPayload(payload), call);
+  }
+
+  /**
+   * Sends epochs' metrics (see {@linkcode PlatformTransport.sendEpochs}).
+   *
+   * @param _id Model id (the transport knows its own).
+   * @param metrics Metrics by epoch.
+   * @param options Signal and timeout.
+   */
+  uploadMetrics(
+    _id: string,
+    metrics: ReadonlyMap<number, EpochMetrics>,
+    options: PlatformRequestOptions = {},
+  ): Promise<void> {
+    return this.sendEpochs(metrics, options);
+  }
+
+  /**
+   * Uploads weights (see {@linkcode PlatformTransport.uploadWeights}).
+   *
+   * @param _id Model id (the transport knows its own).
+   * @param options What to upload and how.
+   * @returns Bytes and sha256 sent.
+   */
+  uploadModel(
+    _id: string,
+    options: PlatformUploadOptions,
+  ): Promise<{ size: number; sha256: string }> {
+    return this.uploadWeights(options);
+  }
+
+  /**
+   * The Platform has no heartbeat: the events themselves show the run alive.
+   *
+   * @param _id Model id.
+   * @param body The previous agent id.
+   * @returns The same agent id.
+   */
+  heartbeat(
+    _id: string,
+    body: { agentId: string | null },
+  ): Promise<{ agentId: string | null }> {
+    return Promise.resolve({ agentId: body.agentId });
+  }
+}

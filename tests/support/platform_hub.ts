@@ -1,0 +1,147 @@
+/**
+ * A local HUB with the Platform endpoints, on loopback, for the Platform
+ * tests: its data in a temp dir, an optional `ul_` key, and helpers to read
+ * what the HUB stored.
+ *
+ * @module
+ */
+
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createHubHandler } from "../../src/server/mod.ts";
+import { platformRoutes } from "../../src/server/routes/platform.ts";
+
+/** The listening server. */
+export interface HubServer {
+  /** Base URL. */
+  url: string;
+  /** Stops it. */
+  close(): Promise<void>;
+}
+
+type Handler = (request: Request) => Promise<Response>;
+
+function listen(port: number, handler: Handler): HubServer {
+  const g = globalThis as {
+    Deno?: {
+      serve(
+        o: { port: number; hostname: string; onListen?: () => void },
+        h: Handler,
+      ): { addr: { port: number }; shutdown(): Promise<void> };
+    };
+    Bun?: {
+      serve(o: {
+        port: number;
+        hostname: string;
+        fetch: Handler;
+        maxRequestBodySize: number;
+        idleTimeout: number;
+      }): { port: number; stop(force?: boolean): Promise<void> | void };
+    };
+  };
+  if (g.Deno !== undefined) {
+    const server = g.Deno.serve(
+      { port, hostname: "127.0.0.1", onListen: () => {} },
+      handler,
+    );
+    return {
+      url: `http://127.0.0.1:${server.addr.port}`,
+      close: () => server.shutdown(),
+    };
+  }
+  const server = g.Bun!.serve({
+    port,
+    hostname: "127.0.0.1",
+    fetch: handler,
+    maxRequestBodySize: 4 * 1024 ** 3,
+    idleTimeout: 255,
+  });
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    close: async () => {
+      await server.stop(true);
+    },
+  };
+}
+
+/** A Platform key for tests (never a real one). */
+export const TEST_PLATFORM_KEY = "ul_" + "0123456789abcdef".repeat(2) +
+  "01234567";
+
+/** A running HUB with the Platform endpoints. */
+export interface PlatformHub {
+  /** Base URL, e.g. `http://127.0.0.1:1234`. */
+  url: string;
+  /** Webhooks root: `<url>/api/webhooks`. */
+  webhooksUrl: string;
+  /** The temp dir (data in `<dir>/hub`). */
+  dir: string;
+  /** The HUB server. */
+  hub: HubServer;
+  /** `GET` a v1 JSON path with the key; answers `data`. */
+  get(path: string): Promise<Record<string, unknown>>;
+  /** The Platform events the HUB received for a model, oldest first. */
+  events(modelId: string): Promise<Array<Record<string, unknown>>>;
+  /** Presses "Stop" on a run through the API. */
+  stop(modelId: string): Promise<Response>;
+  /** Stops the server and removes the temp dir. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a local HUB on a free port with its data in a new temp dir.
+ *
+ * @param options `apiKeys` the HUB accepts (default: the test key).
+ */
+export async function startPlatformHub(
+  options: { apiKeys?: string[]; dir?: string; port?: number } = {},
+): Promise<PlatformHub> {
+  const { apiKeys = [TEST_PLATFORM_KEY], port = 0 } = options;
+  const dir = options.dir ?? await mkdtemp(join(tmpdir(), "platform-hub-"));
+  const v1 = createHubHandler({ dataDir: join(dir, "hub"), apiKeys });
+  const platform = platformRoutes({ hub: v1, internalKey: apiKeys[0] });
+  const hub = listen(
+    port,
+    (request) =>
+      new URL(request.url).pathname.startsWith("/api/")
+        ? Promise.resolve(platform.fetch(request))
+        : v1(request),
+  );
+  const auth = { authorization: `Bearer ${apiKeys[0] ?? TEST_PLATFORM_KEY}` };
+  const get = async (path: string): Promise<Record<string, unknown>> => {
+    const response = await fetch(`${hub.url}${path}`, { headers: auth });
+    const body = await response.json();
+    if (!response.ok) {
+      throw new Error(
+        `GET ${path} answered ${response.status}: ${body.message}`,
+      );
+    }
+    return body.data;
+  };
+  return {
+    url: hub.url,
+    webhooksUrl: `${hub.url}/api/webhooks`,
+    dir,
+    hub,
+    get,
+    async events(modelId) {
+      const data = await get(`/api/platform/models/${modelId}/events`);
+      return (data.events as Array<{ body: Record<string, unknown> }>).map((
+        e,
+      ) => e.body);
+    },
+    stop(modelId) {
+      return fetch(`${hub.url}/api/platform/models/${modelId}/stop`, {
+        method: "POST",
+        headers: auth,
+      });
+    },
+    async close() {
+      await hub.close();
+      if (options.dir === undefined) {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
