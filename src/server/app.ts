@@ -31,6 +31,7 @@ import { heartbeatRoutes } from "./routes/heartbeat.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { pageRoutes } from "./routes/pages.ts";
+import { platformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
 
@@ -167,7 +168,8 @@ function validateOptions(options: HubHandlerOptions): void {
  * `GET|POST|PATCH|DELETE /v1/models/{id}`, `GET /v1/models/{id}/metrics`,
  * `POST /v1/models/{id}/upload`, `POST /v1/models/{id}/export`,
  * `GET /v1/models/{id}/files/{last.pt|best.pt}` and
- * `POST /v1/agent/heartbeat/models/{id}`. Unknown routes and models answer
+ * `POST /v1/agent/heartbeat/models/{id}`, plus the Ultralytics Platform
+ * webhook endpoints under `/api/` (see `routes/platform.ts`). Unknown routes and models answer
  * 404, wrong methods 405 with `Allow`, bad payloads 400, missing or wrong
  * keys 401 (when `apiKeys` is set) and oversized bodies 413. A request whose
  * body ends early (the client disconnected mid-upload) answers 400
@@ -240,6 +242,16 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   app.route("/", heartbeatRoutes(hub));
   app.route("/", fileRoutes(hub));
   app.route("/", pageRoutes(hub));
+  // The Platform endpoints store runs through the routes above.
+  app.route(
+    "/",
+    platformRoutes({
+      hub: async (request) => await app.fetch(request),
+      internalKey: apiKeys[0],
+      now,
+      publicUrl: base,
+    }),
+  );
   for (const [path, allow] of ALLOWED) {
     app.all(path, (c) =>
       fail(

@@ -9,61 +9,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createHubHandler } from "../../src/server/mod.ts";
-import { platformRoutes } from "../../src/server/routes/platform.ts";
-
-/** The listening server. */
-export interface HubServer {
-  /** Base URL. */
-  url: string;
-  /** Stops it. */
-  close(): Promise<void>;
-}
-
-type Handler = (request: Request) => Promise<Response>;
-
-function listen(port: number, handler: Handler): HubServer {
-  const g = globalThis as {
-    Deno?: {
-      serve(
-        o: { port: number; hostname: string; onListen?: () => void },
-        h: Handler,
-      ): { addr: { port: number }; shutdown(): Promise<void> };
-    };
-    Bun?: {
-      serve(o: {
-        port: number;
-        hostname: string;
-        fetch: Handler;
-        maxRequestBodySize: number;
-        idleTimeout: number;
-      }): { port: number; stop(force?: boolean): Promise<void> | void };
-    };
-  };
-  if (g.Deno !== undefined) {
-    const server = g.Deno.serve(
-      { port, hostname: "127.0.0.1", onListen: () => {} },
-      handler,
-    );
-    return {
-      url: `http://127.0.0.1:${server.addr.port}`,
-      close: () => server.shutdown(),
-    };
-  }
-  const server = g.Bun!.serve({
-    port,
-    hostname: "127.0.0.1",
-    fetch: handler,
-    maxRequestBodySize: 4 * 1024 ** 3,
-    idleTimeout: 255,
-  });
-  return {
-    url: `http://127.0.0.1:${server.port}`,
-    close: async () => {
-      await server.stop(true);
-    },
-  };
-}
+import { serveHub } from "../../src/server/mod.ts";
+import type { HubServer } from "../../src/server/mod.ts";
 
 /** A Platform key for tests (never a real one). */
 export const TEST_PLATFORM_KEY = "ul_" + "0123456789abcdef".repeat(2) +
@@ -99,15 +46,8 @@ export async function startPlatformHub(
 ): Promise<PlatformHub> {
   const { apiKeys = [TEST_PLATFORM_KEY], port = 0 } = options;
   const dir = options.dir ?? await mkdtemp(join(tmpdir(), "platform-hub-"));
-  const v1 = createHubHandler({ dataDir: join(dir, "hub"), apiKeys });
-  const platform = platformRoutes({ hub: v1, internalKey: apiKeys[0] });
-  const hub = listen(
-    port,
-    (request) =>
-      new URL(request.url).pathname.startsWith("/api/")
-        ? Promise.resolve(platform.fetch(request))
-        : v1(request),
-  );
+  const hub = await serveHub({ port, dataDir: join(dir, "hub"), apiKeys });
+
   const auth = { authorization: `Bearer ${apiKeys[0] ?? TEST_PLATFORM_KEY}` };
   const get = async (path: string): Promise<Record<string, unknown>> => {
     const response = await fetch(`${hub.url}${path}`, { headers: auth });
