@@ -8,6 +8,9 @@
 #   HUB_TEST_POSTGRES_DIR   the cluster's directory (the restart fault test)
 # and registers hub_services_stop in cleanup_hooks. Runs as root.
 
+# Nothing may skip in CI: a backend test without its service fails.
+export HUB_TEST_REQUIRE_SERVICES=1
+
 hub_services_dir=$(mktemp -d /tmp/hub-services.XXXXXX)
 chmod 755 "$hub_services_dir"
 
