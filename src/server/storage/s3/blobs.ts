@@ -1,0 +1,748 @@
+/**
+ * The weights store on S3-compatible object storage (AWS S3, Cloudflare R2,
+ * MinIO, Ceph's radosgw): a {@linkcode BlobStore} whose blobs are objects
+ * `<prefix><key>` in one bucket.
+ *
+ * ## Writing
+ *
+ * Bytes are hashed (sha256) as they arrive and collected into fixed-size
+ * parts ({@linkcode S3BlobStoreOptions.partSize}). A blob that ends within
+ * the first part is sent with one `PUT` (with `Content-Length`) straight to
+ * its final key `<prefix><sha256>` once its hash is known and checked. A
+ * larger blob becomes a multipart upload under a temporary key
+ * `.uploads/<random>`: parts are sent while the next ones are read (at most
+ * {@linkcode S3BlobStoreOptions.concurrency} in flight, so memory stays at
+ * `partSize × (concurrency + 1)` whatever the size); `finish()` checks the
+ * hash, completes the upload and copies the object to its final key on the
+ * server side, then deletes the temporary one. S3 makes a `PUT`, a
+ * `CompleteMultipartUpload` and a `CopyObject` visible atomically, so the
+ * final key holds all of the bytes or does not exist: a process killed
+ * mid-upload leaves at most an incomplete multipart upload under
+ * `.uploads/`, never a partial object under a final key.
+ *
+ * `abort()` aborts the multipart upload (S3 then frees its parts). Uploads a
+ * crash left behind are aborted when a store opens, once they are older than
+ * {@linkcode S3BlobStoreOptions.staleUploadMs} (an S3 lifecycle rule
+ * `AbortIncompleteMultipartUpload` does the same on the server side).
+ *
+ * ## Reading
+ *
+ * `read()` streams the object's body as S3 sends it; a byte range becomes a
+ * `Range` request.
+ *
+ * Internal to the server.
+ *
+ * @module
+ */
+
+import { createHash, randomBytes } from "node:crypto";
+import type { Hash } from "node:crypto";
+import { Buffer } from "node:buffer";
+import {
+  BlobChecksumError,
+  type BlobInfo,
+  type BlobRead,
+  type BlobReadOptions,
+  type BlobStore,
+  type BlobWriter,
+  type BlobWriterOptions,
+  type CallOptions,
+  type ListOptions,
+  type Page,
+  type StoredBlob,
+} from "../contract.ts";
+import {
+  escapeXml,
+  S3Client,
+  type S3Config,
+  S3Error,
+  xmlBlocks,
+  xmlText,
+} from "./client.ts";
+
+/** Options of {@linkcode openS3BlobStore}. */
+export interface S3BlobStoreOptions {
+  /**
+   * Size of every part of a multipart upload but the last, and the largest
+   * blob sent with a single `PUT`. S3 needs at least 5 MiB and allows 10,000
+   * parts (so 16 MiB parts carry blobs up to ~156 GiB).
+   *
+   * @default {16 * 1024 * 1024}
+   */
+  partSize?: number | undefined;
+  /**
+   * Parts sent at the same time by one upload.
+   *
+   * @default {4}
+   */
+  concurrency?: number | undefined;
+  /**
+   * Multipart uploads older than this are aborted when the store opens (left
+   * by a process that died mid-upload). `Infinity` keeps them.
+   *
+   * @default {86400000}
+   */
+  staleUploadMs?: number | undefined;
+  /** Aborts opening. @default {undefined} */
+  signal?: AbortSignal | undefined;
+}
+
+/** Where temporary objects of multipart uploads live, below the prefix. */
+const UPLOADS = ".uploads/";
+/** Largest object a single `CopyObject` may copy. */
+const MAX_COPY = 5 * 1024 ** 3;
+/** Range copied by one `UploadPartCopy` of a larger object. */
+const COPY_PART = 1024 ** 3;
+/** Keys as the server uses them (segments of `[A-Za-z0-9._-]`, no leading dot). */
+const KEY_PATTERN =
+  /^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+const PREFIX_PATTERN = /^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*$/;
+
+function checkKey(key: string, what = "key"): void {
+  if (!KEY_PATTERN.test(key)) {
+    throw new TypeError(
+      `Cannot use blob ${what} "${key}" as it is not "/"-separated segments of [A-Za-z0-9._-] without a leading dot`,
+    );
+  }
+}
+
+/** Waits for a promise and ignores its rejection (it is reported elsewhere). */
+async function settle(promise: Promise<unknown>): Promise<void> {
+  await promise.then(() => {}, () => {});
+}
+
+/**
+ * Opens the weights store in an S3 bucket: checks that the bucket answers
+ * and aborts multipart uploads a crash left behind.
+ *
+ * @param config Bucket, prefix, endpoint, credentials.
+ * @param options Part size, concurrency, stale-upload age, signal.
+ * @returns The store.
+ *
+ * @example Open a bucket on a local Ceph gateway
+ * ```ts ignore
+ * const weights = await openS3BlobStore({
+ *   bucket: "hub",
+ *   endpoint: "http://127.0.0.1:17480",
+ *   accessKeyId: Deno.env.get("AWS_ACCESS_KEY_ID")!,
+ *   secretAccessKey: Deno.env.get("AWS_SECRET_ACCESS_KEY")!,
+ * });
+ * ```
+ */
+export async function openS3BlobStore(
+  config: S3Config,
+  options: S3BlobStoreOptions = {},
+): Promise<S3BlobStore> {
+  const store = new S3BlobStore(new S3Client(config), options);
+  try {
+    await store.client.request("HEAD", {
+      key: "",
+      signal: options.signal,
+    }).then((answer) => answer.body.cancel());
+    await store.abortStaleUploads(options.signal);
+  } catch (error) {
+    store.close();
+    if (error instanceof S3Error && error.status === 404) {
+      throw new S3Error(
+        `Cannot open S3 bucket "${config.bucket}" at ${store.client.endpoint} as it does not exist: create it first`,
+        404,
+        "NoSuchBucket",
+      );
+    }
+    throw error;
+  }
+  return store;
+}
+
+/**
+ * Blobs in an S3 bucket. See the module documentation.
+ *
+ * @example Write and read a blob
+ * ```ts ignore
+ * const writer = await weights.createWriter("model/");
+ * await writer.write(new TextEncoder().encode("bytes"));
+ * const blob = await writer.finish();
+ * const read = await weights.read(blob.key);
+ * ```
+ */
+export class S3BlobStore implements BlobStore {
+  /** Short name for logs. */
+  readonly kind = "s3";
+  /** The signed-request client (shared with tests and tools). */
+  readonly client: S3Client;
+  #partSize: number;
+  #concurrency: number;
+  #staleUploadMs: number;
+
+  /**
+   * Wraps a client; sends nothing (see {@linkcode openS3BlobStore}).
+   *
+   * @param client The S3 client.
+   * @param options Part size, concurrency, stale-upload age.
+   */
+  constructor(client: S3Client, options: S3BlobStoreOptions = {}) {
+    const {
+      partSize = 16 * 1024 * 1024,
+      concurrency = 4,
+      staleUploadMs = 86_400_000,
+    } = options;
+    if (!Number.isSafeInteger(partSize) || partSize < 5 * 1024 * 1024) {
+      throw new RangeError(
+        `Cannot use S3 part size ${partSize} as S3 needs at least 5 MiB (5242880) per part`,
+      );
+    }
+    if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+      throw new RangeError(
+        `Cannot send ${concurrency} parts at a time: give a positive integer`,
+      );
+    }
+    this.client = client;
+    this.#partSize = partSize;
+    this.#concurrency = concurrency;
+    this.#staleUploadMs = staleUploadMs;
+  }
+
+  /**
+   * Starts writing a blob that will be published under `<prefix><sha256>`.
+   *
+   * @param prefix Key prefix, e.g. `<model id>/`.
+   * @param options Size limit, signal.
+   * @returns The writer.
+   */
+  createWriter(
+    prefix: string,
+    options: BlobWriterOptions = {},
+  ): Promise<BlobWriter> {
+    if (!PREFIX_PATTERN.test(prefix)) {
+      return Promise.reject(
+        new TypeError(
+          `Cannot write blobs under "${prefix}" as it is not "/"-separated segments of [A-Za-z0-9._-] ending in "/"`,
+        ),
+      );
+    }
+    options.signal?.throwIfAborted();
+    return Promise.resolve(
+      new S3BlobWriter(this.client, prefix, {
+        partSize: this.#partSize,
+        concurrency: this.#concurrency,
+        maxBytes: options.maxBytes ?? Infinity,
+        signal: options.signal,
+      }),
+    );
+  }
+
+  /**
+   * Opens a blob for reading, streamed.
+   *
+   * @param key The blob's key.
+   * @param options Byte range, signal.
+   * @returns The read, or `undefined` when no blob has the key.
+   */
+  async read(
+    key: string,
+    options: BlobReadOptions = {},
+  ): Promise<BlobRead | undefined> {
+    checkKey(key);
+    const { range, signal } = options;
+    if (
+      range !== undefined && !(range.start >= 0 && range.end >= range.start)
+    ) {
+      throw new RangeError(
+        `Cannot read bytes ${range.start}-${range.end} of "${key}": give 0 <= start <= end`,
+      );
+    }
+    const answer = await this.client.request("GET", {
+      key,
+      signal,
+      headers: range === undefined
+        ? undefined
+        : { range: `bytes=${range.start}-${range.end}` },
+      accept: [404, 416],
+    });
+    if (answer.status === 404) {
+      await answer.body.cancel();
+      return undefined;
+    }
+    if (answer.status === 416) {
+      await answer.body.cancel();
+      throw new RangeError(
+        `Cannot read bytes ${range?.start}-${range?.end} of "${key}" as they are outside the blob`,
+      );
+    }
+    const length = Number(answer.headers["content-length"]);
+    const contentRange = /\/(\d+)$/.exec(
+      String(answer.headers["content-range"] ?? ""),
+    );
+    const size = contentRange ? Number(contentRange[1]) : length;
+    if (range !== undefined && range.end >= size) {
+      await answer.body.cancel();
+      throw new RangeError(
+        `Cannot read bytes ${range.start}-${range.end} of "${key}" as it has ${size} bytes`,
+      );
+    }
+    return {
+      body: answer.body,
+      size,
+      range: range ?? { start: 0, end: size - 1 },
+    };
+  }
+
+  /**
+   * Describes a blob.
+   *
+   * @param key The blob's key.
+   * @param options Signal.
+   * @returns Its size and time, or `undefined` when no blob has the key.
+   */
+  async stat(
+    key: string,
+    options: CallOptions = {},
+  ): Promise<BlobInfo | undefined> {
+    checkKey(key);
+    const answer = await this.client.request("HEAD", {
+      key,
+      signal: options.signal,
+      accept: [404],
+    });
+    await answer.body.cancel();
+    if (answer.status === 404) return undefined;
+    return {
+      key,
+      size: Number(answer.headers["content-length"]),
+      modifiedAt: Date.parse(String(answer.headers["last-modified"])),
+    };
+  }
+
+  /**
+   * Lists blobs whose key starts with `prefix`, in ascending key order.
+   *
+   * @param prefix Key prefix.
+   * @param options Page size, cursor, signal.
+   * @returns One page of blobs.
+   */
+  async list(
+    prefix: string,
+    options: ListOptions = {},
+  ): Promise<Page<BlobInfo>> {
+    const { limit = 100, cursor, signal } = options;
+    const query: Record<string, string> = {
+      "list-type": "2",
+      prefix: this.client.prefix + prefix,
+      "max-keys": String(Math.max(1, Math.min(1000, limit))),
+    };
+    if (cursor !== undefined) query["continuation-token"] = cursor;
+    const answer = await this.client.request("GET", { key: "", query, signal });
+    const xml = await answer.text();
+    const items: BlobInfo[] = [];
+    for (const block of xmlBlocks(xml, "Contents")) {
+      const key = (xmlText(block, "Key") ?? "").slice(
+        this.client.prefix.length,
+      );
+      if (key.startsWith(UPLOADS)) continue;
+      items.push({
+        key,
+        size: Number(xmlText(block, "Size")),
+        modifiedAt: Date.parse(xmlText(block, "LastModified") ?? ""),
+      });
+    }
+    const next = xmlText(xml, "IsTruncated") === "true"
+      ? xmlText(xml, "NextContinuationToken")
+      : undefined;
+    return { items, next };
+  }
+
+  /**
+   * Deletes a blob; deleting a missing key succeeds.
+   *
+   * @param key The blob's key.
+   * @param options Signal.
+   * @returns When the blob is gone.
+   */
+  async delete(key: string, options: CallOptions = {}): Promise<void> {
+    checkKey(key);
+    const answer = await this.client.request("DELETE", {
+      key,
+      signal: options.signal,
+      accept: [404],
+    });
+    await answer.body.cancel();
+  }
+
+  /**
+   * Lists the multipart uploads in progress under `.uploads/` (left by
+   * writers that have not finished, or by a crash).
+   *
+   * @param signal Aborts the listing.
+   * @returns Key and start time of each upload.
+   */
+  async pendingUploads(
+    signal?: AbortSignal,
+  ): Promise<{ key: string; uploadId: string; initiatedAt: number }[]> {
+    const out: { key: string; uploadId: string; initiatedAt: number }[] = [];
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    for (;;) {
+      const query: Record<string, string> = {
+        uploads: "",
+        prefix: this.client.prefix + UPLOADS,
+      };
+      if (keyMarker !== undefined) query["key-marker"] = keyMarker;
+      if (idMarker !== undefined) query["upload-id-marker"] = idMarker;
+      const answer = await this.client.request("GET", {
+        key: "",
+        query,
+        signal,
+      });
+      const xml = await answer.text();
+      for (const block of xmlBlocks(xml, "Upload")) {
+        out.push({
+          key: (xmlText(block, "Key") ?? "").slice(this.client.prefix.length),
+          uploadId: xmlText(block, "UploadId") ?? "",
+          initiatedAt: Date.parse(xmlText(block, "Initiated") ?? ""),
+        });
+      }
+      if (xmlText(xml, "IsTruncated") !== "true") return out;
+      keyMarker = xmlText(xml, "NextKeyMarker");
+      idMarker = xmlText(xml, "NextUploadIdMarker");
+    }
+  }
+
+  /**
+   * Aborts multipart uploads older than the stale-upload age (default: the
+   * store's option).
+   *
+   * @param signal Aborts the sweep.
+   * @param olderThanMs Age beyond which an upload is considered dead.
+   * @returns How many uploads were aborted.
+   */
+  async abortStaleUploads(
+    signal?: AbortSignal,
+    olderThanMs: number = this.#staleUploadMs,
+  ): Promise<number> {
+    if (olderThanMs === Infinity) return 0;
+    const cutoff = Date.now() - olderThanMs;
+    let aborted = 0;
+    for (const upload of await this.pendingUploads(signal)) {
+      if (!(upload.initiatedAt <= cutoff)) continue;
+      const answer = await this.client.request("DELETE", {
+        key: upload.key,
+        query: { uploadId: upload.uploadId },
+        signal,
+        accept: [404],
+      });
+      await answer.body.cancel();
+      aborted++;
+    }
+    return aborted;
+  }
+
+  /**
+   * Closes idle connections.
+   *
+   * @returns When done.
+   */
+  close(): Promise<void> {
+    this.client.close();
+    return Promise.resolve();
+  }
+}
+
+interface WriterSettings {
+  partSize: number;
+  concurrency: number;
+  maxBytes: number;
+  signal: AbortSignal | undefined;
+}
+
+/** One blob being written; see the module documentation. */
+class S3BlobWriter implements BlobWriter {
+  #client: S3Client;
+  #prefix: string;
+  #settings: WriterSettings;
+  #hash: Hash = createHash("sha256");
+  #size = 0;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #tempKey = `${UPLOADS}${randomBytes(12).toString("hex")}`;
+  #uploadId: Promise<string> | undefined;
+  #parts: { number: number; etag: string }[] = [];
+  #nextPart = 1;
+  #inFlight: Promise<void>[] = [];
+  #failure: unknown;
+  #state: "open" | "finishing" | "done" | "aborted" = "open";
+  #internal = new AbortController();
+  #signal: AbortSignal;
+  #onAbort = (): void => {
+    void this.abort();
+  };
+
+  constructor(client: S3Client, prefix: string, settings: WriterSettings) {
+    this.#client = client;
+    this.#prefix = prefix;
+    this.#settings = settings;
+    this.#signal = settings.signal === undefined
+      ? this.#internal.signal
+      : AbortSignal.any([settings.signal, this.#internal.signal]);
+    settings.signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  #checkOpen(): void {
+    if (this.#state !== "open") {
+      throw new TypeError(
+        `Cannot write to a blob writer that is ${this.#state}`,
+      );
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+    this.#signal.throwIfAborted();
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    this.#checkOpen();
+    if (this.#size + chunk.byteLength > this.#settings.maxBytes) {
+      const error = new RangeError(
+        `Cannot store more than ${this.#settings.maxBytes} bytes in one blob`,
+      );
+      await this.abort();
+      throw error;
+    }
+    this.#hash.update(chunk);
+    this.#size += chunk.byteLength;
+    // A copy: the caller may reuse its chunk once this resolves.
+    this.#pending.push(Buffer.from(chunk));
+    this.#pendingBytes += chunk.byteLength;
+    while (this.#pendingBytes >= this.#settings.partSize) {
+      await this.#sendPart(this.#take(this.#settings.partSize));
+    }
+  }
+
+  /** Takes exactly `bytes` from the pending chunks (fewer when short). */
+  #take(bytes: number): Buffer {
+    const all = Buffer.concat(this.#pending, this.#pendingBytes);
+    const part = all.subarray(0, Math.min(bytes, all.byteLength));
+    const rest = all.subarray(part.byteLength);
+    this.#pending = rest.byteLength > 0 ? [rest] : [];
+    this.#pendingBytes = rest.byteLength;
+    return part;
+  }
+
+  #start(): Promise<string> {
+    this.#uploadId ??= (async () => {
+      // Not aborted by the signal: an upload S3 started must be known to
+      // be aborted.
+      const answer = await this.#client.request("POST", {
+        key: this.#tempKey,
+        query: { uploads: "" },
+      });
+      const id = xmlText(await answer.text(), "UploadId");
+      if (id === undefined) {
+        throw new S3Error(
+          "S3 did not return an UploadId when a multipart upload was started",
+          answer.status,
+          "",
+        );
+      }
+      return id;
+    })();
+    return this.#uploadId;
+  }
+
+  /** Sends one part; waits first while `concurrency` parts are in flight. */
+  async #sendPart(body: Buffer): Promise<void> {
+    while (this.#inFlight.length >= this.#settings.concurrency) {
+      await settle(this.#inFlight[0]!);
+      this.#inFlight.shift();
+      if (this.#failure !== undefined) throw this.#failure;
+    }
+    const number = this.#nextPart++;
+    const sent = (async () => {
+      const uploadId = await this.#start();
+      const answer = await this.#client.request("PUT", {
+        key: this.#tempKey,
+        query: { partNumber: String(number), uploadId },
+        body,
+        signal: this.#signal,
+      });
+      await answer.body.cancel();
+      const etag = String(answer.headers.etag ?? "");
+      this.#parts.push({ number, etag });
+    })().catch((error: unknown) => {
+      this.#failure ??= error;
+    });
+    this.#inFlight.push(sent);
+  }
+
+  async finish(expectedSha256?: string): Promise<StoredBlob> {
+    this.#checkOpen();
+    this.#state = "finishing";
+    try {
+      const sha256 = this.#hash.digest("hex");
+      if (expectedSha256 !== undefined && expectedSha256 !== sha256) {
+        throw new BlobChecksumError(sha256, expectedSha256);
+      }
+      const key = `${this.#prefix}${sha256}`;
+      if (this.#uploadId === undefined) {
+        // Small blob: one PUT with its length, straight to the final key.
+        const answer = await this.#client.request("PUT", {
+          key,
+          body: this.#take(this.#pendingBytes),
+          signal: this.#signal,
+        });
+        await answer.body.cancel();
+      } else {
+        if (this.#pendingBytes > 0) {
+          await this.#sendPart(this.#take(this.#pendingBytes));
+        }
+        await Promise.all(this.#inFlight);
+        this.#inFlight = [];
+        if (this.#failure !== undefined) throw this.#failure;
+        await this.#complete(await this.#uploadId);
+        await this.#copyTo(key);
+        const removed = await this.#client.request("DELETE", {
+          key: this.#tempKey,
+          accept: [404],
+        });
+        await removed.body.cancel();
+      }
+      this.#state = "done";
+      this.#release();
+      return { key, sha256, size: this.#size };
+    } catch (error) {
+      await this.abort();
+      throw error;
+    }
+  }
+
+  async #complete(uploadId: string): Promise<void> {
+    const parts = [...this.#parts].sort((a, b) => a.number - b.number)
+      .map((p) =>
+        `<Part><PartNumber>${p.number}</PartNumber><ETag>${
+          escapeXml(p.etag)
+        }</ETag></Part>`
+      ).join("");
+    const answer = await this.#client.request("POST", {
+      key: this.#tempKey,
+      query: { uploadId },
+      body: new TextEncoder().encode(
+        `<CompleteMultipartUpload>${parts}</CompleteMultipartUpload>`,
+      ),
+      signal: this.#signal,
+    });
+    // S3 may answer 200 and put the error in the body.
+    const xml = await answer.text();
+    const code = xmlText(xml, "Code");
+    if (code !== undefined) {
+      throw new S3Error(
+        `S3 could not complete the multipart upload: ${code} ${
+          xmlText(xml, "Message") ?? ""
+        }`,
+        answer.status,
+        code,
+      );
+    }
+  }
+
+  /** Copies the completed temporary object to `key` on the server side. */
+  async #copyTo(key: string): Promise<void> {
+    const source = `/${this.#client.bucket}/${
+      (this.#client.prefix + this.#tempKey).split("/").map(encodeURIComponent)
+        .join("/")
+    }`;
+    if (this.#size <= MAX_COPY) {
+      const answer = await this.#client.request("PUT", {
+        key,
+        headers: { "x-amz-copy-source": source },
+        signal: this.#signal,
+      });
+      const xml = await answer.text();
+      const code = xmlText(xml, "Code");
+      if (code !== undefined) {
+        throw new S3Error(`S3 could not copy the upload: ${code}`, 200, code);
+      }
+      return;
+    }
+    const start = await this.#client.request("POST", {
+      key,
+      query: { uploads: "" },
+      signal: this.#signal,
+    });
+    const uploadId = xmlText(await start.text(), "UploadId") ?? "";
+    try {
+      const parts: string[] = [];
+      for (
+        let offset = 0, n = 1;
+        offset < this.#size;
+        offset += COPY_PART, n++
+      ) {
+        const end = Math.min(this.#size, offset + COPY_PART) - 1;
+        const answer = await this.#client.request("PUT", {
+          key,
+          query: { partNumber: String(n), uploadId },
+          headers: {
+            "x-amz-copy-source": source,
+            "x-amz-copy-source-range": `bytes=${offset}-${end}`,
+          },
+          signal: this.#signal,
+        });
+        const etag = xmlText(await answer.text(), "ETag") ?? "";
+        parts.push(
+          `<Part><PartNumber>${n}</PartNumber><ETag>${
+            escapeXml(etag)
+          }</ETag></Part>`,
+        );
+      }
+      const done = await this.#client.request("POST", {
+        key,
+        query: { uploadId },
+        body: new TextEncoder().encode(
+          `<CompleteMultipartUpload>${
+            parts.join("")
+          }</CompleteMultipartUpload>`,
+        ),
+        signal: this.#signal,
+      });
+      await done.text();
+    } catch (error) {
+      await this.#client.request("DELETE", {
+        key,
+        query: { uploadId },
+        accept: [404],
+      }).then((a) => a.body.cancel(), () => {});
+      throw error;
+    }
+  }
+
+  #release(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#settings.signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  async abort(): Promise<void> {
+    if (this.#state === "done" || this.#state === "aborted") return;
+    this.#state = "aborted";
+    this.#release();
+    this.#internal.abort(new Error("The blob writer was aborted"));
+    await Promise.all(this.#inFlight.map(settle));
+    this.#inFlight = [];
+    const uploadId = this.#uploadId === undefined
+      ? undefined
+      : await this.#uploadId.catch(() => undefined);
+    if (uploadId === undefined) return;
+    // Without the signal: the abort must reach S3 even when the caller's
+    // request was aborted. Best effort: a dead upload is swept at the next
+    // open otherwise.
+    await this.#client.request("DELETE", {
+      key: this.#tempKey,
+      query: { uploadId },
+      accept: [404],
+    }).then((a) => a.body.cancel(), () => {});
+    await this.#client.request("DELETE", {
+      key: this.#tempKey,
+      accept: [404],
+    }).then((a) => a.body.cancel(), () => {});
+  }
+}
