@@ -93,3 +93,35 @@ export function haveServices(
   }
   return false;
 }
+
+/** A database of its own for one test file. */
+export interface TestDatabase {
+  /** Its URL. */
+  url: string;
+  /** Drops it (closing other sessions first). */
+  drop(): Promise<void>;
+}
+
+/**
+ * Creates a fresh, empty database on the test PostgreSQL, so test files never
+ * see each other's rows.
+ *
+ * @returns The database; drop it when done.
+ */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const { default: postgres } = await import("postgres");
+  const admin = postgres(databaseUrl!, { max: 1, onnotice: () => {} });
+  const name = `hub_test_${randomBytes(6).toString("hex")}`;
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(databaseUrl!);
+  url.pathname = `/${name}`;
+  return {
+    url: url.href,
+    async drop() {
+      const sql = postgres(databaseUrl!, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await sql.end();
+    },
+  };
+}

@@ -1,0 +1,558 @@
+/**
+ * Model documents and per-epoch metrics in PostgreSQL: a
+ * {@linkcode ModelStore} that several server processes share.
+ *
+ * Tables (see `migrations.ts`): `hub_models (id, document jsonb, ...)` holds
+ * each model's document whole; `hub_metrics (model_id, epoch, metrics
+ * jsonb)` one row per epoch, upserted, so an epoch sent again replaces the
+ * stored one.
+ *
+ * Isolation: every change of a model runs in one transaction that first
+ * locks the model's row (`SELECT ... FOR UPDATE`), so changes of one model
+ * through any number of processes run one after another and never lose each
+ * other's fields; `change` callbacks run exactly once. A method resolves only
+ * after its transaction committed (PostgreSQL's default
+ * `synchronous_commit = on` makes that durable), so every acknowledged write
+ * survives a crash of the server or of the database.
+ *
+ * Live updates: each committed change sends `NOTIFY hub_model_changes` with
+ * `{"id", "kind"}` in the same transaction (delivered at commit, never for a
+ * rolled-back change); {@linkcode PostgresModelStore.watch} listens, so a
+ * page served by one process hears of changes made through another.
+ *
+ * Faults: a query that cannot reach the database (refused, reset, server
+ * shutting down or starting, too many connections) rejects with
+ * {@linkcode StorageUnavailableError}; the pool reconnects by itself on the
+ * next query once the database is back. Messages name the host, port and
+ * database, never the password.
+ *
+ * Internal to the server.
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import type { Sql, TransactionSql } from "postgres";
+import { randomBytes, randomInt } from "node:crypto";
+import {
+  type CallOptions,
+  type EpochEntry,
+  type ListOptions,
+  type MetricsListOptions,
+  type ModelRecord,
+  type ModelStore,
+  type NewModel,
+  type Page,
+  StorageUnavailableError,
+  type StoredMetrics,
+} from "../contract.ts";
+import { migrate, MIGRATIONS, SchemaVersionError } from "./migrations.ts";
+
+/** Options of {@linkcode openPostgresModelStore}. */
+export interface PostgresStoreOptions {
+  /**
+   * Most connections of this process's pool.
+   *
+   * @default {10}
+   */
+  maxConnections?: number | undefined;
+  /**
+   * Seconds to wait for a connection before the call is answered as
+   * unavailable.
+   *
+   * @default {5}
+   */
+  connectTimeoutSeconds?: number | undefined;
+  /**
+   * Apply missing schema migrations when opening; `false` only checks that
+   * the schema is current (for servers that must not change it; run
+   * `hub-session migrate` first).
+   *
+   * @default {true}
+   */
+  migrate?: boolean | undefined;
+  /**
+   * Seconds a client is told to wait (`Retry-After`) while the database
+   * cannot be reached.
+   *
+   * @default {2}
+   */
+  retryAfterSeconds?: number | undefined;
+}
+
+/** A change of a model, as {@linkcode PostgresModelStore.watch} reports it. */
+export interface ModelChange {
+  /** The model's id. */
+  id: string;
+  /** What changed. */
+  kind: "created" | "updated" | "metrics" | "deleted";
+}
+
+const CHANNEL = "hub_model_changes";
+const ID_ALPHABET =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
+
+/** Codes of errors that mean "the database cannot be reached right now". */
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "57P01", // admin_shutdown
+  "57P02", // crash_shutdown
+  "57P03", // cannot_connect_now (starting up, shutting down)
+  "53300", // too_many_connections
+  "08000",
+  "08003",
+  "08006",
+  "08001",
+  "08004",
+]);
+
+function newModelId(): string {
+  let id = "";
+  for (let i = 0; i < 20; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
+  return id;
+}
+
+/**
+ * The URL without password or query, for messages: `host:port/database`.
+ *
+ * @param url A PostgreSQL URL.
+ * @returns Where it points, safe to log.
+ */
+export function describeDatabase(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname}:${parsed.port || "5432"}${parsed.pathname}`;
+  } catch {
+    return "(unparsable database URL)";
+  }
+}
+
+/**
+ * Opens the model store in PostgreSQL: connects, then applies (or checks)
+ * the schema migrations.
+ *
+ * @param url `postgres://user[:password]@host[:port]/database[?sslmode=...]`.
+ * @param options Pool size, timeouts, whether to migrate.
+ * @returns The store.
+ *
+ * @example Open a team database
+ * ```ts ignore
+ * const models = await openPostgresModelStore("postgres://hub@db.internal/hub");
+ * const model = await models.get("AbCdEfGhIjKlMnOpQrSt");
+ * await models.close();
+ * ```
+ */
+export async function openPostgresModelStore(
+  url: string,
+  options: PostgresStoreOptions = {},
+): Promise<PostgresModelStore> {
+  const {
+    maxConnections = 10,
+    connectTimeoutSeconds = 5,
+    migrate: apply = true,
+    retryAfterSeconds = 2,
+  } = options;
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new TypeError(
+      `Cannot open the database "${
+        describeDatabase(url)
+      }" as its URL does not start with postgres:// or postgresql://`,
+    );
+  }
+  const sql = postgres(url, {
+    max: maxConnections,
+    connect_timeout: connectTimeoutSeconds,
+    idle_timeout: 60,
+    onnotice: () => {},
+  });
+  const store = new PostgresModelStore(sql, describeDatabase(url), {
+    retryAfterSeconds,
+  });
+  try {
+    if (apply) await store.run(() => migrate(sql));
+    else await store.checkSchema();
+  } catch (error) {
+    await sql.end({ timeout: 1 });
+    throw error;
+  }
+  return store;
+}
+
+/** Model documents and metrics in PostgreSQL; see the module documentation. */
+export class PostgresModelStore implements ModelStore {
+  /** Short name for logs. */
+  readonly kind = "postgres";
+  #sql: Sql;
+  #where: string;
+  #retryAfterSeconds: number;
+  #closed = false;
+
+  /**
+   * Wraps a pool (see {@linkcode openPostgresModelStore}).
+   *
+   * @param sql The pool.
+   * @param where `host:port/database`, for messages.
+   * @param options Retry-After seconds.
+   */
+  constructor(
+    sql: Sql,
+    where: string,
+    options: { retryAfterSeconds: number },
+  ) {
+    this.#sql = sql;
+    this.#where = where;
+    this.#retryAfterSeconds = options.retryAfterSeconds;
+  }
+
+  /**
+   * Runs `work`, turning "cannot reach the database" into
+   * {@linkcode StorageUnavailableError}.
+   *
+   * @param work The database work.
+   * @returns Its result.
+   */
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      throw new TypeError("Cannot use the PostgreSQL store after close()");
+    }
+    try {
+      return await work();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code === "string" && UNAVAILABLE_CODES.has(code)) {
+        throw new StorageUnavailableError(
+          `Cannot reach PostgreSQL at ${this.#where} (${code})`,
+          { retryAfterSeconds: this.#retryAfterSeconds, cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Checks that every migration this server knows is applied.
+   *
+   * @returns When the schema is current.
+   */
+  async checkSchema(): Promise<void> {
+    const rows = await this.run(async () => {
+      const [table] = await this.#sql<{ present: boolean }[]>`
+        SELECT to_regclass('hub_schema_migrations') IS NOT NULL AS present`;
+      if (table?.present !== true) return [];
+      return await this.#sql<{ version: number }[]>`
+        SELECT coalesce(max(version), 0) AS version FROM hub_schema_migrations`;
+    });
+    const found = rows[0]?.version ?? 0;
+    const known = MIGRATIONS.at(-1)?.version ?? 0;
+    if (found > known) throw new SchemaVersionError(found, known);
+    if (found < known) {
+      throw new Error(
+        `Cannot use the database as its HUB schema is version ${found} and this server needs ${known}: run "hub-session migrate --database <url>" first`,
+      );
+    }
+  }
+
+  async #notify(tx: TransactionSql, change: ModelChange): Promise<void> {
+    await tx`SELECT pg_notify(${CHANNEL}, ${JSON.stringify(change)})`;
+  }
+
+  /**
+   * Lists the ids of the models that exist and are not soft-deleted.
+   *
+   * @param options Page size, cursor, signal.
+   * @returns One page of ids, ascending.
+   */
+  listIds(options: ListOptions = {}): Promise<Page<string>> {
+    const { limit = 100, cursor = "", signal } = options;
+    signal?.throwIfAborted();
+    const size = Math.max(1, Math.min(1000, Math.floor(limit)));
+    return this.run(async () => {
+      const rows = await this.#sql<{ id: string }[]>`
+        SELECT id FROM hub_models
+        WHERE deleted_at IS NULL AND id > ${cursor}
+        ORDER BY id COLLATE "C" LIMIT ${size + 1}`;
+      const ids = rows.slice(0, size).map((r) => r.id);
+      return {
+        items: ids,
+        next: rows.length > size ? ids.at(-1) : undefined,
+      };
+    });
+  }
+
+  /**
+   * Reads a model's document.
+   *
+   * @param id Model id.
+   * @param options Signal.
+   * @returns The document, or `undefined`.
+   */
+  get(id: string, options: CallOptions = {}): Promise<ModelRecord | undefined> {
+    options.signal?.throwIfAborted();
+    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    return this.run(async () => {
+      const rows = await this.#sql<{ document: ModelRecord }[]>`
+        SELECT document FROM hub_models
+        WHERE id = ${id} AND deleted_at IS NULL`;
+      return rows[0]?.document;
+    });
+  }
+
+  /**
+   * Creates a model with a fresh id.
+   *
+   * @param init Initial fields.
+   * @param now Creation time.
+   * @returns The committed document.
+   */
+  create(init: NewModel, now: number): Promise<ModelRecord> {
+    return this.run(async () => {
+      for (;;) {
+        const record: ModelRecord = {
+          version: 2,
+          id: newModelId(),
+          createdAt: now,
+          updatedAt: now,
+          status: "new",
+          name: init.name,
+          dataset: init.dataset,
+          architecture: init.architecture,
+          ...(init.parent === undefined ? {} : { parent: init.parent }),
+          config: { ...init.config },
+          extra: {},
+          weights: {},
+          exports: [],
+          downloadToken: randomBytes(16).toString("hex"),
+        };
+        const created = await this.#sql.begin(async (tx) => {
+          const rows = await tx`
+            INSERT INTO hub_models (id, document, created_at, updated_at)
+            VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
+            ON CONFLICT (id) DO NOTHING RETURNING id`;
+          if (rows.length === 0) return false;
+          await this.#notify(tx, { id: record.id, kind: "created" });
+          return true;
+        });
+        if (created) return record;
+      }
+    });
+  }
+
+  /**
+   * Changes one model's document atomically, under its row lock.
+   *
+   * @param id Model id.
+   * @param change Mutates a private copy; its result is passed through.
+   * @param now Time of the change.
+   * @returns The committed document and `change`'s result, or `undefined`.
+   */
+  update<T>(
+    id: string,
+    change: (record: ModelRecord) => T,
+    now: number,
+  ): Promise<{ record: ModelRecord; result: T } | undefined> {
+    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    return this.run(async () =>
+      await this.#sql.begin(async (tx) => {
+        const rows = await tx<{ document: ModelRecord }[]>`
+          SELECT document FROM hub_models
+          WHERE id = ${id} AND deleted_at IS NULL FOR UPDATE`;
+        const current = rows[0]?.document;
+        if (current === undefined) return undefined;
+        const record = structuredClone(current);
+        const result = change(record);
+        record.updatedAt = now;
+        await tx`
+          UPDATE hub_models
+          SET document = ${tx.json(toJson(record))}, updated_at = ${now}
+          WHERE id = ${id}`;
+        await this.#notify(tx, { id, kind: "updated" });
+        return { record, result };
+      }) as { record: ModelRecord; result: T } | undefined
+    );
+  }
+
+  /**
+   * Deletes a model (soft: marked; hard: document and metrics removed).
+   *
+   * @param id Model id.
+   * @param hard Whether to remove the data.
+   * @param now Time of the deletion.
+   * @returns Whether the model existed and was not soft-deleted.
+   */
+  delete(id: string, hard: boolean, now: number): Promise<boolean> {
+    if (!ID_PATTERN.test(id)) return Promise.resolve(false);
+    return this.run(async () =>
+      await this.#sql.begin(async (tx) => {
+        const rows = hard
+          ? await tx<{ deleted_at: string | null }[]>`
+              DELETE FROM hub_models WHERE id = ${id} RETURNING deleted_at`
+          : await tx<{ deleted_at: string | null }[]>`
+              UPDATE hub_models
+              SET deleted_at = ${now}, updated_at = ${now},
+                  document = document || jsonb_build_object(
+                    'deletedAt', ${now}::bigint, 'updatedAt', ${now}::bigint)
+              WHERE id = ${id} AND deleted_at IS NULL
+              RETURNING NULL AS deleted_at`;
+        const existed = rows.length > 0 && rows[0]?.deleted_at === null;
+        if (existed) await this.#notify(tx, { id, kind: "deleted" });
+        return existed;
+      }) as boolean
+    );
+  }
+
+  /**
+   * Upserts epochs' metrics and moves a `new` model to `training`, in one
+   * transaction.
+   *
+   * @param id Model id.
+   * @param metrics Metrics by epoch.
+   * @param now Time of the post.
+   * @returns The committed document, or `undefined` for an unknown model.
+   */
+  upsertMetrics(
+    id: string,
+    metrics: ReadonlyMap<number, StoredMetrics>,
+    now: number,
+  ): Promise<ModelRecord | undefined> {
+    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    for (const epoch of metrics.keys()) {
+      if (!Number.isSafeInteger(epoch) || epoch < 0) {
+        return Promise.reject(
+          new RangeError(
+            `Cannot store metrics for epoch ${epoch}: give a non-negative integer`,
+          ),
+        );
+      }
+    }
+    return this.run(async () =>
+      await this.#sql.begin(async (tx) => {
+        const rows = await tx<{ document: ModelRecord }[]>`
+          SELECT document FROM hub_models
+          WHERE id = ${id} AND deleted_at IS NULL FOR UPDATE`;
+        const record = rows[0]?.document;
+        if (record === undefined) return undefined;
+        if (metrics.size > 0) {
+          const epochs = [...metrics.keys()].map(String);
+          const values = [...metrics.values()].map((m) => JSON.stringify(m));
+          await tx`
+            INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
+            SELECT ${id}, e::bigint, m::jsonb, ${now}
+            FROM unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
+            ON CONFLICT (model_id, epoch) DO UPDATE
+            SET metrics = excluded.metrics, recorded_at = excluded.recorded_at`;
+        }
+        if (record.status === "new") record.status = "training";
+        record.updatedAt = now;
+        await tx`
+          UPDATE hub_models
+          SET document = ${tx.json(toJson(record))}, updated_at = ${now}
+          WHERE id = ${id}`;
+        await this.#notify(tx, { id, kind: "metrics" });
+        return record;
+      }) as ModelRecord | undefined
+    );
+  }
+
+  /**
+   * Reads a model's metrics in ascending epoch order.
+   *
+   * @param id Model id.
+   * @param options Range of epochs, signal.
+   * @returns The epochs, or `undefined` for an unknown model.
+   */
+  listMetrics(
+    id: string,
+    options: MetricsListOptions = {},
+  ): Promise<EpochEntry[] | undefined> {
+    const { afterEpoch = -1, limit = Infinity, signal } = options;
+    signal?.throwIfAborted();
+    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    return this.run(async () => {
+      const exists = await this.#sql`
+        SELECT 1 FROM hub_models WHERE id = ${id} AND deleted_at IS NULL`;
+      if (exists.length === 0) return undefined;
+      const rows = Number.isFinite(limit)
+        ? await this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
+            SELECT epoch, metrics FROM hub_metrics
+            WHERE model_id = ${id} AND epoch > ${afterEpoch}
+            ORDER BY epoch LIMIT ${Math.max(0, Math.floor(limit))}`
+        : await this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
+            SELECT epoch, metrics FROM hub_metrics
+            WHERE model_id = ${id} AND epoch > ${afterEpoch}
+            ORDER BY epoch`;
+      return rows.map((r) => ({ epoch: Number(r.epoch), metrics: r.metrics }));
+    });
+  }
+
+  /**
+   * Number of distinct epochs with stored metrics.
+   *
+   * @param id Model id.
+   * @param options Signal.
+   * @returns The count; 0 for an unknown model.
+   */
+  epochCount(id: string, options: CallOptions = {}): Promise<number> {
+    options.signal?.throwIfAborted();
+    if (!ID_PATTERN.test(id)) return Promise.resolve(0);
+    return this.run(async () => {
+      const rows = await this.#sql<{ count: string }[]>`
+        SELECT count(*) AS count FROM hub_metrics m
+        JOIN hub_models d ON d.id = m.model_id
+        WHERE m.model_id = ${id} AND d.deleted_at IS NULL`;
+      return Number(rows[0]?.count ?? 0);
+    });
+  }
+
+  /**
+   * Calls `listener` for every committed change of any model, made through
+   * any process on this database (`LISTEN hub_model_changes`). The listening
+   * connection reconnects by itself after the database restarted.
+   *
+   * @param listener Receives each change.
+   * @returns Stops listening.
+   */
+  async watch(
+    listener: (change: ModelChange) => void,
+  ): Promise<() => Promise<void>> {
+    const subscription = await this.run(() =>
+      this.#sql.listen(CHANNEL, (payload) => {
+        let change: ModelChange;
+        try {
+          change = JSON.parse(payload) as ModelChange;
+        } catch {
+          return;
+        }
+        listener(change);
+      })
+    );
+    return async () => {
+      await subscription.unlisten().catch(() => {});
+    };
+  }
+
+  /**
+   * Closes the pool (waiting up to 5 s for running queries).
+   *
+   * @returns When every connection is closed.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#sql.end({ timeout: 5 });
+  }
+}
+
+/** The record as the JSON value `postgres` expects for a jsonb parameter. */
+function toJson(record: ModelRecord): postgres.JSONValue {
+  return record as unknown as postgres.JSONValue;
+}

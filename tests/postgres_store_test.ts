@@ -1,0 +1,343 @@
+import { after, before, describe, test } from "node:test";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
+import { spawnSync } from "node:child_process";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import postgres from "postgres";
+import {
+  type ModelChange,
+  openPostgresModelStore,
+  type PostgresModelStore,
+} from "../src/server/storage/postgres/store.ts";
+import {
+  migrate,
+  SchemaVersionError,
+} from "../src/server/storage/postgres/migrations.ts";
+import {
+  type NewModel,
+  StorageUnavailableError,
+} from "../src/server/storage/contract.ts";
+import {
+  createTestDatabase,
+  haveServices,
+  postgresDir,
+  type TestDatabase,
+} from "./support/services.ts";
+import { waitUntil } from "./support/common.ts";
+
+const init: NewModel = {
+  name: "yolov8n.pt",
+  dataset: "coco8.yaml",
+  architecture: "yolov8n",
+  config: {
+    batchSize: -1,
+    epochs: 3,
+    imageSize: 640,
+    patience: 100,
+    device: "",
+    cache: "ram",
+  },
+};
+
+if (haveServices("PostgreSQL model store", ["postgres"])) {
+  describe("PostgreSQL model store on a real PostgreSQL", () => {
+    let db: TestDatabase;
+    let store: PostgresModelStore;
+    let other: PostgresModelStore; // a second pool, as a second process has
+
+    before(async () => {
+      db = await createTestDatabase();
+      [store, other] = await Promise.all([
+        openPostgresModelStore(db.url),
+        openPostgresModelStore(db.url),
+      ]);
+    });
+
+    after(async () => {
+      await store.close();
+      await other.close();
+      await db.drop();
+    });
+
+    test("two stores opening a new database at once apply each migration once", async () => {
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      const rows = await sql`SELECT version FROM hub_schema_migrations`;
+      assertEquals(rows.map((r) => r.version), [1]);
+      assertEquals(await migrate(sql), []);
+      await sql.end();
+    });
+
+    test("create() commits a new document that the other pool reads at once", async () => {
+      const created = await store.create(
+        { ...init, parent: "yolov8n.pt" },
+        1000,
+      );
+      assertEquals(created.id.length, 20);
+      assertEquals(created.status, "new");
+      assertEquals(created.parent, "yolov8n.pt");
+      assertEquals(await other.get(created.id), created);
+      assertEquals(await other.get("not-an-id!"), undefined);
+      assertEquals(await other.get("AAAAAAAAAAAAAAAAAAAA"), undefined);
+    });
+
+    test("update() never loses a change when two pools update one model at once", async () => {
+      const { id } = await store.create(init, 1000);
+      await Promise.all(
+        Array.from(
+          { length: 30 },
+          (_, i) =>
+            (i % 2 === 0 ? store : other).update(id, (record) => {
+              const seen = (record.extra.seen as number[] | undefined) ?? [];
+              record.extra.seen = [...seen, i];
+              return i;
+            }, 2000 + i),
+        ),
+      );
+      const record = await store.get(id);
+      const seen = (record?.extra.seen as number[]).toSorted((a, b) => a - b);
+      assertEquals(seen, Array.from({ length: 30 }, (_, i) => i));
+    });
+
+    test("update() passes the change's result through and cancels on a throw", async () => {
+      const { id } = await store.create(init, 1000);
+      const done = await store.update(id, (r) => {
+        r.name = "renamed";
+        return "ok";
+      }, 5000);
+      assertEquals(done?.result, "ok");
+      assertEquals(done?.record.updatedAt, 5000);
+      await assertRejects(
+        () =>
+          store.update(id, (r) => {
+            r.name = "never";
+            throw new RangeError("cancelled");
+          }, 6000),
+        RangeError,
+      );
+      assertEquals((await other.get(id))?.name, "renamed");
+      assertEquals(
+        await store.update("AAAAAAAAAAAAAAAAAAAA", () => 1, 1),
+        undefined,
+      );
+    });
+
+    test("upsertMetrics() replaces a re-sent epoch and moves a new model to training", async () => {
+      const { id } = await store.create(init, 1000);
+      const first = await store.upsertMetrics(
+        id,
+        new Map([[0, { "train/loss": 1.5 }], [1, { "train/loss": 1.2 }]]),
+        2000,
+      );
+      assertEquals(first?.status, "training");
+      assertEquals(first?.updatedAt, 2000);
+      await other.upsertMetrics(
+        id,
+        new Map([[1, { "train/loss": 1.1, "val/loss": null }], [2, {
+          "train/loss": 0.9,
+        }]]),
+        3000,
+      );
+      assertEquals(await store.listMetrics(id), [
+        { epoch: 0, metrics: { "train/loss": 1.5 } },
+        { epoch: 1, metrics: { "train/loss": 1.1, "val/loss": null } },
+        { epoch: 2, metrics: { "train/loss": 0.9 } },
+      ]);
+      assertEquals(
+        (await store.listMetrics(id, { afterEpoch: 0, limit: 1 }))?.map((e) =>
+          e.epoch
+        ),
+        [1],
+      );
+      assertEquals(await other.epochCount(id), 3);
+      assertEquals(await store.listMetrics("AAAAAAAAAAAAAAAAAAAA"), undefined);
+      assertEquals(
+        await store.upsertMetrics("AAAAAAAAAAAAAAAAAAAA", new Map(), 1),
+        undefined,
+      );
+      await assertRejects(
+        () => store.upsertMetrics(id, new Map([[-1, {}]]), 1),
+        RangeError,
+      );
+    });
+
+    test("concurrent metrics posts through two pools keep every epoch", async () => {
+      const { id } = await store.create(init, 1000);
+      await Promise.all(
+        Array.from(
+          { length: 40 },
+          (_, epoch) =>
+            (epoch % 2 === 0 ? store : other).upsertMetrics(
+              id,
+              new Map([[epoch, { "train/loss": epoch }]]),
+              1000 + epoch,
+            ),
+        ),
+      );
+      assertEquals(await store.epochCount(id), 40);
+    });
+
+    test("delete() soft hides the model and keeps its rows; hard removes them", async () => {
+      const soft = await store.create(init, 1000);
+      await store.upsertMetrics(soft.id, new Map([[0, { a: 1 }]]), 1100);
+      assertEquals(await store.delete(soft.id, false, 1200), true);
+      assertEquals(await other.get(soft.id), undefined);
+      assertEquals(await store.delete(soft.id, false, 1300), false);
+      assertEquals(await store.epochCount(soft.id), 0);
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      const kept =
+        await sql`SELECT count(*)::int AS n FROM hub_metrics WHERE model_id = ${soft.id}`;
+      assertEquals(kept[0]?.n, 1);
+      const hard = await store.create(init, 1000);
+      await store.upsertMetrics(hard.id, new Map([[0, { a: 1 }]]), 1100);
+      assertEquals(await store.delete(hard.id, true, 1200), true);
+      const gone =
+        await sql`SELECT count(*)::int AS n FROM hub_metrics WHERE model_id = ${hard.id}`;
+      assertEquals(gone[0]?.n, 0);
+      assertEquals(await store.delete(hard.id, true, 1300), false);
+      await sql.end();
+    });
+
+    test("listIds() pages in ascending order without repeats", async () => {
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await other.listIds({ limit: 3, cursor });
+        assert(page.items.length <= 3);
+        seen.push(...page.items);
+        cursor = page.next;
+      } while (cursor !== undefined);
+      assertEquals(seen, [...seen].sort());
+      assertEquals(new Set(seen).size, seen.length);
+      assert(seen.length >= 5);
+    });
+
+    test("watch() hears changes committed through another pool", async () => {
+      const heard: ModelChange[] = [];
+      const stop = await store.watch((change) => heard.push(change));
+      const { id } = await other.create(init, 1000);
+      await other.upsertMetrics(id, new Map([[0, { a: 1 }]]), 1100);
+      await other.update(id, (r) => {
+        r.name = "x";
+      }, 1200);
+      await waitUntil(
+        () => heard.filter((c) => c.id === id).length === 3,
+        "three changes are heard",
+      );
+      assertEquals(heard.filter((c) => c.id === id).map((c) => c.kind), [
+        "created",
+        "metrics",
+        "updated",
+      ]);
+      await stop();
+    });
+
+    test("a schema newer than the server is refused", async () => {
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      await sql`INSERT INTO hub_schema_migrations (version, name) VALUES (99, 'future')`;
+      await assertRejects(
+        () => openPostgresModelStore(db.url),
+        SchemaVersionError,
+      );
+      await sql`DELETE FROM hub_schema_migrations WHERE version = 99`;
+      await sql.end();
+    });
+  });
+
+  describe("PostgreSQL model store faults", () => {
+    test("an unreachable database is StorageUnavailableError without the password", async () => {
+      const server = net.createServer();
+      await new Promise<void>((resolve) =>
+        server.listen(0, "127.0.0.1", resolve)
+      );
+      const port = (server.address() as AddressInfo).port;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const error = await assertRejects(
+        () =>
+          openPostgresModelStore(
+            `postgres://hub:s3cret-pass@127.0.0.1:${port}/hub`,
+            { connectTimeoutSeconds: 2 },
+          ),
+        StorageUnavailableError,
+      );
+      assertStringIncludes(error.message, `127.0.0.1:${port}/hub`);
+      assert(!error.message.includes("s3cret-pass"));
+    });
+
+    test("a URL that is not postgres:// is a TypeError", async () => {
+      await assertRejects(
+        () => openPostgresModelStore("mysql://u:pw@h/db"),
+        TypeError,
+      );
+    });
+
+    test("migrate: false on an empty database says to run migrate", async () => {
+      const db = await createTestDatabase();
+      try {
+        const error = await assertRejects(
+          () => openPostgresModelStore(db.url, { migrate: false }),
+          Error,
+        );
+        assertStringIncludes(error.message, "migrate");
+      } finally {
+        await db.drop();
+      }
+    });
+  });
+
+  if (haveServices("PostgreSQL restart", ["postgres", "postgres-dir"])) {
+    describe("PostgreSQL restarted under the store", () => {
+      test("calls answer StorageUnavailableError while it is down, then recover by themselves", async () => {
+        const db = await createTestDatabase();
+        const store = await openPostgresModelStore(db.url, {
+          connectTimeoutSeconds: 2,
+        });
+        try {
+          const { id } = await store.create(init, 1000);
+          await store.upsertMetrics(id, new Map([[0, { a: 1 }]]), 1100);
+          const script =
+            new URL("../scripts/services/postgres.sh", import.meta.url)
+              .pathname;
+          const stop = spawnSync("bash", [script, "stop", postgresDir!], {
+            encoding: "utf8",
+          });
+          assertEquals(stop.status, 0, stop.stderr);
+          try {
+            await assertRejects(
+              () => store.upsertMetrics(id, new Map([[1, { a: 2 }]]), 1200),
+              StorageUnavailableError,
+            );
+            await assertRejects(() => store.get(id), StorageUnavailableError);
+          } finally {
+            const start = spawnSync("bash", [script, "restart", postgresDir!], {
+              encoding: "utf8",
+            });
+            assertEquals(start.status, 0, start.stderr);
+          }
+          // The pool reconnects on its own; the client's retry now lands.
+          await waitUntil(
+            async () => {
+              try {
+                await store.upsertMetrics(id, new Map([[1, { a: 2 }]]), 1300);
+                return true;
+              } catch (error) {
+                if (error instanceof StorageUnavailableError) return false;
+                throw error;
+              }
+            },
+            "the store reaches PostgreSQL again",
+            30_000,
+          );
+          assertEquals(await store.epochCount(id), 2);
+        } finally {
+          await store.close();
+          await db.drop();
+        }
+      });
+    });
+  }
+}
