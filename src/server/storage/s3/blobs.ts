@@ -470,6 +470,7 @@ class S3BlobWriter implements BlobWriter {
   #inFlight: Promise<void>[] = [];
   #failure: unknown;
   #state: "open" | "finishing" | "done" | "aborted" = "open";
+  #aborting: Promise<void> | undefined;
   #internal = new AbortController();
   #signal: AbortSignal;
   #onAbort = (): void => {
@@ -721,8 +722,15 @@ class S3BlobWriter implements BlobWriter {
     this.#settings.signal?.removeEventListener("abort", this.#onAbort);
   }
 
-  async abort(): Promise<void> {
-    if (this.#state === "done" || this.#state === "aborted") return;
+  abort(): Promise<void> {
+    if (this.#state === "done") return Promise.resolve();
+    // Every caller waits for the same cleanup (the signal's listener may
+    // have started it).
+    this.#aborting ??= this.#abort();
+    return this.#aborting;
+  }
+
+  async #abort(): Promise<void> {
     this.#state = "aborted";
     this.#release();
     this.#internal.abort(new Error("The blob writer was aborted"));
