@@ -14,7 +14,11 @@
  */
 
 import { basename } from "node:path";
-import { HUBModelError, HUBRequestError } from "../../common/errors.ts";
+import {
+  HUBError,
+  HUBModelError,
+  HUBRequestError,
+} from "../../common/errors.ts";
 import { consoleLogger } from "../../common/logger.ts";
 import { PlatformClient } from "./client.ts";
 import type {
@@ -52,6 +56,13 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
   onCancel?: (() => void) | undefined;
   /** Environment sent with `training_started`. @default {platformEnvironment()} */
   environment?: PlatformEnvironment | undefined;
+  /**
+   * The model id of a run already started (e.g. to deliver a journal), so
+   * that events name it instead of the project and name.
+   *
+   * @default {undefined}
+   */
+  modelId?: string | undefined;
 }
 
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
@@ -218,7 +229,7 @@ export class PlatformTransport {
   #modelId: string | undefined;
   #modelSlug: string | undefined;
   #runId: string | undefined;
-  #cancelled = false;
+  #cancel = new AbortController();
   #fitness = new Map<number, number>();
   #lastMetrics: { epoch: number; metrics: EpochMetrics } | undefined;
   #final:
@@ -232,8 +243,15 @@ export class PlatformTransport {
    * @param options Client options, project, name and the cancel hook.
    */
   constructor(options: PlatformTransportOptions) {
-    const { project, name, platformUrl, onCancel, environment, ...rest } =
-      options;
+    const {
+      project,
+      name,
+      platformUrl,
+      onCancel,
+      environment,
+      modelId,
+      ...rest
+    } = options;
     if (typeof project !== "string" || !/^[^/\s]+\/[a-z0-9-]+$/.test(project)) {
       throw new TypeError(
         `Cannot report to the Platform as the project "${project}" is not "<owner>/<slug>"`,
@@ -252,6 +270,7 @@ export class PlatformTransport {
     this.#logger = rest.logger ?? consoleLogger();
     this.#onCancel = onCancel;
     this.#environment = environment;
+    if (modelId !== undefined) this.#modelId = modelId;
   }
 
   /** The model id the server answered, once it did. */
@@ -271,15 +290,21 @@ export class PlatformTransport {
 
   /** Whether the server answered `cancelled: true`. */
   get cancelled(): boolean {
-    return this.#cancelled;
+    return this.#cancel.signal.aborted;
+  }
+
+  /** Aborted (once) when the server answers `cancelled: true`: the user stopped the run. */
+  get cancelSignal(): AbortSignal {
+    return this.#cancel.signal;
   }
 
   /**
    * The model's page on the Platform: `<platform>/<project>/<slug>`.
    *
+   * @param _id Model id (the transport knows its own).
    * @returns The URL.
    */
-  modelUrl(): string {
+  modelUrl(_id?: string): string {
     return `${this.#platformUrl}/${this.project}/${this.modelSlug}`;
   }
 
@@ -295,8 +320,12 @@ export class PlatformTransport {
       this.#modelSlug = reply.modelSlug;
     }
     if (reply.runId !== undefined) this.#runId ??= reply.runId;
-    if (reply.cancelled === true && !this.#cancelled) {
-      this.#cancelled = true;
+    if (reply.cancelled === true && !this.#cancel.signal.aborted) {
+      this.#cancel.abort(
+        new HUBError(
+          `Training was stopped on the Platform: ${this.modelUrl()}`,
+        ),
+      );
       this.#logger.info(
         `Training was stopped on the Platform: ${this.modelUrl()}`,
       );
