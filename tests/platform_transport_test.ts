@@ -245,10 +245,32 @@ describe("PlatformTransport against the local HUB", () => {
     const first = transport("twice");
     await first.startRun({ epochs: 1 });
     const second = transport("twice");
-    await second.startRun({ epochs: 1 });
+    await second.startRun({ epochs: 2 });
     assertEquals(first.modelSlug, "twice");
     assertEquals(second.modelSlug, "twice-2");
     assert(first.modelId !== second.modelId);
+  });
+
+  test("a training_started sent again after a lost reply answers the same run", async () => {
+    const client = transport("resent").client;
+    const target = { project: "ada/road-signs", name: "resent" };
+    const data = {
+      trainArgs: { epochs: "1" },
+      epochs: 1,
+      device: "",
+      environment: {},
+    };
+    const first = await client.sendEvent("training_started", data, target);
+    const again = await client.sendEvent("training_started", data, target);
+    assertEquals(again.modelId, first.modelId);
+    assertEquals(again.runId, first.runId);
+    await client.sendEvent("epoch_end", { epoch: 0, metrics: {} }, {
+      modelId: first.modelId!,
+    });
+    // Once the run has moved on, the same body starts a new run.
+    const later = await client.sendEvent("training_started", data, target);
+    assert(later.modelId !== first.modelId);
+    assertEquals(later.modelSlug, "resent-2");
   });
 
   test("a Stop on the HUB answers cancelled: true at the next epoch_end, once to the hook", async () => {

@@ -23,12 +23,14 @@
  * So the web pages and every storage backend show a Platform run like any
  * other model. The `(project, slug)` index lives in memory: after a restart
  * a run is found by its `modelId`, which clients send once they have it.
+ * A `training_started` sent again with the same body before any other event
+ * of its run (its reply was lost) answers the run it already started.
  *
  * @module
  */
 
 import { Hono } from "hono";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   jsonSafe,
   normaliseProject,
@@ -161,6 +163,10 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
   const runs = new Map<string, RunState>();
   const bySlug = new Map<string, string>();
   const tokens = new Map<string, UploadToken>();
+  // A training_started sent again (its reply was lost) must not start a
+  // second run: the same body, before any other event of the run, within
+  // the upload TTL, answers the run it started.
+  const starts = new Map<string, { digest: string; id: string; at: number }>();
 
   const call = async (
     method: string,
@@ -284,6 +290,20 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
       return await load(body.modelId, auth);
     }
     const { project, name } = targetOf(body);
+    const digest = createHash("sha256").update(JSON.stringify(body)).digest(
+      "hex",
+    );
+    const previous = starts.get(`${project}\n${name}`);
+    const again = previous === undefined ? undefined : runs.get(previous.id);
+    if (
+      previous !== undefined && again !== undefined &&
+      previous.digest === digest && now() - previous.at < uploadTtl &&
+      again.events.every((e) =>
+        (e.body as { event?: unknown }).event === "training_started"
+      )
+    ) {
+      return again;
+    }
     let slug = name;
     for (let n = 2; bySlug.has(`${project}\n${slug}`); n++) {
       slug = `${name}-${n}`.slice(0, 128);
@@ -337,6 +357,7 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
     };
     runs.set(id, run);
     bySlug.set(`${project}\n${slug}`, id);
+    starts.set(`${project}\n${name}`, { digest, id, at: now() });
     await persist(run, auth);
     return run;
   };
