@@ -1,0 +1,497 @@
+/**
+ * The HUB web app as a Hono sub-app: the list page `/`, the model page
+ * `/models/<id>` (with `?part=live`), its event stream
+ * `/models/<id>/events`, CSV/JSON downloads of its metrics, the login and
+ * logout routes of a keyed server, and the style sheet and script.
+ *
+ * On a keyed server a page needs a browser session (see `session.ts`) or a
+ * key in `x-api-key` / `authorization: Bearer`; a browser without either
+ * gets the login page. A page URL with `?api_key=<key>` (the URL a Python
+ * session prints) logs in once and redirects to the same URL without the
+ * key. Forms are CSRF-safe: `POST /login` and `POST /logout` accept only
+ * same-origin submissions (Hono's `csrf` middleware), and the cookie is
+ * `SameSite=Strict`.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { csrf } from "hono/csrf";
+import type { ModelRecord } from "../store.ts";
+import type { ChartEpoch } from "./chart.ts";
+import { metricKeys } from "./chart.ts";
+import { CLIENT_JS } from "./client.ts";
+import { html } from "./html.ts";
+import {
+  PAGE_HEADERS,
+  renderDocument,
+  SCRIPT_PATH,
+  STYLE_PATH,
+} from "./layout.ts";
+import { type ListEntry, renderListPage } from "./list_page.ts";
+import { LiveHub } from "./live.ts";
+import {
+  bestEpoch,
+  isStalled,
+  type ModelView,
+  renderModelLive,
+  renderModelPage,
+  type WeightsView,
+} from "./model_page.ts";
+import { renderLoginPage, safeNext, SessionKeeper } from "./session.ts";
+import { STYLE_CSS } from "./style.ts";
+
+/** The read side of the store the web app needs. */
+export interface WebSource {
+  /** Ids of every model. */
+  ids(): Promise<string[]>;
+  /** One model, `undefined` when unknown or deleted. */
+  get(id: string): Promise<ModelRecord | undefined>;
+  /** Every stored epoch of a model, oldest first. */
+  listMetrics(id: string): Promise<ChartEpoch[] | undefined>;
+  /** Number of stored epochs of a model. */
+  epochCount(id: string): Promise<number>;
+}
+
+/** Options of {@linkcode createWebApp}. */
+export interface WebAppOptions {
+  /** The store, opened on first use. */
+  source: () => Promise<WebSource>;
+  /** Accepted API keys; none means open pages. @default {[]} */
+  apiKeys?: readonly string[] | undefined;
+  /** Fans model changes out to open pages. @default {a new LiveHub} */
+  live?: LiveHub | undefined;
+  /** Clock, ms since the epoch. @default {Date.now} */
+  now?: (() => number) | undefined;
+  /**
+   * A training model without a heartbeat or any change for longer than
+   * this is flagged stalled: three missed beats of the session's default
+   * 5-minute heartbeat.
+   *
+   * @default {900000}
+   */
+  stalledAfterMs?: number | undefined;
+  /** Models per list page. @default {50} */
+  pageSize?: number | undefined;
+  /** Ends open event streams, e.g. when the server shuts down. @default {undefined} */
+  signal?: AbortSignal | undefined;
+}
+
+/** The web app and what the rest of the server needs from it. */
+export interface WebApp {
+  /** The routes, to mount at `/`. */
+  app: Hono;
+  /** Tell open pages about a change with `live.notify(id)`. */
+  live: LiveHub;
+  /**
+   * Whether a request is authorized for pages and downloads: open server,
+   * a key header, or a browser session.
+   */
+  authorizes(c: Context): Promise<boolean>;
+}
+
+/** Default {@linkcode WebAppOptions.stalledAfterMs}: 15 minutes. */
+export const DEFAULT_STALLED_AFTER_MS = 15 * 60 * 1000;
+
+/**
+ * Whether a request asks for HTML: `Accept` names `text/html` before any
+ * JSON type. API clients (no `Accept`, `*\/*`, JSON) do not.
+ *
+ * @param request The request.
+ * @returns `true` for a browser.
+ *
+ * @example A browser's Accept header
+ * ```ts
+ * import { wantsHtml } from "./app.ts";
+ *
+ * console.assert(wantsHtml(new Request("http://x/", { headers: { accept: "text/html,*\/*" } })));
+ * console.assert(!wantsHtml(new Request("http://x/", { headers: { accept: "application/json" } })));
+ * ```
+ */
+export function wantsHtml(request: Request): boolean {
+  const accept = request.headers.get("accept")?.toLowerCase() ?? "";
+  const htmlAt = accept.indexOf("text/html");
+  if (htmlAt === -1) return false;
+  const jsonAt = accept.indexOf("application/json");
+  return jsonAt === -1 || htmlAt < jsonAt;
+}
+
+function page(c: Context, body: string, status = 200): Response {
+  return new Response(c.req.method === "HEAD" ? null : body, {
+    status,
+    headers: PAGE_HEADERS,
+  });
+}
+
+function csvCell(value: string): string {
+  // A leading formula character is neutralised (spreadsheet injection).
+  const text = /^[=+\-@\t\r]/.test(value) && !/^-?\d/.test(value)
+    ? `'${value}`
+    : value;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+/**
+ * Creates the web app.
+ *
+ * @param options Store, keys, live hub, clock, thresholds and signal.
+ * @returns The routes and their live hub.
+ *
+ * @example Serve the list page of an empty store
+ * ```ts
+ * import { createWebApp } from "./app.ts";
+ *
+ * const web = createWebApp({
+ *   source: () => Promise.resolve({
+ *     ids: () => Promise.resolve([]),
+ *     get: () => Promise.resolve(undefined),
+ *     listMetrics: () => Promise.resolve(undefined),
+ *     epochCount: () => Promise.resolve(0),
+ *   }),
+ * });
+ * const response = await web.app.request("/", { headers: { accept: "text/html" } });
+ * console.assert((await response.text()).includes("No models yet"));
+ * ```
+ */
+export function createWebApp(options: WebAppOptions): WebApp {
+  const {
+    source,
+    apiKeys = [],
+    live = new LiveHub(),
+    now = Date.now,
+    stalledAfterMs = DEFAULT_STALLED_AFTER_MS,
+    pageSize = 50,
+    signal,
+  } = options;
+  if (!(Number.isFinite(stalledAfterMs) && stalledAfterMs > 0)) {
+    throw new RangeError(
+      `Cannot create the web app as stalledAfterMs is not a positive number: ${stalledAfterMs}`,
+    );
+  }
+  if (!(Number.isSafeInteger(pageSize) && pageSize > 0)) {
+    throw new RangeError(
+      `Cannot create the web app as pageSize is not a positive integer: ${pageSize}`,
+    );
+  }
+  const sessions = new SessionKeeper(apiKeys, now);
+  const summaries = new Map<
+    string,
+    { updatedAt: number; epochs: number; bestMap: number | undefined }
+  >();
+
+  async function authorizes(c: Context): Promise<boolean> {
+    if (!sessions.keyed) return true;
+    if (sessions.checkHeaders(c.req.raw)) return true;
+    return await sessions.hasSession(c);
+  }
+
+  /**
+   * Guards a page: lets an authorized request through, turns `?api_key=`
+   * into a session and a redirect, else answers the login page.
+   */
+  async function guard(c: Context): Promise<Response | undefined> {
+    const url = new URL(c.req.url);
+    const presented = url.searchParams.get("api_key");
+    if (presented !== null && sessions.keyed) {
+      url.searchParams.delete("api_key");
+      const target = `${url.pathname}${url.search}`;
+      if (!sessions.checkKey(presented)) {
+        return page(
+          c,
+          renderLoginPage(target, "That API key is not accepted by this HUB.")
+            .value,
+          401,
+        );
+      }
+      await sessions.startSession(c);
+      c.header("cache-control", "no-store");
+      c.header("referrer-policy", "no-referrer");
+      return c.redirect(target, 303);
+    }
+    if (presented !== null) {
+      // An open server: drop the key from the URL all the same.
+      url.searchParams.delete("api_key");
+      c.header("referrer-policy", "no-referrer");
+      return c.redirect(`${url.pathname}${url.search}`, 303);
+    }
+    if (await authorizes(c)) return undefined;
+    return page(
+      c,
+      renderLoginPage(`${url.pathname}${url.search}`).value,
+      401,
+    );
+  }
+
+  async function modelView(id: string): Promise<ModelView | undefined> {
+    const store = await source();
+    const record = await store.get(id);
+    if (record === undefined) return undefined;
+    const metrics = await store.listMetrics(id) ?? [];
+    const weights: WeightsView[] = [];
+    for (const kind of ["last", "best"] as const) {
+      const info = record.weights[kind];
+      if (info === undefined) continue;
+      weights.push({
+        kind,
+        epoch: info.epoch,
+        size: info.size,
+        sha256: info.sha256,
+        url: `/v1/models/${encodeURIComponent(record.id)}/files/${kind}.pt`,
+        map: info.map,
+      });
+    }
+    const architecture = /\.ya?ml$/.test(record.architecture)
+      ? record.architecture
+      : `${record.architecture}.yaml`;
+    return {
+      id: record.id,
+      name: record.name,
+      status: record.status,
+      dataset: record.dataset,
+      architecture,
+      parent: record.parent,
+      epochs: record.config.epochs,
+      createdAt: record.createdAt,
+      updatedAt: record.updatedAt,
+      heartbeat: record.heartbeat === undefined ? undefined : {
+        agent: record.heartbeat.agent,
+        lastSeen: record.heartbeat.lastSeen,
+      },
+      metrics,
+      weights,
+      now: now(),
+      stalledAfterMs,
+    };
+  }
+
+  async function summary(
+    store: WebSource,
+    record: ModelRecord,
+  ): Promise<{ epochs: number; bestMap: number | undefined }> {
+    const cached = summaries.get(record.id);
+    if (cached !== undefined && cached.updatedAt === record.updatedAt) {
+      return cached;
+    }
+    const metrics = await store.listMetrics(record.id) ?? [];
+    const best = bestEpoch(metrics, undefined);
+    const result = {
+      updatedAt: record.updatedAt,
+      epochs: metrics.length,
+      bestMap: best?.value ?? record.weights.best?.map,
+    };
+    summaries.set(record.id, result);
+    return result;
+  }
+
+  function notFound(c: Context, id: string): Response {
+    return page(
+      c,
+      renderDocument({
+        title: "Model not found · Local HUB",
+        body: html`
+          <h1>Model not found</h1>
+          <p>Cannot find the model <code>${id}</code> on this HUB.</p>
+          <p><a href="/">All models</a></p>
+        `,
+      }).value,
+      404,
+    );
+  }
+
+  const app = new Hono();
+
+  app.get(STYLE_PATH, () =>
+    new Response(STYLE_CSS, {
+      headers: {
+        "content-type": "text/css; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-content-type-options": "nosniff",
+      },
+    }));
+  app.get(SCRIPT_PATH, () =>
+    new Response(CLIENT_JS, {
+      headers: {
+        "content-type": "text/javascript; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-content-type-options": "nosniff",
+      },
+    }));
+
+  app.get("/login", async (c) => {
+    const next = safeNext(c.req.query("next"));
+    if (await authorizes(c)) return c.redirect(next, 303);
+    return page(c, renderLoginPage(next).value);
+  });
+  app.post("/login", csrf(), async (c) => {
+    const form = await c.req.parseBody();
+    const next = safeNext(typeof form.next === "string" ? form.next : "/");
+    const key = typeof form.key === "string" ? form.key : "";
+    if (!sessions.keyed) return c.redirect(next, 303);
+    if (!sessions.checkKey(key)) {
+      return page(
+        c,
+        renderLoginPage(next, "That API key is not accepted by this HUB.")
+          .value,
+        401,
+      );
+    }
+    await sessions.startSession(c);
+    return c.redirect(next, 303);
+  });
+  app.post("/logout", csrf(), async (c) => {
+    await sessions.endSession(c);
+    return c.redirect(sessions.keyed ? "/login" : "/", 303);
+  });
+
+  app.get("/", async (c, next) => {
+    if (!wantsHtml(c.req.raw)) return await next();
+    const denied = await guard(c);
+    if (denied !== undefined) return denied;
+    const store = await source();
+    const query = (c.req.query("q") ?? "").trim().slice(0, 200);
+    const needle = query.toLowerCase();
+    const records: ModelRecord[] = [];
+    for (const id of await store.ids()) {
+      const record = await store.get(id);
+      if (record === undefined) continue;
+      if (needle !== "" && !record.name.toLowerCase().includes(needle)) {
+        continue;
+      }
+      records.push(record);
+    }
+    records.sort((a, b) =>
+      b.updatedAt - a.updatedAt || b.createdAt - a.createdAt
+    );
+    const pages = Math.max(1, Math.ceil(records.length / pageSize));
+    const requested = Number.parseInt(c.req.query("page") ?? "1", 10);
+    const current = Number.isFinite(requested)
+      ? Math.min(Math.max(requested, 1), pages)
+      : 1;
+    const clock = now();
+    const entries: ListEntry[] = [];
+    for (
+      const record of records.slice(
+        (current - 1) * pageSize,
+        current * pageSize,
+      )
+    ) {
+      const { epochs, bestMap } = await summary(store, record);
+      entries.push({
+        id: record.id,
+        name: record.name,
+        status: record.status,
+        epochsCompleted: epochs,
+        epochs: record.config.epochs,
+        bestMap,
+        updatedAt: record.updatedAt,
+        stalled: isStalled({
+          status: record.status,
+          heartbeat: record.heartbeat,
+          updatedAt: record.updatedAt,
+          now: clock,
+          stalledAfterMs,
+        }),
+      });
+    }
+    return page(
+      c,
+      renderListPage({
+        entries,
+        query,
+        page: current,
+        pages,
+        total: records.length,
+        now: clock,
+        stalledAfterMs,
+      }, { logout: sessions.keyed && !sessions.checkHeaders(c.req.raw) }).value,
+    );
+  });
+
+  app.get("/models/:id", async (c) => {
+    const denied = await guard(c);
+    if (denied !== undefined) return denied;
+    const id = c.req.param("id");
+    const view = await modelView(id);
+    if (view === undefined) return notFound(c, id);
+    if (c.req.query("part") === "live") {
+      return page(c, renderModelLive(view).value);
+    }
+    return page(
+      c,
+      renderModelPage(view, {
+        logout: sessions.keyed && !sessions.checkHeaders(c.req.raw),
+      }).value,
+    );
+  });
+
+  app.get("/models/:id/events", async (c) => {
+    if (!await authorizes(c)) {
+      return c.json({
+        success: false,
+        message: "Cannot open the event stream: log in first",
+      }, 401);
+    }
+    const id = c.req.param("id");
+    const stream = async () => {
+      const store = await source();
+      const record = await store.get(id);
+      if (record === undefined) return undefined;
+      return {
+        status: record.status,
+        epochs: await store.epochCount(id),
+        updatedAt: record.updatedAt,
+      };
+    };
+    return live.stream(id, stream, signal);
+  });
+
+  app.get("/models/:id/metrics.:format{csv|json}", async (c) => {
+    if (!await authorizes(c)) {
+      return c.json({
+        success: false,
+        message: "Cannot download the metrics: log in first",
+      }, 401);
+    }
+    const id = c.req.param("id");
+    const store = await source();
+    const record = await store.get(id);
+    const metrics = record === undefined
+      ? undefined
+      : await store.listMetrics(id);
+    if (metrics === undefined) return notFound(c, id);
+    const headers = {
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+      "content-disposition": `attachment; filename="${id}-metrics.${
+        c.req.param("format")
+      }"`,
+    };
+    if (c.req.param("format") === "json") {
+      return new Response(JSON.stringify(metrics), {
+        headers: {
+          ...headers,
+          "content-type": "application/json; charset=utf-8",
+        },
+      });
+    }
+    const keys = metricKeys(metrics);
+    const lines = [["epoch", ...keys].map(csvCell).join(",")];
+    for (const { epoch, metrics: values } of metrics) {
+      lines.push(
+        [
+          String(epoch),
+          ...keys.map((k) => {
+            const v = values[k];
+            return v === undefined ? "" : v === null ? "NaN" : String(v);
+          }),
+        ].map(csvCell).join(","),
+      );
+    }
+    return new Response(lines.join("\r\n") + "\r\n", {
+      headers: { ...headers, "content-type": "text/csv; charset=utf-8" },
+    });
+  });
+
+  return { app, live, authorizes };
+}
