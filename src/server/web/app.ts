@@ -18,11 +18,11 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { csrf } from "hono/csrf";
-import type { ModelRecord } from "../store.ts";
-import type { ChartEpoch } from "./chart.ts";
+import type { ModelStore } from "../storage/contract.ts";
+import type { ModelRecord } from "../storage/records.ts";
 import { metricKeys } from "./chart.ts";
 import { CLIENT_JS } from "./client.ts";
-import { html } from "./html.ts";
+import { markup } from "./html.ts";
 import {
   PAGE_HEADERS,
   renderDocument,
@@ -42,17 +42,11 @@ import {
 import { renderLoginPage, safeNext, SessionKeeper } from "./session.ts";
 import { STYLE_CSS } from "./style.ts";
 
-/** The read side of the store the web app needs. */
-export interface WebSource {
-  /** Ids of every model. */
-  ids(): Promise<string[]>;
-  /** One model, `undefined` when unknown or deleted. */
-  get(id: string): Promise<ModelRecord | undefined>;
-  /** Every stored epoch of a model, oldest first. */
-  listMetrics(id: string): Promise<ChartEpoch[] | undefined>;
-  /** Number of stored epochs of a model. */
-  epochCount(id: string): Promise<number>;
-}
+/** The read side of the model store the web app needs. */
+export type WebSource = Pick<
+  ModelStore,
+  "listIds" | "get" | "listMetrics" | "epochCount"
+>;
 
 /** Options of {@linkcode createWebApp}. */
 export interface WebAppOptions {
@@ -124,6 +118,15 @@ function page(c: Context, body: string, status = 200): Response {
   });
 }
 
+async function* allIds(store: WebSource): AsyncGenerator<string> {
+  let cursor: string | undefined;
+  do {
+    const page = await store.listIds({ limit: 1000, cursor });
+    yield* page.items;
+    cursor = page.next;
+  } while (cursor !== undefined);
+}
+
 function csvCell(value: string): string {
   // A leading formula character is neutralised (spreadsheet injection).
   const text = /^[=+\-@\t\r]/.test(value) && !/^-?\d/.test(value)
@@ -144,7 +147,7 @@ function csvCell(value: string): string {
  *
  * const web = createWebApp({
  *   source: () => Promise.resolve({
- *     ids: () => Promise.resolve([]),
+ *     listIds: () => Promise.resolve({ items: [], next: undefined }),
  *     get: () => Promise.resolve(undefined),
  *     listMetrics: () => Promise.resolve(undefined),
  *     epochCount: () => Promise.resolve(0),
@@ -289,11 +292,9 @@ export function createWebApp(options: WebAppOptions): WebApp {
       c,
       renderDocument({
         title: "Model not found · Local HUB",
-        body: html`
-          <h1>Model not found</h1>
-          <p>Cannot find the model <code>${id}</code> on this HUB.</p>
-          <p><a href="/">All models</a></p>
-        `,
+        body: markup`<h1>Model not found</h1>
+<p>Cannot find the model <code>${id}</code> on this HUB.</p>
+<p><a href="/">All models</a></p>`,
       }).value,
       404,
     );
@@ -352,7 +353,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
     const query = (c.req.query("q") ?? "").trim().slice(0, 200);
     const needle = query.toLowerCase();
     const records: ModelRecord[] = [];
-    for (const id of await store.ids()) {
+    for await (const id of allIds(store)) {
       const record = await store.get(id);
       if (record === undefined) continue;
       if (needle !== "" && !record.name.toLowerCase().includes(needle)) {

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { escapeHtml, type Html, html, raw } from "./html.ts";
+import { escapeHtml, type Html, markup, raw } from "./html.ts";
 import { formatMetric } from "./layout.ts";
 
 /** One epoch's metrics. */
@@ -282,21 +282,19 @@ export function renderChart(options: ChartOptions): Html {
         ", ",
       )
     }.${best === undefined ? "" : ` Best epoch ${best}.`}`;
-  return html`
-    <figure class="chart" id="${id}">
-      <figcaption id="${id}-t">${group.title}</figcaption>
-      <svg viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" tabindex="0"
-        aria-labelledby="${id}-t ${id}-d" data-e0="${e0}"
-        data-e1="${e1}" data-x0="${LEFT}" data-x1="${WIDTH - RIGHT}"
-        data-keys="${JSON.stringify(group.keys)}">
-    <desc id="${id}-d">${summary}</desc>
-    ${raw(grid)}${raw(xTicks)}${raw(bestMark)}${raw(lines)}
-    <line class="cursor" x1="0" x2="0" y1="${TOP}" y2="${HEIGHT - BOTTOM}"/>
-      </svg>
-      <ul class="legend">${group.keys.map((key, i) =>
-        html`<li class="c${i % COLORS}"><i></i>${key}</li>`
-      )}</ul>
-      <output class="readout" for="${id}" aria-live="polite"></output>
-    </figure>
-  `;
+  const legend = group.keys.map((key, i) =>
+    markup`<li class="c${i % COLORS}"><i></i>${key}</li>`
+  );
+  return markup`<figure class="chart" id="${id}">
+<figcaption id="${id}-t">${group.title}</figcaption>
+<svg viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" tabindex="0" aria-labelledby="${id}-t ${id}-d" data-e0="${e0}" data-e1="${e1}" data-x0="${LEFT}" data-x1="${
+    WIDTH - RIGHT
+  }" data-keys="${JSON.stringify(group.keys)}">
+<desc id="${id}-d">${summary}</desc>
+${raw(grid)}${raw(xTicks)}${raw(bestMark)}${raw(lines)}
+<line class="cursor" x1="0" x2="0" y1="${TOP}" y2="${HEIGHT - BOTTOM}"/>
+</svg>
+<ul class="legend">${legend}</ul>
+<output class="readout" aria-live="polite"></output>
+</figure>`;
 }

@@ -84,13 +84,13 @@ function render(value: HtmlValue): string {
  *
  * @example Render a list item
  * ```ts
- * import { html } from "./html.ts";
+ * import { markup } from "./html.ts";
  *
- * const item = html`<li>${"<script>"}</li>`;
+ * const item = markup`<li>${"<script>"}</li>`;
  * console.assert(item.value === "<li>&lt;script&gt;</li>");
  * ```
  */
-export function html(
+export function markup(
   strings: TemplateStringsArray,
   ...values: HtmlValue[]
 ): Html {
@@ -109,9 +109,9 @@ export function html(
  *
  * @example Insert generated markup
  * ```ts
- * import { html, raw } from "./html.ts";
+ * import { markup, raw } from "./html.ts";
  *
- * console.assert(html`<p>${raw("<b>x</b>")}</p>`.value === "<p><b>x</b></p>");
+ * console.assert(markup`<p>${raw("<b>x</b>")}</p>`.value === "<p><b>x</b></p>");
  * ```
  */
 export function raw(value: string): Html {

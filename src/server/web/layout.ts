@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Html, html, type HtmlValue } from "./html.ts";
+import { type Html, type HtmlValue, markup } from "./html.ts";
 
 /** Path of the style sheet. */
 export const STYLE_PATH = "/web/style.css";
@@ -51,39 +51,36 @@ export interface DocumentOptions {
  *
  * @example Render a page
  * ```ts
- * import { html } from "./html.ts";
+ * import { markup } from "./html.ts";
  * import { renderDocument } from "./layout.ts";
  *
- * const page = renderDocument({ title: "x", body: html`<p>hi</p>` });
+ * const page = renderDocument({ title: "x", body: markup`<p>hi</p>` });
  * console.assert(page.value.includes("<main"));
  * ```
  */
 export function renderDocument(options: DocumentOptions): Html {
   const { title, body, logout = false, script = false, nav = [] } = options;
-  return html`
-    <!doctype html>
-    <html lang="en">
-      <head><meta charset="utf-8">
-    <meta name="viewport" content="width=device-width,initial-scale=1">
-    <meta name="color-scheme" content="light dark">
-    <title>${title}</title>
-    <link rel="stylesheet" href="${STYLE_PATH}">
-    ${script ? html`<script src="${SCRIPT_PATH}" defer></script>` : ""}
-      </head>
-      <body>
-        <header class="top"><a class="brand" href="/">Local HUB</a>
-    <nav aria-label="Site"><a href="/">All models</a>${nav}${logout
-      ? html`
-        <form class="inline" method="post"
-          action="/logout"><button type="submit">Log out</button></form>
-      `
-      : ""}</nav></header>
-        <main id="main">
-    ${body}
-        </main>
-      </body>
-    </html>
-  `;
+  const scriptTag = script
+    ? markup`<script src="${SCRIPT_PATH}" defer></script>`
+    : "";
+  const logoutForm = logout
+    ? markup`<form class="inline" method="post" action="/logout"><button type="submit">Log out</button></form>`
+    : "";
+  return markup`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>${title}</title>
+<link rel="stylesheet" href="${STYLE_PATH}">
+${scriptTag}
+</head><body>
+<header class="top"><a class="brand" href="/">Local HUB</a>
+<nav aria-label="Site"><a href="/">All models</a>${nav}${logoutForm}</nav></header>
+<main id="main">
+${body}
+</main>
+</body></html>
+`;
 }
 
 /**

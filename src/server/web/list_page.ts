@@ -7,7 +7,7 @@
  */
 
 import type { ModelStatus } from "../../protocol/types.ts";
-import { type Html, html } from "./html.ts";
+import { type Html, markup } from "./html.ts";
 import { formatAge, formatMetric, renderDocument } from "./layout.ts";
 import { statusBadges } from "./model_page.ts";
 
@@ -81,83 +81,53 @@ export function renderListPage(
   const { entries, query, page, pages, total, now } = view;
   const rows = entries.map((m) => {
     const name = m.name.trim() === ""
-      ? html`<span class="muted">(unnamed)</span>`
+      ? markup`<span class="muted">(unnamed)</span>`
       : m.name;
+    const href = `/models/${encodeURIComponent(m.id)}`;
     const iso = new Date(m.updatedAt).toISOString();
-    return html`
-      <tr>
-        <td
-          class="l name"><a href="/models/${encodeURIComponent(
-            m.id,
-          )}">${name}</a><br><code class="muted">${m.id}</code></td>
-        <td class="l">${statusBadges(
-          m.status,
-          m.stalled,
-          view.stalledAfterMs,
-        )}</td>
-        <td>${m.epochsCompleted} / ${m.epochs}<br><progress max="${Math.max(
-          m.epochs,
-          m.epochsCompleted,
-          1,
-        )}" value="${m.epochsCompleted}" aria-label="Progress">${m
-          .epochsCompleted} / ${m.epochs}</progress></td>
-        <td>${m.bestMap === undefined
-          ? html`<span class="muted">–</span>`
-          : formatMetric(m.bestMap)}</td>
-        <td><time datetime="${iso}" title="${iso}">${formatAge(
-          now - m.updatedAt,
-        )} ago</time></td>
-      </tr>
-    `;
+    const max = Math.max(m.epochs, m.epochsCompleted, 1);
+    const progress = `${m.epochsCompleted} / ${m.epochs}`;
+    const best = m.bestMap === undefined
+      ? markup`<span class="muted">–</span>`
+      : formatMetric(m.bestMap);
+    const status = statusBadges(m.status, m.stalled, view.stalledAfterMs);
+    return markup`<tr><td class="l name"><a href="${href}">${name}</a><br><code class="muted">${m.id}</code></td>
+<td class="l">${status}</td>
+<td>${progress}<br><progress max="${max}" value="${m.epochsCompleted}" aria-label="Progress">${progress}</progress></td>
+<td>${best}</td>
+<td><time datetime="${iso}" title="${iso}">${
+      formatAge(now - m.updatedAt)
+    } ago</time></td></tr>
+`;
   });
+  const empty = query === "" ? "No models yet." : "No model matches that name.";
   const table = entries.length === 0
-    ? html`<p class="muted">${
-      query === "" ? "No models yet." : "No model matches that name."
-    }</p>`
-    : html`
-      <div class="scroll">
-        <table class="models">
-          <caption class="sr">Models, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col" class="l">Model</th>
-              <th scope="col" class="l">Status</th>
-              <th scope="col">Progress</th>
-              <th scope="col">Best mAP50-95</th>
-              <th scope="col">Updated</th>
-            </tr>
-          </thead>
-          <tbody>
-      ${rows}
-          </tbody>
-        </table>
-      </div>
-    `;
-  const pager = pages <= 1 ? "" : html`
-    <nav class="pager"
-      aria-label="Pages">${page > 1
-        ? html`<a href="${pageLink(query, page - 1)}" rel="prev">← Newer</a>`
-        : ""}<span>Page ${page} of ${pages}</span>${page < pages
-        ? html`<a href="${pageLink(query, page + 1)}" rel="next">Older →</a>`
-        : ""}</nav>
-  `;
+    ? markup`<p class="muted">${empty}</p>`
+    : markup`<div class="scroll"><table class="models"><caption class="sr">Models, newest first</caption>
+<thead><tr><th scope="col" class="l">Model</th><th scope="col" class="l">Status</th><th scope="col">Progress</th><th scope="col">Best mAP50-95</th><th scope="col">Updated</th></tr></thead>
+<tbody>
+${rows}</tbody></table></div>`;
+  const newer = page > 1
+    ? markup`<a href="${pageLink(query, page - 1)}" rel="prev">← Newer</a>`
+    : "";
+  const older = page < pages
+    ? markup`<a href="${pageLink(query, page + 1)}" rel="next">Older →</a>`
+    : "";
+  const pager = pages <= 1
+    ? ""
+    : markup`<nav class="pager" aria-label="Pages">${newer}<span>Page ${page} of ${pages}</span>${older}</nav>`;
+  const clear = query === "" ? "" : markup`<a href="/">Clear</a>`;
+  const count = `${total} ${total === 1 ? "model" : "models"}${
+    query === "" ? "" : " matching"
+  }`;
   return renderDocument({
     title: "Models · Local HUB",
     logout: options.logout,
-    body: html`
-      <h1>Models</h1>
-      <form method="get" action="/" role="search"
-        class="pager"><label for="q">Filter by name</label>
-      <input type="search" id="q" name="q" value="${query}" maxlength="200"><button type="submit">Filter</button>${query ===
-          ""
-        ? ""
-        : html`<a href="/">Clear</a>`}</form>
-      <p
-        class="muted">${total} ${total === 1 ? "model" : "models"}${query === ""
-          ? ""
-          : " matching"}. The API lives at <code>/v1</code>.</p>
-      ${table}
-      ${pager}
-    `,
+    body: markup`<h1>Models</h1>
+<form method="get" action="/" role="search" class="pager"><label for="q">Filter by name</label>
+<input type="search" id="q" name="q" value="${query}" maxlength="200"><button type="submit">Filter</button>${clear}</form>
+<p class="muted">${count}. The API lives at <code>/v1</code>.</p>
+${table}
+${pager}`,
   });
 }

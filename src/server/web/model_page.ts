@@ -23,7 +23,7 @@ import {
   metricKeys,
   renderChart,
 } from "./chart.ts";
-import { type Html, html, raw } from "./html.ts";
+import { type Html, markup, raw } from "./html.ts";
 import { formatAge, formatMetric, renderDocument } from "./layout.ts";
 
 /** A weights file as the page lists it. */
@@ -175,13 +175,13 @@ export function downloadName(name: string, id: string, kind: string): string {
   return `${base}-${id}-${kind}.pt`;
 }
 
-function time(ms: number): Html {
+function timeAt(ms: number, text: string): Html {
   const iso = new Date(ms).toISOString();
-  return html`<time datetime="${iso}" title="${iso}">`;
+  return markup`<time datetime="${iso}" title="${iso}">${text}</time>`;
 }
 
 function ago(ms: number, now: number): Html {
-  return html`${time(ms)}${formatAge(now - ms)} ago</time>`;
+  return timeAt(ms, `${formatAge(now - ms)} ago`);
 }
 
 /**
@@ -204,54 +204,36 @@ export function statusBadges(
   stalled: boolean,
   stalledAfterMs: number,
 ): Html {
-  return html`<span class="badge st-${status}">${status}</span>${
-    stalled
-      ? html`
-        <span class="badge stalled"
-          title="No heartbeat or update for more than ${formatAge(
-            stalledAfterMs,
-          )}">stalled</span>
-      `
-      : ""
-  }`;
+  const flag = stalled
+    ? markup` <span class="badge stalled" title="No heartbeat or update for more than ${
+      formatAge(stalledAfterMs)
+    }">stalled</span>`
+    : "";
+  return markup`<span class="badge st-${status}">${status}</span>${flag}`;
 }
 
 function fact(label: string, value: Html | string): Html {
-  return html`
-    <div>
-      <dt>${label}</dt>
-      <dd>${value}</dd>
-    </div>
-  `;
+  return markup`<div><dt>${label}</dt><dd>${value}</dd></div>`;
 }
 
 function dataTable(view: ModelView, keys: readonly string[]): Html {
-  if (view.metrics.length === 0) return html``;
-  const head = keys.map((k) => html`<th scope="col" data-key="${k}">${k}</th>`);
+  if (view.metrics.length === 0) return markup``;
+  const head = keys.map((k) =>
+    markup`<th scope="col" data-key="${k}">${k}</th>`
+  );
   const rows = view.metrics.map(({ epoch, metrics }) => {
     let cells = "";
     for (const k of keys) cells += `<td>${formatMetric(metrics[k])}</td>`;
     return `<tr><th scope="row">${epoch}</th>${cells}</tr>`;
   });
   const path = `/models/${encodeURIComponent(view.id)}`;
-  return html`
-    <details id="data">
-      <summary>Data table (${view.metrics.length} epochs)</summary>
-      <p><a href="${path}/metrics.csv" download="${view
-        .id}-metrics.csv">Download CSV</a> · <a href="${path}/metrics.json" download="${view
-        .id}-metrics.json">Download JSON</a></p>
-      <div class="scroll" tabindex="0" role="region" aria-label="Metrics by epoch">
-        <table id="metrics-table">
-          <thead>
-            <tr><th scope="col">epoch</th>${head}</tr>
-          </thead>
-          <tbody>
-    ${raw(rows.join("\n"))}
-          </tbody>
-        </table>
-      </div>
-    </details>
-  `;
+  return markup`<details id="data"><summary>Data table (${view.metrics.length} epochs)</summary>
+<p><a href="${path}/metrics.csv" download="${view.id}-metrics.csv">Download CSV</a> · <a href="${path}/metrics.json" download="${view.id}-metrics.json">Download JSON</a></p>
+<div class="scroll" tabindex="0" role="region" aria-label="Metrics by epoch"><table id="metrics-table">
+<thead><tr><th scope="col">epoch</th>${head}</tr></thead>
+<tbody>
+${raw(rows.join("\n"))}
+</tbody></table></div></details>`;
 }
 
 /**
@@ -281,6 +263,7 @@ export function renderModelLive(view: ModelView): Html {
     view.weights.find((w) => w.kind === "best")?.epoch,
   );
   const done = view.metrics.length;
+  const none = markup`<span class="muted">none</span>`;
   const info: Html[] = [];
   const first = view.metrics.find(({ metrics }) =>
     Object.keys(metrics).some(isModelInfo)
@@ -293,111 +276,76 @@ export function renderModelLive(view: ModelView): Html {
   const bestRow = best === undefined
     ? undefined
     : view.metrics.find((e) => e.epoch === best.epoch);
-  const bestFacts = bestRow === undefined
-    ? []
-    : Object.entries(bestRow.metrics).filter(([k]) => k.startsWith("metrics/"))
-      .map(([k, v]) => fact(k.slice(8), formatMetric(v)));
+  const bestFacts = bestRow === undefined ? [] : Object.entries(bestRow.metrics)
+    .filter(([k]) => k.startsWith("metrics/"))
+    .map(([k, v]) => fact(k.slice(8), formatMetric(v)));
+  const max = Math.max(view.epochs, done, 1);
+  const progress = `${done} / ${view.epochs}`;
+  const beat = view.heartbeat === undefined
+    ? none
+    : markup`${
+      ago(view.heartbeat.lastSeen, view.now)
+    } <span class="muted">(${view.heartbeat.agent})</span>`;
+  const created = new Date(view.createdAt).toISOString().slice(0, 16)
+    .replace("T", " ");
   const facts = [
     fact("Status", statusBadges(view.status, stalled, view.stalledAfterMs)),
     fact(
       "Progress",
-      html`
-        ${done} / ${view.epochs} epochs <progress max="${Math.max(
-          view.epochs,
-          done,
-          1,
-        )}" value="${done}"
-          aria-label="Training progress">${done} / ${view.epochs}</progress>
-      `,
+      markup`${progress} epochs <progress max="${max}" value="${done}" aria-label="Training progress">${progress}</progress>`,
     ),
-    fact(
-      "Last heartbeat",
-      view.heartbeat === undefined
-        ? html`<span class="muted">none</span>`
-        : html`${
-          ago(view.heartbeat.lastSeen, view.now)
-        } <span class="muted">(${view.heartbeat.agent})</span>`,
-    ),
+    fact("Last heartbeat", beat),
     fact("Updated", ago(view.updatedAt, view.now)),
-    fact(
-      "Dataset",
-      view.dataset === ""
-        ? html`<span class="muted">none</span>`
-        : view.dataset,
-    ),
+    fact("Dataset", view.dataset === "" ? none : view.dataset),
     fact("Architecture", view.architecture),
-    fact(
-      "Parent weights",
-      view.parent === undefined
-        ? html`<span class="muted">none</span>`
-        : view.parent,
-    ),
-    fact(
-      "Created",
-      html`${time(view.createdAt)}${
-        new Date(view.createdAt).toISOString().slice(0, 16).replace("T", " ")
-      } UTC</time>`,
-    ),
+    fact("Parent weights", view.parent === undefined ? none : view.parent),
+    fact("Created", timeAt(view.createdAt, `${created} UTC`)),
   ];
   const charts = groupMetrics(keys).map((group, index) =>
     renderChart({ group, epochs: view.metrics, best: best?.epoch, index })
   );
-  const weights = view.weights.length === 0
-    ? html`<p class="muted">No weights uploaded yet.</p>`
-    : html`<ul class="files">${
-      view.weights.map((w) =>
-        html`<li><a href="${w.url}" download="${
-          downloadName(view.name, view.id, w.kind)
-        }">${w.kind}.pt</a> · ${formatBytes(w.size)} · epoch ${w.epoch}${
-          w.map === undefined ? "" : html`
-            · mAP ${formatMetric(w.map)}
-          `
-        }<br><span class="muted">saved as</span> <code>${
-          downloadName(view.name, view.id, w.kind)
-        }</code><br><span class="muted">sha256</span> <code>${w.sha256}</code></li>`
-      )
-    }</ul>`;
+  const files = view.weights.map((w) => {
+    const name = downloadName(view.name, view.id, w.kind);
+    const map = w.map === undefined ? "" : ` · mAP ${formatMetric(w.map)}`;
+    return markup`<li><a href="${w.url}" download="${name}">${w.kind}.pt</a> · ${
+      formatBytes(w.size)
+    } · epoch ${w.epoch}${map}<br><span class="muted">saved as</span> <code>${name}</code><br><span class="muted">sha256</span> <code>${w.sha256}</code></li>`;
+  });
+  const weights = files.length === 0
+    ? markup`<p class="muted">No weights uploaded yet.</p>`
+    : markup`<ul class="files">${files}</ul>`;
   const stalledNote = stalled
-    ? html`
-      <p class="stalled"
-        role="status">No heartbeat or update for more than ${formatAge(
-          view.stalledAfterMs,
-        )}: the trainer may have stopped.</p>
-    `
+    ? markup`<p class="stalled" role="status">No heartbeat or update for more than ${
+      formatAge(view.stalledAfterMs)
+    }: the trainer may have stopped.</p>`
     : "";
-  return html`
-    <div id="live" data-status="${view.status}" data-epochs="${done}"
-      data-updated="${view.updatedAt}">
-    <section aria-labelledby="facts-h" class="card"><h2 id="facts-h" class="sr">Facts</h2>
-    ${stalledNote}<dl class="facts">${facts}</dl></section>
-    ${best === undefined ? "" : html`
-      <section
-        aria-labelledby="best-h"><h2 id="best-h">Best epoch: ${best
-          .epoch}</h2>${bestFacts.length === 0
-          ? ""
-          : html`<dl class="facts card">${bestFacts}</dl>`}</section>
-    `}
-    ${info.length === 0 ? "" : html`
-      <section aria-labelledby="info-h">
-        <h2 id="info-h">Model info (epoch ${first!.epoch})</h2>
-        <dl class="facts card">${info}</dl>
-      </section>
-    `}
-    <section aria-labelledby="charts-h"><h2 id="charts-h">Metrics</h2>
-    ${view.metrics.length === 0
-      ? html`<p class="muted">No metrics yet.</p>`
-      : html`
-        <p
-          class="muted">${done} epochs, ${view.metrics[0]!.epoch} to ${view
-            .metrics[done - 1]!
-            .epoch}. Hover, or focus a chart and use the arrow keys, to read an epoch's values.</p>
-        <div class="charts">${charts}</div>
-      `}
-    ${dataTable(view, keys)}
-    </section>
-    <section aria-labelledby="weights-h"><h2 id="weights-h">Weights</h2>${weights}</section>
-    </div>
-  `;
+  const bestSection = best === undefined
+    ? ""
+    : markup`<section aria-labelledby="best-h"><h2 id="best-h">Best epoch: ${best.epoch}</h2>${
+      bestFacts.length === 0
+        ? ""
+        : markup`<dl class="facts card">${bestFacts}</dl>`
+    }</section>`;
+  const infoSection = first === undefined
+    ? ""
+    : markup`<section aria-labelledby="info-h"><h2 id="info-h">Model info (epoch ${first.epoch})</h2><dl class="facts card">${info}</dl></section>`;
+  const chartsPart = done === 0
+    ? markup`<p class="muted">No metrics yet.</p>`
+    : markup`<p class="muted">${done} epochs, ${view.metrics[0]!.epoch} to ${
+      view.metrics[done - 1]!.epoch
+    }. Hover a chart, or focus it and use the arrow keys, to read an epoch's values.</p>
+<div class="charts">${charts}</div>`;
+  return markup`<div id="live" data-status="${view.status}" data-epochs="${done}" data-updated="${view.updatedAt}">
+<section aria-labelledby="facts-h" class="card"><h2 id="facts-h" class="sr">Facts</h2>
+${stalledNote}<dl class="facts">${facts}</dl></section>
+${bestSection}
+${infoSection}
+<section aria-labelledby="charts-h"><h2 id="charts-h">Metrics</h2>
+${chartsPart}
+${dataTable(view, keys)}
+</section>
+<section aria-labelledby="weights-h"><h2 id="weights-h">Weights</h2>${weights}</section>
+</div>`;
 }
 
 /**
@@ -429,17 +377,10 @@ export function renderModelPage(
     title: `${title} · Local HUB`,
     logout: options.logout,
     script: true,
-    body: html`
-      <h1 id="title">${title}</h1>
-      <p
-        class="muted"><code>${view
-          .id}</code> · <a href="/v1/models/${encodeURIComponent(
-            view.id,
-          )}">JSON document</a></p>
-      <div id="live-root" data-events="${path}/events"
-        data-part="${path}?part=live">
-      ${renderModelLive(view)}
-      </div>
-    `,
+    body: markup`<h1 id="title">${title}</h1>
+<p class="muted"><code>${view.id}</code> · <a href="/v1${path}">JSON document</a></p>
+<div id="live-root" data-events="${path}/events" data-part="${path}?part=live">
+${renderModelLive(view)}
+</div>`,
   });
 }

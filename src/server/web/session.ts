@@ -17,7 +17,7 @@ import type { Buffer } from "node:buffer";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Context } from "hono";
 import { deleteCookie, getSignedCookie, setSignedCookie } from "hono/cookie";
-import { type Html, html } from "./html.ts";
+import { type Html, markup } from "./html.ts";
 import { renderDocument } from "./layout.ts";
 
 /** Name of the session cookie. */
@@ -193,9 +193,9 @@ export function safeNext(next: string | undefined | null): string {
 export function renderLoginPage(next: string, error?: string): Html {
   return renderDocument({
     title: "Log in · Local HUB",
-    body: html`<div class="login card"><h1>Log in</h1>
+    body: markup`<div class="login card"><h1>Log in</h1>
 <p>This HUB is protected by an API key. Enter one of its keys to see its models; the browser keeps a session cookie, not the key.</p>
-${error === undefined ? "" : html`<p class="error" role="alert">${error}</p>`}
+${error === undefined ? "" : markup`<p class="error" role="alert">${error}</p>`}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="${safeNext(next)}">
 <label for="key">API key</label>
