@@ -19,6 +19,10 @@ import {
   trainingMetrics,
   type WebServer,
 } from "./support/web.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { serveHub } from "../src/server/mod.ts";
 import { waitUntil } from "./support/common.ts";
 
 const KEY = "k3y-" + "x".repeat(36);
@@ -508,6 +512,133 @@ describe("stalled runs", () => {
       assertStringIncludes(list, ">stalled</span>");
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("the web app mounted in the HUB", () => {
+  test("an epoch posted through the API reaches an open event stream", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hub-web-mount-"));
+    const hub = await serveHub({ dataDir: dir, apiKeys: [KEY] });
+    const controller = new AbortController();
+    try {
+      const auth = { "x-api-key": KEY, "content-type": "application/json" };
+      const created = await fetch(`${hub.url}/v1/models`, {
+        method: "POST",
+        headers: auth,
+        body: JSON.stringify({
+          config: { epochs: 5 },
+          dataset: { name: "coco8.yaml" },
+          lineage: { architecture: { name: "yolov8n" }, parent: {} },
+          meta: { name: "mounted" },
+        }),
+      });
+      const { data: { id } } = await created.json();
+      const login = await fetch(`${hub.url}/models/${id}?api_key=${KEY}`, {
+        headers: HTML,
+        redirect: "manual",
+      });
+      await login.body?.cancel();
+      const cookie = cookieOf(login);
+      const events = await fetch(`${hub.url}/models/${id}/events`, {
+        headers: { cookie },
+        signal: controller.signal,
+      });
+      assertEquals(events.status, 200);
+      const reader = events.body!.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let text = "";
+      const pump = (async () => {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            text += value;
+          }
+        } catch {
+          // Aborted below.
+        }
+      })();
+      await waitUntil(() => text.includes('"epochs":0'), "the first event");
+      const posted = await fetch(`${hub.url}/v1/models/${id}`, {
+        method: "POST",
+        headers: auth,
+        body: JSON.stringify({
+          type: "metrics",
+          metrics: { 0: JSON.stringify(trainingMetrics(0)) },
+        }),
+      });
+      assertEquals(posted.status, 200);
+      await posted.body?.cancel();
+      await waitUntil(() => text.includes('"epochs":1'), "the update event");
+      controller.abort();
+      await pump;
+      // The health reply stays JSON for API clients.
+      const health = await fetch(`${hub.url}/`);
+      assertEquals((await health.json()).success, true);
+    } finally {
+      controller.abort();
+      await hub.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a logged-in browser downloads weights with its cookie alone", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hub-web-mount-"));
+    const hub = await serveHub({ dataDir: dir, apiKeys: [KEY] });
+    try {
+      const created = await fetch(`${hub.url}/v1/models`, {
+        method: "POST",
+        headers: { "x-api-key": KEY, "content-type": "application/json" },
+        body: JSON.stringify({
+          lineage: { architecture: { name: "yolov8n" }, parent: {} },
+          meta: { name: "weights" },
+        }),
+      });
+      const { data: { id } } = await created.json();
+      const boundary = "b0undary";
+      const body = [
+        `--${boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\nfinal\r\n`,
+        `--${boundary}\r\nContent-Disposition: form-data; name="epoch"\r\n\r\n2\r\n`,
+        `--${boundary}\r\nContent-Disposition: form-data; name="best.pt"; filename="best.pt"\r\nContent-Type: application/octet-stream\r\n\r\nWEIGHTS\r\n`,
+        `--${boundary}--\r\n`,
+      ].join("");
+      const uploaded = await fetch(`${hub.url}/v1/models/${id}/upload`, {
+        method: "POST",
+        headers: {
+          "x-api-key": KEY,
+          "content-type": `multipart/form-data; boundary=${boundary}`,
+        },
+        body,
+      });
+      assertEquals(uploaded.status, 200);
+      await uploaded.body?.cancel();
+      const anonymous = await fetch(`${hub.url}/v1/models/${id}/files/best.pt`);
+      await anonymous.body?.cancel();
+      assertEquals(anonymous.status, 401);
+      const login = await fetch(`${hub.url}/login`, {
+        method: "POST",
+        headers: { origin: hub.url },
+        body: new URLSearchParams({ key: KEY, next: `/models/${id}` }),
+        redirect: "manual",
+      });
+      await login.body?.cancel();
+      const cookie = cookieOf(login);
+      const page = await (await fetch(`${hub.url}/models/${id}`, {
+        headers: { ...HTML, cookie },
+      })).text();
+      assertStringIncludes(
+        page,
+        `<a href="/v1/models/${id}/files/best.pt" download="weights-${id}-best.pt">best.pt</a> · 7 B`,
+      );
+      const download = await fetch(`${hub.url}/v1/models/${id}/files/best.pt`, {
+        headers: { cookie },
+      });
+      assertEquals(download.status, 200);
+      assertEquals(await download.text(), "WEIGHTS");
+    } finally {
+      await hub.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -30,10 +30,11 @@ import { fileRoutes } from "./routes/files.ts";
 import { heartbeatRoutes } from "./routes/heartbeat.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
-import { pageRoutes } from "./routes/pages.ts";
 import { platformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
+import { createWebApp } from "./web/app.ts";
+import { storeSource } from "./web/source.ts";
 
 /** Options of {@linkcode createHubApp} and {@linkcode createHubHandler}. */
 export interface HubHandlerOptions {
@@ -90,6 +91,11 @@ export type HubHandler = (request: Request) => Promise<Response>;
 const ALLOWED: ReadonlyArray<readonly [string, string]> = [
   ["/", "GET, HEAD"],
   ["/models/:id", "GET, HEAD"],
+  ["/models/:id/events", "GET, HEAD"],
+  ["/models/:id/metrics.csv", "GET, HEAD"],
+  ["/models/:id/metrics.json", "GET, HEAD"],
+  ["/login", "GET, HEAD, POST"],
+  ["/logout", "POST"],
   ["/v1", "GET, HEAD"],
   ["/v1/auth", "POST"],
   ["/v1/models", "POST"],
@@ -100,6 +106,14 @@ const ALLOWED: ReadonlyArray<readonly [string, string]> = [
   ["/v1/models/:id/files/:name", "GET, HEAD"],
   ["/v1/agent/heartbeat/models/:id", "POST"],
 ];
+
+/** The model a successful API write changed, from its path. */
+function changedModel(path: string): string | undefined {
+  const match = /^\/v1\/(?:models|agent\/heartbeat\/models)\/([^/]+)/.exec(
+    path,
+  );
+  return match?.[1];
+}
 
 function validateOptions(options: HubHandlerOptions): void {
   if (!isObject(options)) {
@@ -176,15 +190,15 @@ function validateOptions(options: HubHandlerOptions): void {
  * `Upload aborted...` / `Request aborted...` and is not reported to
  * `onError`.
  *
- * HTML pages (no scripts): `GET /models/{id}` shows a model (the page a
- * session links as `<web root>/models/<id>`: status, dataset, architecture,
- * epochs, the last 50 epochs' metrics, links to the JSON document and the
- * weights) and `GET /` lists the models when the client asks for
- * `text/html`; other clients get the JSON health reply there, as at
- * `GET /v1`. With `apiKeys` set, pages need a key like the API
- * (`x-api-key` or `authorization: Bearer`; never in the URL) and answer 401
- * with a page that shows no model data otherwise; the health reply needs no
- * key and carries no data.
+ * The web app (`web/app.ts`): `GET /models/{id}` shows a model (the page a
+ * session links as `<web root>/models/<id>`: charts of every metric over all
+ * epochs, facts, weights, live updates over server-sent events) and `GET /`
+ * lists the models when the client asks for `text/html`; other clients get
+ * the JSON health reply there, as at `GET /v1`. With `apiKeys` set, a
+ * browser logs in on an HTML login page (or once with `?api_key=` in a page
+ * URL) and keeps a signed session cookie; API clients keep sending
+ * `x-api-key` or `authorization: Bearer`. The health reply needs no key and
+ * carries no data.
  *
  * The data directory is opened on the first request that needs it.
  *
@@ -230,9 +244,24 @@ export function createHubApp(options: HubHandlerOptions): Hono {
     maxUploadBytes,
     signal,
     origin: (request) => base ?? new URL(request.url).origin,
+    browserSession: (c) => web.authorizes(c),
   };
+  const web = createWebApp({
+    source: async () => storeSource(await hub.store()),
+    apiKeys,
+    now,
+    signal,
+  });
 
   const app = new Hono({ strict: false });
+  // Open model pages hear about every change the API stores.
+  app.use("/v1/*", async (c, next) => {
+    await next();
+    if (c.req.method === "GET" || c.req.method === "HEAD") return;
+    if (c.res.status >= 400) return;
+    const id = changedModel(c.req.path);
+    if (id !== undefined) web.live.notify(id);
+  });
   app.get("/v1", () => healthReply());
   app.route("/", authRoutes(hub));
   app.route("/", modelRoutes(hub));
@@ -241,7 +270,8 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   app.route("/", exportRoutes(hub));
   app.route("/", heartbeatRoutes(hub));
   app.route("/", fileRoutes(hub));
-  app.route("/", pageRoutes(hub));
+  app.route("/", web.app);
+  app.get("/", () => healthReply());
   // The Platform endpoints store runs through the routes above.
   app.route(
     "/",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Context } from "hono";
 import type { ApiKeys } from "./auth.ts";
 import { hubError } from "./errors.ts";
 import type { HubStore, ModelRecord } from "./store.ts";
@@ -26,6 +27,11 @@ export interface HubContext {
    * public URL, else the request's origin.
    */
   origin(request: Request): string;
+  /**
+   * Whether a request comes from a browser logged in to the web app (its
+   * session cookie), which may download weights like a key holder.
+   */
+  browserSession?: ((c: Context) => Promise<boolean>) | undefined;
 }
 
 /**

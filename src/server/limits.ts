@@ -10,6 +10,3 @@ export const DEFAULT_MAX_UPLOAD_BYTES: number = 2 * 1024 * 1024 * 1024;
 
 /** Largest JSON request body: 16 MiB. */
 export const MAX_JSON_BYTES: number = 16 * 1024 * 1024;
-
-/** Most models the index page lists (most recently updated first). */
-export const INDEX_MODELS = 500;

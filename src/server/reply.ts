@@ -66,24 +66,6 @@ export function healthReply(): Response {
 }
 
 /**
- * An HTML page (its security headers come from the pages' middleware).
- *
- * @param request The request (`HEAD` gets no body).
- * @param status HTTP status.
- * @param body The page.
- * @returns The response.
- */
-export function html(request: Request, status: number, body: string): Response {
-  return new Response(request.method === "HEAD" ? null : body, {
-    status,
-    headers: {
-      "content-type": "text/html; charset=utf-8",
-      "cache-control": "no-store",
-    },
-  });
-}
-
-/**
  * Whether a request for `/` asks for HTML: a browser's `Accept` names
  * `text/html` before any JSON type. Clients that send no `Accept`, `*\/*` or
  * `application/json` get the JSON health reply.

@@ -20,8 +20,8 @@ import {
   createWebApp,
   type WebApp,
   type WebAppOptions,
-  type WebSource,
 } from "../../src/server/web/app.ts";
+import { storeSource } from "../../src/server/web/source.ts";
 
 /** The web app on loopback over a store in a temp dir. */
 export interface WebServer {
@@ -35,16 +35,6 @@ export interface WebServer {
   addEpochs(id: string, epochs: Record<number, StoredMetrics>): Promise<void>;
   /** Stops the server and removes the temp dir. */
   close(): Promise<void>;
-}
-
-/** The store seen through the read contract the web app uses. */
-export function storeSource(store: HubStore): WebSource {
-  return {
-    listIds: async () => ({ items: await store.ids(), next: undefined }),
-    get: (id) => store.get(id),
-    listMetrics: (id) => store.listMetrics(id),
-    epochCount: (id) => store.epochCount(id),
-  };
 }
 
 interface Listener {

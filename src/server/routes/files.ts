@@ -1,7 +1,8 @@
 /**
  * `GET|HEAD /v1/models/{id}/files/{last.pt|best.pt}`: downloads weights,
- * with an API key or with the model's download token in the URL (so that
- * the `resume`/`weights` URLs of a document work as they are).
+ * with an API key, with the model's download token in the URL (so that
+ * the `resume`/`weights` URLs of a document work as they are) or from a
+ * browser logged in to the web app.
  *
  * @module
  */
@@ -31,7 +32,8 @@ export function fileRoutes(hub: HubContext): Hono {
     if (
       !hub.keys.accepts(c.req.raw) &&
       !(record !== undefined &&
-        hub.keys.tokenMatches(c.req.query("token"), record.downloadToken))
+        hub.keys.tokenMatches(c.req.query("token"), record.downloadToken)) &&
+      !(await hub.browserSession?.(c) ?? false)
     ) {
       return fail(401, UNAUTHENTICATED);
     }

@@ -18,6 +18,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { csrf } from "hono/csrf";
+import { wantsHtml } from "../reply.ts";
 import type { ModelStore } from "../storage/contract.ts";
 import type { ModelRecord } from "../storage/records.ts";
 import { metricKeys } from "./chart.ts";
@@ -87,29 +88,6 @@ export interface WebApp {
 
 /** Default {@linkcode WebAppOptions.stalledAfterMs}: 15 minutes. */
 export const DEFAULT_STALLED_AFTER_MS = 15 * 60 * 1000;
-
-/**
- * Whether a request asks for HTML: `Accept` names `text/html` before any
- * JSON type. API clients (no `Accept`, `*\/*`, JSON) do not.
- *
- * @param request The request.
- * @returns `true` for a browser.
- *
- * @example A browser's Accept header
- * ```ts
- * import { wantsHtml } from "./app.ts";
- *
- * console.assert(wantsHtml(new Request("http://x/", { headers: { accept: "text/html,*\/*" } })));
- * console.assert(!wantsHtml(new Request("http://x/", { headers: { accept: "application/json" } })));
- * ```
- */
-export function wantsHtml(request: Request): boolean {
-  const accept = request.headers.get("accept")?.toLowerCase() ?? "";
-  const htmlAt = accept.indexOf("text/html");
-  if (htmlAt === -1) return false;
-  const jsonAt = accept.indexOf("application/json");
-  return jsonAt === -1 || htmlAt < jsonAt;
-}
 
 function page(c: Context, body: string, status = 200): Response {
   return new Response(c.req.method === "HEAD" ? null : body, {
