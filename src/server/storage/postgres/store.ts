@@ -296,13 +296,17 @@ export class PostgresModelStore implements ModelStore {
    * @param options Signal.
    * @returns The document, or `undefined`.
    */
-  get(id: string, options: CallOptions = {}): Promise<ModelRecord | undefined> {
+  get(
+    id: string,
+    options: CallOptions & { includeDeleted?: boolean | undefined } = {},
+  ): Promise<ModelRecord | undefined> {
     options.signal?.throwIfAborted();
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    const all = options.includeDeleted === true;
     return this.run(async () => {
       const rows = await this.#sql<{ document: ModelRecord }[]>`
         SELECT document FROM hub_models
-        WHERE id = ${id} AND deleted_at IS NULL`;
+        WHERE id = ${id} AND (${all} OR deleted_at IS NULL)`;
       return rows[0]?.document;
     });
   }
@@ -510,6 +514,48 @@ export class PostgresModelStore implements ModelStore {
         JOIN hub_models d ON d.id = m.model_id
         WHERE m.model_id = ${id} AND d.deleted_at IS NULL`;
       return Number(rows[0]?.count ?? 0);
+    });
+  }
+
+  /**
+   * Writes a model exactly as given (same id, document and metrics),
+   * replacing what the database holds for that id: the import of another
+   * store. Running it again with the same data changes nothing.
+   *
+   * @param record The document.
+   * @param metrics Every epoch of the model.
+   * @returns When the model is committed.
+   */
+  importModel(
+    record: ModelRecord,
+    metrics: readonly EpochEntry[],
+  ): Promise<void> {
+    if (!ID_PATTERN.test(record.id)) {
+      return Promise.reject(
+        new TypeError(`Cannot import model "${record.id}": not a model id`),
+      );
+    }
+    return this.run(async () => {
+      await this.#sql.begin(async (tx) => {
+        await tx`
+          INSERT INTO hub_models (id, document, created_at, updated_at, deleted_at)
+          VALUES (${record.id}, ${tx.json(toJson(record))}, ${record.createdAt},
+                  ${record.updatedAt}, ${record.deletedAt ?? null})
+          ON CONFLICT (id) DO UPDATE
+          SET document = excluded.document, created_at = excluded.created_at,
+              updated_at = excluded.updated_at, deleted_at = excluded.deleted_at`;
+        await tx`DELETE FROM hub_metrics WHERE model_id = ${record.id}`;
+        for (let i = 0; i < metrics.length; i += 1000) {
+          const batch = metrics.slice(i, i + 1000);
+          await tx`
+            INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
+            SELECT ${record.id}, e::bigint, m::jsonb, ${record.updatedAt}
+            FROM unnest(${batch.map((e) => String(e.epoch))}::text[],
+                        ${batch.map((e) => JSON.stringify(e.metrics))}::text[])
+              AS t(e, m)`;
+        }
+        await this.#notify(tx, { id: record.id, kind: "updated" });
+      });
     });
   }
 
