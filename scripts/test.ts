@@ -14,6 +14,7 @@ import { BUN, denoEnv, mirrorDir, prepareBun, ROOT } from "./std.ts";
 
 interface RunResult {
   name: string;
+  skipped: string[];
   passed: number;
   failed: number;
   code: number;
@@ -84,6 +85,16 @@ function parseBun(
   return { passed: Number(pass?.[1] ?? 0), failed: Number(fail?.[1] ?? 0) };
 }
 
+/**
+ * Suites skipped for want of a service (PostgreSQL, S3): the test files print
+ * `!!! SKIPPED <suite>: needs ...` (tests/support/services.ts).
+ */
+function skippedSuites(output: string): string[] {
+  return [...strip(output).matchAll(/^!!! SKIPPED (.+)$/gm)].map((m) =>
+    m[1] ?? ""
+  );
+}
+
 console.log(
   mirrorDir() === undefined
     ? "@std: from JSR (no offline mirror beside this checkout)"
@@ -101,6 +112,7 @@ if (only !== "bun") {
   const counts = parseDeno(output);
   results.push({
     name: "deno",
+    skipped: skippedSuites(output),
     code,
     counted: counts !== undefined,
     ...(counts ?? { passed: 0, failed: 0 }),
@@ -121,6 +133,7 @@ if (only !== "deno") {
   const counts = parseBun(output);
   results.push({
     name: "bun",
+    skipped: skippedSuites(output),
     code,
     counted: counts !== undefined,
     ...(counts ?? { passed: 0, failed: 0 }),
@@ -143,6 +156,13 @@ for (const r of results) {
   passed += r.passed;
   failed += runFailed;
   if (r.code !== 0 || !r.counted || r.passed === 0) ok = false;
+}
+for (const r of results) {
+  if (r.skipped.length === 0) continue;
+  console.log(
+    `\n!!! ${r.name}: ${r.skipped.length} suite(s) SKIPPED for want of a service:`,
+  );
+  for (const line of r.skipped) console.log(`!!!   ${line}`);
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(ok && failed === 0 ? 0 : 1);

@@ -22,7 +22,7 @@ export const servicesRequired: boolean = process.env.CI === "true" ||
   process.env.HUB_TEST_REQUIRE_SERVICES === "1";
 
 const HOW =
-  "run `bash .ci/setup/30-services.sh` as root or start scripts/services/postgres.sh and s3.sh and export the variables they print";
+  "as root: `source .ci/setup/30-services.sh` (starts both and exports the variables; stop with hub_services_stop)";
 
 /** The test PostgreSQL URL, or `undefined` when none is configured. */
 export const databaseUrl: string | undefined =
