@@ -107,7 +107,7 @@ export function parseWeightsLocation(text: string): WeightsLocation {
  *   AWS_SECRET_ACCESS_KEY: "SECRET",
  * };
  * const config = s3ConfigFromEnvironment(
- *   { kind: "s3", bucket: "hub", prefix: "" },
+ *   { bucket: "hub", prefix: "" },
  *   (name) => env[name],
  * );
  * console.log(config.pathStyle); // true
