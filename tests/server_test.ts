@@ -749,6 +749,7 @@ describe("uploads", () => {
       const created = await handle(
         new Request("http://127.0.0.1/v1/models", {
           method: "POST",
+          headers: { "content-type": "application/json" },
           body: JSON.stringify(PAYLOAD),
         }),
       );
@@ -1283,6 +1284,7 @@ describe("aborted requests", () => {
       const created = await handle(
         new Request("http://127.0.0.1/v1/models", {
           method: "POST",
+          headers: { "content-type": "application/json" },
           body: JSON.stringify(PAYLOAD),
         }),
       );

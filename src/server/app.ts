@@ -13,6 +13,7 @@
  */
 
 import { Hono } from "hono";
+import { except } from "hono/combine";
 import { HTTPException } from "hono/http-exception";
 import { ApiKeys } from "./auth.ts";
 import { isObject } from "./body.ts";
@@ -22,6 +23,7 @@ import {
   isBodyReadFailure,
   REQUEST_ABORTED,
 } from "./errors.ts";
+import { hostGuard, knownHosts, originGuard } from "./guard.ts";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./limits.ts";
 import { fail, healthReply } from "./reply.ts";
 import { authRoutes } from "./routes/auth.ts";
@@ -63,6 +65,15 @@ export interface HubHandlerOptions {
    * @default {the request's origin}
    */
   publicUrl?: string | undefined;
+  /**
+   * Host names an open server (no `apiKeys`) answers besides loopback names,
+   * `*.localhost`, IP addresses and the host of `publicUrl`; requests for
+   * any other `Host` get 421 (DNS rebinding). `serveHub()` adds the
+   * name it is bound to.
+   *
+   * @default {[]}
+   */
+  allowedHosts?: readonly string[] | undefined;
   /**
    * Clock in milliseconds since the epoch, for timestamps.
    *
@@ -155,6 +166,15 @@ function validateOptions(options: HubHandlerOptions): void {
       );
     }
   }
+  if (
+    options.allowedHosts !== undefined &&
+    (!Array.isArray(options.allowedHosts) ||
+      !options.allowedHosts.every((h) => typeof h === "string" && h !== ""))
+  ) {
+    throw new TypeError(
+      "Cannot create the HUB as allowedHosts is not a list of non-empty host names",
+    );
+  }
   if (options.now !== undefined && typeof options.now !== "function") {
     throw new TypeError(
       "Cannot create the HUB as now is not a function",
@@ -221,6 +241,7 @@ export function createHubApp(options: HubHandlerOptions): Hono {
     apiKeys = [],
     maxUploadBytes = DEFAULT_MAX_UPLOAD_BYTES,
     publicUrl,
+    allowedHosts = [],
     now = Date.now,
     signal,
     onError = (error: unknown): void => {
@@ -254,6 +275,19 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   });
 
   const app = new Hono({ strict: false });
+  // Requests the Platform endpoints make through the app were checked as
+  // they came in.
+  const internal = new WeakSet<Request>();
+  if (!hub.keys.required) {
+    const known = knownHosts(allowedHosts, base);
+    app.use(
+      except(
+        (c) => internal.has(c.req.raw),
+        hostGuard(known),
+        originGuard(known),
+      ),
+    );
+  }
   // Open model pages hear about every change the API stores.
   app.use("/v1/*", async (c, next) => {
     await next();
@@ -276,7 +310,10 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   app.route(
     "/",
     platformRoutes({
-      hub: async (request) => await app.fetch(request),
+      hub: async (request) => {
+        internal.add(request);
+        return await app.fetch(request);
+      },
       internalKey: apiKeys[0],
       now,
       publicUrl: base,

@@ -13,8 +13,11 @@
 import { Buffer } from "node:buffer";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { every } from "hono/combine";
+import type { HubContext } from "./context.ts";
+import { requireJsonType } from "./guard.ts";
 import { BodyAbortedError, hubError, REQUEST_ABORTED } from "./errors.ts";
-import { MAX_JSON_BYTES } from "./limits.ts";
+import { MAX_JSON_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 
 /**
  * Refuses a JSON body above {@linkcode MAX_JSON_BYTES} with 413.
@@ -31,6 +34,19 @@ export function jsonLimit(): MiddlewareHandler {
       );
     },
   });
+}
+
+/**
+ * The middleware of a route whose body is JSON: the size limit, and on an
+ * open server (no keys) a JSON `Content-Type` (see `guard.ts`).
+ *
+ * @param hub Shared state.
+ * @returns The middleware.
+ */
+export function jsonBody(hub: HubContext): MiddlewareHandler {
+  return hub.keys.required
+    ? jsonLimit()
+    : every(requireJsonType(), jsonLimit());
 }
 
 /**
@@ -89,11 +105,61 @@ async function readText(request: Request): Promise<string> {
 }
 
 /**
+ * The deepest nesting of arrays and objects in a JSON text, counted without
+ * parsing it (brackets inside strings do not count). Stops counting past
+ * `limit`.
+ *
+ * @param text JSON text.
+ * @param limit Depth at which to stop.
+ * @returns The depth, or `limit + 1` when deeper than `limit`.
+ */
+export function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (inString) {
+      if (code === 0x5c) i++; // backslash: skip the escaped character
+      else if (code === 0x22) inString = false;
+    } else if (code === 0x22) inString = true;
+    else if (code === 0x5b || code === 0x7b) {
+      depth++;
+      if (depth > deepest) {
+        deepest = depth;
+        if (deepest > limit) return limit + 1;
+      }
+    } else if (code === 0x5d || code === 0x7d) depth--;
+  }
+  return deepest;
+}
+
+/**
+ * Parses JSON text that nests at most {@linkcode MAX_JSON_DEPTH} levels.
+ *
+ * @param text JSON text.
+ * @param what What the text is, for the message (e.g. `the request body`).
+ * @returns The parsed value.
+ * @throws {HTTPException} 400 when nested deeper.
+ * @throws {SyntaxError} When the text is not JSON.
+ */
+export function parseBoundedJson(text: string, what: string): unknown {
+  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    throw hubError(
+      400,
+      `Cannot accept ${what} as it nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  }
+  return JSON.parse(text);
+}
+
+/**
  * Reads a JSON body.
  *
  * @param request The request.
  * @returns The parsed value.
- * @throws {HTTPException} 400 for an empty or malformed body.
+ * @throws {HTTPException} 400 for an empty, malformed or too deeply nested
+ *   body.
  */
 export async function readJson(request: Request): Promise<unknown> {
   const text = await readText(request);
@@ -101,8 +167,9 @@ export async function readJson(request: Request): Promise<unknown> {
     throw hubError(400, "Cannot parse the request body as it is empty");
   }
   try {
-    return JSON.parse(text);
+    return parseBoundedJson(text, "the request body");
   } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
     throw hubError(
       400,
       `Cannot parse the request body as JSON: ${(error as Error).message}`,

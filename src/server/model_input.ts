@@ -8,7 +8,7 @@
 
 import { DEFAULT_MODEL_CONFIG } from "../protocol/model.ts";
 import type { ModelStatus } from "../protocol/types.ts";
-import { isObject } from "./body.ts";
+import { isObject, parseBoundedJson } from "./body.ts";
 import { hubError } from "./errors.ts";
 import type {
   ModelRecord,
@@ -19,16 +19,19 @@ import type {
 
 /** Parses a JSON metrics string; Python's `NaN`/`Infinity` become `null`. */
 function parseMetricsString(epoch: string, text: string): unknown {
+  const what = `the metrics of epoch ${epoch}`;
   try {
-    return JSON.parse(text);
-  } catch {
+    return parseBoundedJson(text, what);
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
     const repaired = text.replace(
       /(?<=[:\[,]\s*)-?(?:NaN|Infinity)(?=\s*[,}\]])/g,
       "null",
     );
     try {
-      return JSON.parse(repaired);
+      return parseBoundedJson(repaired, what);
     } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
       throw hubError(
         400,
         `Cannot parse the metrics of epoch ${epoch} as JSON: ${

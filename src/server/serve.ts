@@ -7,7 +7,6 @@
 
 import { mkdir } from "node:fs/promises";
 import { createHubHandler, type HubHandlerOptions } from "./app.ts";
-import { DEFAULT_MAX_UPLOAD_BYTES } from "./limits.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends HubHandlerOptions {
@@ -85,13 +84,10 @@ interface Listener {
   stop(): Promise<void>;
 }
 
-const MIB = 1024 * 1024;
-
 function listen(
   port: number,
   hostname: string,
   handler: FetchHandler,
-  maxBodyBytes: number,
 ): Listener {
   const deno = (globalThis as { Deno?: Partial<DenoServeApi> }).Deno;
   if (typeof deno?.serve === "function") {
@@ -110,8 +106,11 @@ function listen(
       port,
       hostname,
       fetch: handler,
-      // Above the handler's own limit, so that the handler answers the 413.
-      maxRequestBodySize: maxBodyBytes + MIB,
+      // No limit of Bun's own: its 413 has an empty body, while the app
+      // answers every 413 with the JSON envelope (JSON bodies through
+      // bodyLimit, uploads by Content-Length and by the multipart reader's
+      // count), and a route that reads no body never buffers one.
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
       // Seconds without traffic before a connection is closed (Bun's max).
       idleTimeout: 255,
       development: false,
@@ -180,16 +179,13 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
   const closing = new AbortController();
   const handler = createHubHandler({
     ...handlerOptions,
+    // An open server answers the name it is bound to (see allowedHosts).
+    allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
     signal: closing.signal,
   });
   signal?.throwIfAborted();
   await mkdir(handlerOptions.dataDir, { recursive: true });
-  const listener = listen(
-    port,
-    hostname,
-    handler,
-    handlerOptions.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
-  );
+  const listener = listen(port, hostname, handler);
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {

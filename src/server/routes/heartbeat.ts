@@ -7,7 +7,7 @@
 
 import { Hono } from "hono";
 import { requireKey } from "../auth.ts";
-import { jsonLimit, readJsonObject } from "../body.ts";
+import { jsonBody, readJsonObject } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import { hubError } from "../errors.ts";
 import { ok } from "../reply.ts";
@@ -22,7 +22,7 @@ export function heartbeatRoutes(hub: HubContext): Hono {
   return new Hono().post(
     "/v1/agent/heartbeat/models/:id",
     requireKey(hub.keys),
-    jsonLimit(),
+    jsonBody(hub),
     async (c) => {
       const id = c.req.param("id");
       const store = await hub.store();

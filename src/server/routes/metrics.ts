@@ -8,7 +8,7 @@
 import { Hono } from "hono";
 import type { StoredEpochMetrics } from "../../protocol/types.ts";
 import { requireKey } from "../auth.ts";
-import { jsonLimit, readJsonObject } from "../body.ts";
+import { jsonBody, readJsonObject } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import { parseMetrics } from "../model_input.ts";
 import { ok } from "../reply.ts";
@@ -21,7 +21,7 @@ import { ok } from "../reply.ts";
  */
 export function metricsRoutes(hub: HubContext): Hono {
   const app = new Hono();
-  app.post("/v1/models/:id", requireKey(hub.keys), jsonLimit(), async (c) => {
+  app.post("/v1/models/:id", requireKey(hub.keys), jsonBody(hub), async (c) => {
     const id = c.req.param("id");
     const store = await hub.store();
     await findModel(store, id);

@@ -7,7 +7,7 @@
 
 import { Hono } from "hono";
 import { requireKey } from "../auth.ts";
-import { jsonLimit, readJsonObject } from "../body.ts";
+import { jsonBody, readJsonObject } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import { renderDocument } from "../document.ts";
 import { hubError } from "../errors.ts";
@@ -23,7 +23,7 @@ import { ok } from "../reply.ts";
 export function modelRoutes(hub: HubContext): Hono {
   const withToken = hub.keys.required;
   const app = new Hono();
-  app.post("/v1/models", requireKey(hub.keys), jsonLimit(), async (c) => {
+  app.post("/v1/models", requireKey(hub.keys), jsonBody(hub), async (c) => {
     const body = await readJsonObject(c.req.raw);
     const store = await hub.store();
     const record = await store.create(readNewModel(body), hub.now());
@@ -46,7 +46,7 @@ export function modelRoutes(hub: HubContext): Hono {
   app.patch(
     "/v1/models/:id",
     requireKey(hub.keys),
-    jsonLimit(),
+    jsonBody(hub),
     async (c) => {
       const id = c.req.param("id");
       const store = await hub.store();
