@@ -2,7 +2,8 @@
  * Run a model-training session against a HUB server: open (or create) the
  * model, keep the server told that the trainer is alive, stream per-epoch
  * metrics, upload checkpoints and the final weights, and lose none of it to
- * a flaky network. Works on Deno and Bun, with no dependencies; the local HUB
+ * a flaky network. Works on Deno and Bun and depends only on the Deno
+ * standard library (`@std/async`, `@std/path`, `@std/fmt`); the local HUB
  * server (`./server`) speaks the same v1 protocol.
  *
  * @example Train against the local HUB
@@ -32,23 +33,25 @@
  * @module
  */
 
+export { HUBTrainingSession } from "./src/session/session.ts";
 export {
-  createModelPayload,
   DEFAULT_RATE_LIMITS,
   type FinalUploadResult,
   type FlushOptions,
   type FlushReport,
-  HUBTrainingSession,
   type MetricsUploadResult,
   type RateLimits,
   type SessionOptions,
   type SessionTransport,
   type UploadModelCallOptions,
-} from "./src/session/session.ts";
+} from "./src/session/options.ts";
+export { createModelPayload } from "./src/protocol/model_payload.ts";
 export type { CheckpointOutcome } from "./src/session/checkpoints.ts";
 export {
+  type HUBCallbacks,
   type HubCallbacks,
   hubCallbacks,
+  type HUBCallbacksOptions,
   type HubCallbacksOptions,
   type PretrainTrainer,
   type TrainEndReport,
@@ -69,6 +72,7 @@ export {
   HUBRequestError,
   type HUBRequestErrorInit,
   HUBTimeoutError,
+  toHUBError,
 } from "./src/common/errors.ts";
 export {
   isModelId,
@@ -83,16 +87,9 @@ export {
   resolveConfig,
   type ResolvedConfig,
 } from "./src/session/config.ts";
-export {
-  delay,
-  type DelayOptions,
-  retry,
-  type RetryContext,
-  RetryError,
-  type RetryInfo,
-  type RetryOptions,
-} from "./src/session/retry.ts";
 export type {
+  BackoffOptions,
+  BudgetOverrides,
   RequestBudget,
   RequestKind,
 } from "./src/session/request_runner.ts";
@@ -104,8 +101,10 @@ export {
 } from "./src/session/sync.ts";
 export {
   createProgressBar,
+  createProgressLines,
   type ProgressBar,
   type ProgressBarOptions,
+  type ProgressLinesOptions,
 } from "./src/session/progress.ts";
 export { consoleLogger } from "./src/common/logger.ts";
 export { VERSION } from "./src/common/version.ts";

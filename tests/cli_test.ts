@@ -108,7 +108,7 @@ describe("hub-session CLI", () => {
       [["demo", "--epochs", "zero"], /--epochs must be an integer/],
       [["upload", "a", "b", "--map", "high"], /--map must be a number/],
       [["serve", "--port", "70000"], /--port must be an integer/],
-      [["demo", "--key", SECRET], /--key needs --hub/],
+      [["demo", "--key", SECRET], /--key and --api-key-file need --hub/],
     ];
     for (const [args, pattern] of cases) {
       const result = await run(args);
@@ -154,8 +154,10 @@ describe("hub-session CLI", () => {
       `--key=${SECRET}`,
     ]);
     assertEquals(result.code, 1);
-    assertEquals(result.err.length, 1);
-    assert(!result.err[0]!.includes(SECRET), result.err[0]);
+    // The warning about a key on the command line, then the error.
+    assertEquals(result.err.length, 2);
+    assertMatch(result.err[0]!, /visible to every local user/);
+    assert(!result.err.join("\n").includes(SECRET), result.err.join("\n"));
     assert(!result.out.join("\n").includes(SECRET));
   });
 
@@ -224,13 +226,29 @@ describe("hub-session CLI", () => {
     ]);
     assertEquals(result.code, 0, result.err.join("\n"));
     assert(
-      result.out.some((line) => line.startsWith(`model ${id}: 2 epoch(s)`)),
+      result.out.some((line) =>
+        line.startsWith(
+          `model ${id}: found 2 epoch(s) and no weights; delivered 2 epoch(s)`,
+        )
+      ),
       result.out.join("\n"),
     );
     const stored = await client.listMetrics(id);
     assertEquals(stored.map((s) => s.epoch), [0, 1]);
     const again = await run(["sync", "--hub", hub.url, "--journal", journal]);
     assertEquals(again.code, 0);
+    // Asked for that model again: nothing is left for it, which is an error.
+    const model = await run([
+      "sync",
+      "--hub",
+      hub.url,
+      "--journal",
+      journal,
+      "--model",
+      id,
+    ]);
+    assertEquals(model.code, 1);
+    assertMatch(model.err.join("\n"), /holds nothing for model/);
   });
 
   test("serve runs the local HUB until stopped", async () => {

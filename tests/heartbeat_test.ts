@@ -9,7 +9,7 @@ import {
 import process from "node:process";
 import { Heartbeat } from "../src/session/heartbeat.ts";
 import type { HeartbeatOptions } from "../src/session/heartbeat.ts";
-import { delay } from "../src/session/retry.ts";
+import { delay } from "@std/async/delay";
 import { HUBRequestError } from "../src/common/errors.ts";
 import { runFixture } from "./support/common.ts";
 

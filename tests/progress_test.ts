@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import {
   createProgressBar,
-  formatBytes,
+  createProgressLines,
   formatProgress,
 } from "../src/session/progress.ts";
 
@@ -14,14 +14,14 @@ describe("formatProgress()", () => {
         rate: 50_000_000,
         width: 8,
       }),
-      "Uploading best.pt [##------] 250 MB/1.0 GB 25% 50.0 MB/s ETA 0:15",
+      "Uploading best.pt [##------] 250 MB/1 GB 25% 50 MB/s ETA 0:15",
     );
   });
 
   test("leaves out what is unknown", () => {
     assertEquals(
       formatProgress({ loaded: 1234, total: undefined }),
-      "1.2 kB",
+      "1.23 kB",
     );
     assertEquals(
       formatProgress({ loaded: 10, total: 10 }, { width: 0, rate: 5 }),
@@ -33,16 +33,9 @@ describe("formatProgress()", () => {
   test("formats hours in the ETA and never exceeds 100%", () => {
     assertMatch(
       formatProgress({ loaded: 0, total: 7_200_000 }, { rate: 1000 }),
-      /0% 1.0 kB\/s ETA 2:00:00$/,
+      /0% 1 kB\/s ETA 2:00:00$/,
     );
     assertMatch(formatProgress({ loaded: 20, total: 10 }), /100%$/);
-  });
-
-  test("formatBytes() uses SI units and survives nonsense", () => {
-    assertEquals(formatBytes(0), "0 B");
-    assertEquals(formatBytes(999_999), "1000 kB");
-    assertEquals(formatBytes(137_000_000), "137 MB");
-    assertEquals(formatBytes(-1), "? B");
   });
 });
 
@@ -129,5 +122,44 @@ describe("createProgressBar()", () => {
       () => createProgressBar({ write: 3 as unknown as () => void }),
       TypeError,
     );
+  });
+});
+
+describe("createProgressLines()", () => {
+  test("without a terminal, progress is a whole line per 10 % and at the end", () => {
+    let time = 0;
+    const lines: string[] = [];
+    const progress = createProgressLines({
+      label: "Uploading best.pt",
+      write: (line) => lines.push(line),
+      now: () => time,
+    });
+    for (let loaded = 0; loaded <= 1_000_000; loaded += 1_000) {
+      time += 1;
+      progress.onProgress({ loaded, total: 1_000_000 });
+    }
+    progress.done();
+    progress.done();
+    // 0 %, 10 %, ..., 90 %, then the end: bounded whatever the chunk count.
+    assertEquals(lines.length, 11);
+    assert(lines.every((l) => !l.includes("\r") && !l.includes("\n")));
+    assertMatch(lines[0]!, /^Uploading best\.pt 0 B\/1 MB 0%/);
+    assertMatch(lines.at(-1)!, /1 MB\/1 MB 100%/);
+  });
+
+  test("a slow upload still writes a line every interval", () => {
+    let time = 0;
+    const lines: string[] = [];
+    const progress = createProgressLines({
+      write: (line) => lines.push(line),
+      interval: 10_000,
+      now: () => time,
+    });
+    progress.onProgress({ loaded: 0, total: 1_000_000 });
+    for (let i = 1; i <= 5; i++) {
+      time += 10_000;
+      progress.onProgress({ loaded: i, total: 1_000_000 });
+    }
+    assertEquals(lines.length, 6);
   });
 });

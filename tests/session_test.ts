@@ -330,7 +330,7 @@ test("a 503 then a success keeps the epoch and delivers it", async () => {
   assertEquals((await client.listMetrics(id)).map((m) => m.epoch), [0]);
 });
 
-test("a 400 fails fast with the server's message and keeps the epoch queued", async () => {
+test("a 400 about an epoch fails fast with the server's message and sets that epoch aside", async () => {
   const id = await newModelId();
   const logger = captureLogger();
   const { fetch, calls } = recordingFetch((call) => {
@@ -351,7 +351,8 @@ test("a 400 fails fast with the server's message and keeps the epoch queued", as
   assert(result.error instanceof HUBRequestError);
   assertEquals(result.error.status, 400);
   assertEquals(result.error.serverMessage, "Metric names are invalid");
-  assertEquals(result.pending, [7]);
+  assertEquals(result.pending, []);
+  assertEquals(result.rejected, [7]);
   assertEquals(
     calls.filter((c) => metricsEpochsOf(c).length > 0).length,
     1,
@@ -359,7 +360,8 @@ test("a 400 fails fast with the server's message and keeps the epoch queued", as
   );
   assert(logger.lines.some((l) => l.includes("Metric names are invalid")));
   const report = await session.close({ timeout: 1000 });
-  assertEquals(report.pendingEpochs, [7]);
+  assertEquals(report.pendingEpochs, []);
+  assertEquals(report.rejectedEpochs, [7]);
 });
 
 test("a Retry-After is waited at least as long as it says", async () => {

@@ -105,7 +105,7 @@ export interface HUBRequestErrorInit {
   /** Whether sending the same request again may succeed. */
   retriable: boolean;
   /** The underlying error, e.g. the `TypeError` of a failed `fetch`. */
-  cause?: unknown;
+  cause?: unknown | undefined;
 }
 
 /**
@@ -196,4 +196,30 @@ export class HUBTimeoutError extends HUBError {
     this.name = "HUBTimeoutError";
     this.timeout = options.timeout;
   }
+}
+
+/**
+ * Returns `error` when it is a {@linkcode HUBError}, else a `HUBError` whose
+ * message is `what` followed by the error's message and whose `cause` is the
+ * error: the one place where foreign errors join the library's family.
+ *
+ * @param error Anything that was thrown.
+ * @param what What failed, e.g. `"Checkpoint upload failed"`.
+ * @returns A library error.
+ *
+ * @example Wrap a foreign error
+ * ```ts
+ * import { HUBError, toHUBError } from "./errors.ts";
+ *
+ * const error = toHUBError(new Error("disk full"), "Cannot save the journal");
+ * console.assert(error instanceof HUBError);
+ * console.assert(error.message === "Cannot save the journal: disk full");
+ * ```
+ */
+export function toHUBError(error: unknown, what: string): HUBError {
+  if (error instanceof HUBError) return error;
+  return new HUBError(
+    `${what}: ${error instanceof Error ? error.message : String(error)}`,
+    { cause: error },
+  );
 }

@@ -17,9 +17,9 @@
 export const VERSION = "0.1.0";
 
 interface RuntimeGlobals {
-  Deno?: { version?: { deno?: string } };
-  Bun?: { version?: string };
-  process?: { versions?: { node?: string } };
+  Deno?: { version?: { deno?: string } } | undefined;
+  Bun?: { version?: string } | undefined;
+  process?: { versions?: { node?: string } } | undefined;
 }
 
 function runtimeName(): string {

@@ -16,7 +16,7 @@ import type { CheckpointOutcome } from "../session/checkpoints.ts";
 import { HUBClient } from "../transport/client.ts";
 import { HUBError } from "../common/errors.ts";
 import { serverJournalDir } from "../session/journal.ts";
-import { formatBytes } from "../session/progress.ts";
+import { format as formatBytes } from "@std/fmt/bytes";
 import { serveHub } from "../server/mod.ts";
 import type { HubServer } from "../server/mod.ts";
 import { HUBTrainingSession } from "../session/session.ts";

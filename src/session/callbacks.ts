@@ -5,7 +5,7 @@
  * retries and snapshotting.
  *
  * Unlike the reference, the end of training does not lose the last epochs:
- * {@linkcode HubCallbacks.onTrainEnd} sends the pending metrics, uploads the
+ * {@linkcode HUBCallbacks.onTrainEnd} sends the pending metrics, uploads the
  * final weights, then flushes and closes the session and returns what could
  * not be delivered.
  *
@@ -46,7 +46,7 @@
  */
 
 import type { CheckpointOutcome } from "./checkpoints.ts";
-import { HUBError } from "../common/errors.ts";
+import { type HUBError, toHUBError } from "../common/errors.ts";
 import { consoleLogger } from "../common/logger.ts";
 import type {
   FinalUploadResult,
@@ -90,7 +90,7 @@ export interface TrainerArgs {
 }
 
 /**
- * What {@linkcode HubCallbacks.onPretrainRoutineStart} reads from the trainer.
+ * What {@linkcode HUBCallbacks.onPretrainRoutineStart} reads from the trainer.
  *
  * @example A minimal trainer
  * ```ts
@@ -110,9 +110,9 @@ export interface PretrainTrainer {
  *
  * @example Draw the final upload's progress yourself
  * ```ts
- * import type { HubCallbacksOptions } from "./callbacks.ts";
+ * import type { HUBCallbacksOptions } from "./callbacks.ts";
  *
- * const options: HubCallbacksOptions = {
+ * const options: HUBCallbacksOptions = {
  *   onProgress: ({ loaded, total }) => console.log(`${loaded}/${total ?? "?"}`),
  *   closeTimeout: 10_000,
  *   logger: "quiet",
@@ -120,7 +120,7 @@ export interface PretrainTrainer {
  * console.assert(options.closeTimeout === 10_000);
  * ```
  */
-export interface HubCallbacksOptions {
+export interface HUBCallbacksOptions {
   /**
    * Progress of the final upload; by default the session draws a progress bar
    * when standard error is a terminal.
@@ -129,7 +129,7 @@ export interface HubCallbacksOptions {
    */
   onProgress?: ProgressCallback | undefined;
   /**
-   * How long {@linkcode HubCallbacks.onTrainEnd} waits for queued metrics and
+   * How long {@linkcode HUBCallbacks.onTrainEnd} waits for queued metrics and
    * checkpoints when closing the session, in milliseconds.
    *
    * @default {30000}
@@ -145,7 +145,7 @@ export interface HubCallbacksOptions {
 }
 
 /**
- * What {@linkcode HubCallbacks.onTrainEnd} reports: the session's close
+ * What {@linkcode HUBCallbacks.onTrainEnd} reports: the session's close
  * report plus the outcome of the final upload.
  *
  * @example Check that nothing was lost
@@ -163,7 +163,7 @@ export interface TrainEndReport extends FlushReport {
   /** What the final upload delivered; `undefined` when it failed. */
   final: FinalUploadResult | undefined;
   /** Why the final upload failed, when it did. */
-  finalError?: HUBError;
+  finalError?: HUBError | undefined;
 }
 
 /**
@@ -174,7 +174,7 @@ export interface TrainEndReport extends FlushReport {
  * @example Call the hooks of a session that already has a model
  * ```ts
  * import { hubCallbacks } from "./callbacks.ts";
- * import type { HubCallbacks } from "./callbacks.ts";
+ * import type { HUBCallbacks } from "./callbacks.ts";
  * import { HUBTrainingSession } from "./session.ts";
  *
  * const session = await HUBTrainingSession.create("tiny.yaml", {
@@ -183,13 +183,13 @@ export interface TrainEndReport extends FlushReport {
  *   logger: "quiet",
  *   journal: false,
  * });
- * const hooks: HubCallbacks = hubCallbacks(session, { logger: "quiet" });
+ * const hooks: HUBCallbacks = hubCallbacks(session, { logger: "quiet" });
  * hooks.onFitEpochEnd(0, { "train/loss": 0.9 }); // queued: no model yet
  * console.assert(session.pendingEpochs.length === 1);
  * await session.close({ timeout: 0 });
  * ```
  */
-export interface HubCallbacks {
+export interface HUBCallbacks {
   /**
    * Creates the model on the HUB from the trainer's arguments when the
    * session was opened on a `.pt`/`.yaml` name and has no model yet; does
@@ -258,16 +258,6 @@ export interface HubCallbacks {
   ): Promise<TrainEndReport>;
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function toHUBError(error: unknown, what: string): HUBError {
-  return error instanceof HUBError
-    ? error
-    : new HUBError(`${what}: ${describe(error)}`, { cause: error });
-}
-
 /**
  * Returns the trainer hooks of a session: call them from a training loop or
  * register them with a trainer that has callbacks.
@@ -309,8 +299,8 @@ function toHUBError(error: unknown, what: string): HUBError {
  */
 export function hubCallbacks(
   session: HUBTrainingSession,
-  options: HubCallbacksOptions = {},
-): HubCallbacks {
+  options: HUBCallbacksOptions = {},
+): HUBCallbacks {
   const { onProgress, closeTimeout = 30_000, logger: given } = options;
   if (
     typeof session !== "object" || session === null ||
@@ -421,7 +411,7 @@ export function hubCallbacks(
         final = await session.uploadModel(epoch, bestPath, {
           final: true,
           map,
-          ...(onProgress === undefined ? {} : { onProgress }),
+          onProgress,
         });
       } catch (error) {
         finalError = toHUBError(error, "Final upload failed");
@@ -439,3 +429,16 @@ export function hubCallbacks(
     },
   };
 }
+
+/**
+ * The hooks of {@linkcode hubCallbacks}, under their former name.
+ *
+ * @deprecated Use {@linkcode HUBCallbacks}: every export spells `HUB` in capitals.
+ */
+export type HubCallbacks = HUBCallbacks;
+/**
+ * The options of {@linkcode hubCallbacks}, under their former name.
+ *
+ * @deprecated Use {@linkcode HUBCallbacksOptions}.
+ */
+export type HubCallbacksOptions = HUBCallbacksOptions;

@@ -11,6 +11,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { HUBError } from "../common/errors.ts";
+import { classifyFileError } from "./weights_file.ts";
 
 /** What became of a checkpoint upload. */
 export type CheckpointOutcome =
@@ -20,7 +21,14 @@ export type CheckpointOutcome =
   | {
     status: "skipped";
     epoch: number;
-    reason: "rate-limit" | "missing-file" | "closed" | "no-model";
+    reason:
+      | "rate-limit"
+      | "missing-file"
+      | "unreadable-file"
+      | "closed"
+      | "no-model";
+    /** What was wrong with the file, e.g. "is a directory". */
+    detail?: string | undefined;
   }
   | { status: "failed"; epoch: number; error: HUBError };
 
@@ -115,16 +123,25 @@ export class CheckpointUploader {
     }
     let snapshot: string;
     try {
-      if (!statSync(path).isFile()) throw new Error("not a file");
+      const info = statSync(path);
+      if (!info.isFile()) {
+        return Promise.resolve({
+          status: "skipped",
+          epoch,
+          reason: "unreadable-file",
+          detail: info.isDirectory() ? "is a directory" : "is not a file",
+        });
+      }
       this.#dir ??= mkdtempSync(join(tmpdir(), "hub-session-"));
       snapshot = join(this.#dir, `ckpt-${++this.#seq}-epoch-${epoch}.pt`);
       copyFileSync(path, snapshot);
-    } catch {
-      return Promise.resolve({
-        status: "skipped",
-        epoch,
-        reason: "missing-file",
-      });
+    } catch (error) {
+      const { reason, detail } = classifyFileError(error);
+      return Promise.resolve(
+        reason === "missing"
+          ? { status: "skipped", epoch, reason: "missing-file" }
+          : { status: "skipped", epoch, reason: "unreadable-file", detail },
+      );
     }
     const job: CheckpointJob = { epoch, path: snapshot, source: path, isBest };
     return new Promise<CheckpointOutcome>((resolve) => {

@@ -45,14 +45,14 @@ export interface ConfigOptions {
    *
    * @default {"$YOLO_CONFIG_DIR/settings.json" or "~/.config/Ultralytics/settings.json"}
    */
-  settingsFile?: string | false;
+  settingsFile?: string | false | undefined;
   /**
    * Reads an environment variable; a variable that cannot be read counts as
    * unset.
    *
    * @default {the runtime's environment}
    */
-  env?: (name: string) => string | undefined;
+  env?: ((name: string) => string | undefined) | undefined;
 }
 
 /** The roots and credentials a session uses. */

@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../protocol/types.ts";
-import { delay } from "./retry.ts";
+import { sleepUnref } from "../common/timers.ts";
 import { describeError } from "./request_runner.ts";
 
 /** Options for {@linkcode Heartbeat}. */
@@ -224,7 +224,7 @@ export class Heartbeat {
       await this.#beatOnce(signal);
       if (signal.aborted) return;
       try {
-        await delay(this.#interval, { signal, persistent: false });
+        await sleepUnref(this.#interval, signal);
       } catch {
         return; // stopped while waiting
       }

@@ -29,11 +29,11 @@ const ACCEPTED =
 /** What {@linkcode parseIdentifier} found in an identifier. */
 export interface ParsedIdentifier {
   /** API key carried by the identifier (`<key>_<id>` or `?api_key=`). */
-  apiKey?: string;
+  apiKey?: string | undefined;
   /** Id of an existing model. */
-  modelId?: string;
+  modelId?: string | undefined;
   /** Local `.pt`/`.yaml` file name: a model is to be created from it. */
-  filename?: string;
+  filename?: string | undefined;
 }
 
 /** Options for {@linkcode parseIdentifier}. */
@@ -43,7 +43,7 @@ export interface ParseIdentifierOptions {
    *
    * @default {"https://hub.ultralytics.com"}
    */
-  webRoot?: string;
+  webRoot?: string | undefined;
 }
 
 /**

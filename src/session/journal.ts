@@ -34,7 +34,19 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { unrefTimer } from "../common/timers.ts";
 import { readEnv } from "./config.ts";
-import type { EpochMetrics, ModelDocument } from "../protocol/types.ts";
+import type { EpochMetrics, Logger, ModelDocument } from "../protocol/types.ts";
+
+/** Options of {@linkcode MetricsJournal.open}. */
+export interface JournalOptions {
+  /**
+   * Where a failing disk is reported (once per kind of failure): a write
+   * that fails (disk full) leaves the epoch in memory, queued as usual, and
+   * a failed flush to disk is reported, never ignored.
+   *
+   * @default {undefined: failures are not reported}
+   */
+  logger?: Pick<Logger, "warn"> | undefined;
+}
 
 /** Weights kept in the journal until they can be uploaded. */
 export interface DeferredWeights {
@@ -108,11 +120,24 @@ export function defaultJournalRoot(): string {
 export function serverJournalDir(root: string, apiRoot: string): string {
   const url = new URL(apiRoot);
   const port = url.port || (url.protocol === "https:" ? "443" : "80");
-  const path = url.pathname.replace(/[^A-Za-z0-9]+/g, "_").replace(/_+$/, "");
-  return join(
-    root,
-    `${url.hostname}_${port}${path}`.replace(/[^A-Za-z0-9._-]/g, "_"),
-  );
+  const path = url.pathname.replace(/\/+$/, "");
+  return join(root, encodeName(`${url.hostname}:${port}${path}`, "."));
+}
+
+/**
+ * Encodes a name for the file system injectively: letters, digits, `-` (and
+ * the characters in `keep`) stay, every other byte becomes `_XX` (hex), `_`
+ * included, so two different names never share a directory.
+ */
+function encodeName(name: string, keep = ""): string {
+  let out = "";
+  for (const byte of new TextEncoder().encode(name)) {
+    const char = String.fromCharCode(byte);
+    out += /[A-Za-z0-9-]/.test(char) || (keep.includes(char) && byte < 128)
+      ? char
+      : `_${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
 }
 
 /**
@@ -136,10 +161,7 @@ export function journalDir(
   apiRoot: string,
   modelId: string,
 ): string {
-  return join(
-    serverJournalDir(root, apiRoot),
-    modelId.replace(/[^A-Za-z0-9]/g, "_"),
-  );
+  return join(serverJournalDir(root, apiRoot), encodeName(modelId));
 }
 
 /**
@@ -173,13 +195,18 @@ export class MetricsJournal {
   #syncTimer: ReturnType<typeof setTimeout> | undefined;
   #syncing: Promise<void> = Promise.resolve();
   #dirty = false;
+  #logger: Pick<Logger, "warn"> | undefined;
+  #reported = new Set<string>();
+  #failedWrites = 0;
 
   private constructor(
     dir: string,
     fd: number,
     seq: number,
     unacknowledged: Map<number, { seq: number; metrics: EpochMetrics }>,
+    logger: Pick<Logger, "warn"> | undefined,
   ) {
+    this.#logger = logger;
     this.#dir = dir;
     this.#fd = fd;
     this.#seq = seq;
@@ -192,9 +219,10 @@ export class MetricsJournal {
    * A torn last line (a crash in the middle of a write) is ignored.
    *
    * @param dir The model's journal directory.
+   * @param options Where a failing disk is reported.
    * @returns The open journal.
    */
-  static open(dir: string): MetricsJournal {
+  static open(dir: string, options: JournalOptions = {}): MetricsJournal {
     mkdirSync(dir, { recursive: true });
     const file = join(dir, "metrics.jsonl");
     const latest = new Map<number, { seq: number; metrics: EpochMetrics }>();
@@ -232,7 +260,7 @@ export class MetricsJournal {
     const fd = openSync(file, "a");
     // A torn last line must not swallow the next record: end it first.
     if (text !== "" && !text.endsWith("\n")) writeSync(fd, "\n");
-    return new MetricsJournal(dir, fd, seq, unacknowledged);
+    return new MetricsJournal(dir, fd, seq, unacknowledged, options.logger);
   }
 
   /** The journal's directory. */
@@ -248,8 +276,16 @@ export class MetricsJournal {
     return this.#unacknowledged;
   }
 
+  /** Records that could not be written (e.g. disk full) since the journal opened. */
+  get failedWrites(): number {
+    return this.#failedWrites;
+  }
+
   /**
-   * Appends an epoch's metrics; returns its sequence number.
+   * Appends an epoch's metrics; returns its sequence number. Never throws:
+   * a write that fails (disk full, I/O error) is reported once and counted in
+   * {@linkcode MetricsJournal.failedWrites}; the caller keeps the epoch in
+   * memory.
    *
    * @param epoch Epoch number.
    * @param metrics The epoch's metrics.
@@ -272,7 +308,22 @@ export class MetricsJournal {
 
   #write(record: MetricsRecord | AckRecord): void {
     if (this.#fd === undefined) return;
-    writeSync(this.#fd, JSON.stringify(record) + "\n");
+    try {
+      writeSync(this.#fd, JSON.stringify(record) + "\n");
+    } catch (error) {
+      this.#failedWrites++;
+      this.#report(
+        "write",
+        `Cannot write the journal ${join(this.#dir, "metrics.jsonl")} (${
+          describeFsError(error)
+        }): ${
+          record.t === "m"
+            ? `the metrics of epoch ${record.e} are kept in memory only`
+            : "an acknowledgement was not recorded (the epochs may be sent again, which is harmless)"
+        }; free some disk space to keep a crash-safe copy (said once)`,
+      );
+      return;
+    }
     this.#dirty = true;
     if (this.#syncTimer === undefined) {
       this.#syncTimer = setTimeout(() => {
@@ -287,7 +338,31 @@ export class MetricsJournal {
     const fd = this.#fd;
     if (fd === undefined || !this.#dirty) return Promise.resolve();
     this.#dirty = false;
-    return new Promise((resolve) => fdatasync(fd, () => resolve()));
+    return new Promise((resolve) =>
+      fdatasync(fd, (error) => {
+        if (error !== null) {
+          this.#report(
+            "sync",
+            `Cannot flush the journal ${
+              join(this.#dir, "metrics.jsonl")
+            } to the disk (${
+              describeFsError(error)
+            }): a power cut may lose the latest epochs; check the disk (said once)`,
+          );
+        }
+        resolve();
+      })
+    );
+  }
+
+  #report(kind: string, message: string): void {
+    if (this.#reported.has(kind)) return;
+    this.#reported.add(kind);
+    try {
+      this.#logger?.warn(message);
+    } catch {
+      // A broken logger must not break the journal.
+    }
   }
 
   /** Saves the model document, so an offline session knows its arguments. */
@@ -354,6 +429,14 @@ export class MetricsJournal {
       }
     }
   }
+}
+
+function describeFsError(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  return typeof code === "string" && !message.includes(code)
+    ? `${code}: ${message}`
+    : message;
 }
 
 /**

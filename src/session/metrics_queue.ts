@@ -38,6 +38,7 @@ export class MetricsQueue {
   #pending = new Map<number, { metrics: EpochMetrics; version: number }>();
   #version = 0;
   #acked = new Set<number>();
+  #rejected = new Set<number>();
   #journal: MetricsJournal | undefined;
 
   /**
@@ -125,6 +126,47 @@ export class MetricsQueue {
   /** Epochs acknowledged by the server so far, ascending. */
   get acknowledgedEpochs(): number[] {
     return [...this.#acked].sort((a, b) => a - b);
+  }
+
+  /** Epochs the server refused and that were set aside, ascending. */
+  get rejectedEpochs(): number[] {
+    return [...this.#rejected].sort((a, b) => a - b);
+  }
+
+  /**
+   * Splits a batch into one batch per epoch.
+   *
+   * @param batch A batch from {@linkcode MetricsQueue.take}.
+   * @returns One batch per epoch, ascending.
+   */
+  split(batch: MetricsBatch): MetricsBatch[] {
+    const out: MetricsBatch[] = [];
+    for (const [epoch, metrics] of batch.metrics) {
+      const version = batch.versions.get(epoch);
+      if (version === undefined) continue;
+      out.push({
+        metrics: new Map([[epoch, metrics]]),
+        versions: new Map([[epoch, version]]),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Sets aside the epochs of a batch the server refused for good: they leave
+   * the queue (and the journal) so they never block the others, and are
+   * listed in {@linkcode MetricsQueue.rejectedEpochs}.
+   *
+   * @param batch The refused batch.
+   */
+  reject(batch: MetricsBatch): void {
+    this.#journal?.ack([...batch.versions.values()].map(Math.abs));
+    for (const [epoch, version] of batch.versions) {
+      if (this.#pending.get(epoch)?.version === version) {
+        this.#pending.delete(epoch);
+        this.#rejected.add(epoch);
+      }
+    }
   }
 
   /**

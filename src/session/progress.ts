@@ -1,49 +1,28 @@
 /**
- * Upload progress for humans: a pure {@linkcode formatProgress} line and a
+ * Upload progress for humans: a pure {@linkcode formatProgress} line, a
  * terminal bar ({@linkcode createProgressBar}) redrawn in place on standard
- * error, shown only when standard error is a TTY and `CI` is not set.
+ * error when it is a TTY and `CI` is not set, and otherwise (CI logs,
+ * `nohup`, a parent process reading a pipe) whole lines at a bounded rate
+ * ({@linkcode createProgressLines}). Sizes are formatted by `@std/fmt/bytes`.
  *
  * @module
  */
 
-import type { ProgressCallback, UploadProgress } from "../protocol/types.ts";
+import { format as formatBytes } from "@std/fmt/bytes";
+import type {
+  Logger,
+  ProgressCallback,
+  UploadProgress,
+} from "../protocol/types.ts";
 
 /** The state {@linkcode formatProgress} renders. */
 export interface ProgressLineOptions {
   /** Text before the numbers, e.g. `"Uploading best.pt"`. @default {""} */
-  label?: string;
+  label?: string | undefined;
   /** Transfer rate in bytes per second, if known. @default {undefined} */
   rate?: number | undefined;
   /** Bar width in characters; `0` draws no bar. @default {20} */
-  width?: number;
-}
-
-const UNITS = ["B", "kB", "MB", "GB", "TB"];
-
-/**
- * Formats a byte count with SI units, e.g. `1.5 MB`.
- *
- * @param bytes The byte count.
- * @returns The human-readable size.
- *
- * @example Format sizes
- * ```ts
- * import { formatBytes } from "./progress.ts";
- *
- * console.assert(formatBytes(999) === "999 B");
- * console.assert(formatBytes(1_500_000) === "1.5 MB");
- * ```
- */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return "? B";
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < UNITS.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  const digits = unit === 0 || value >= 100 ? 0 : 1;
-  return `${value.toFixed(digits)} ${UNITS[unit]}`;
+  width?: number | undefined;
 }
 
 function formatDuration(seconds: number): string {
@@ -72,7 +51,7 @@ function formatDuration(seconds: number): string {
  *   width: 10,
  * });
  * console.assert(
- *   line === "Uploading best.pt [#####-----] 50.0 MB/100 MB 50% 25.0 MB/s ETA 0:02",
+ *   line === "Uploading best.pt [#####-----] 50 MB/100 MB 50% 25 MB/s ETA 0:02",
  * );
  * ```
  */
@@ -109,17 +88,17 @@ export function formatProgress(
 /** Options of {@linkcode createProgressBar}. */
 export interface ProgressBarOptions {
   /** Text before the numbers. @default {"Uploading"} */
-  label?: string;
+  label?: string | undefined;
   /**
    * Where the line goes. When given, the bar is always drawn; when not, it
    * goes to standard error and only if that is a TTY and `CI` is unset.
    * @default {standard error}
    */
-  write?: (text: string) => void;
+  write?: ((text: string) => void) | undefined;
   /** Shortest time between two redraws in milliseconds. @default {100} */
-  interval?: number;
+  interval?: number | undefined;
   /** Clock in milliseconds, for tests. @default {performance.now} */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** A terminal progress bar. */
@@ -136,11 +115,11 @@ interface RuntimeGlobals {
       isTerminal?: () => boolean;
       writeSync?: (b: Uint8Array) => number;
     };
-    env?: { get(name: string): string | undefined };
+    env?: { get(name: string): string | undefined } | undefined;
   };
   process?: {
     stderr?: { isTTY?: boolean; write?: (s: string) => boolean };
-    env?: Record<string, string | undefined>;
+    env?: Record<string, string | undefined> | undefined;
   };
 }
 
@@ -153,6 +132,7 @@ function readCI(g: RuntimeGlobals): string | undefined {
   return g.process?.env?.CI;
 }
 
+/** Whether standard error is a terminal (and `CI` is unset). */
 function stderrWriter(): ((text: string) => void) | undefined {
   const g = globalThis as RuntimeGlobals;
   const ci = readCI(g);
@@ -266,4 +246,135 @@ export function createProgressBar(
       }
     },
   };
+}
+
+/** Options of {@linkcode createProgressLines}. */
+export interface ProgressLinesOptions {
+  /** Text before the numbers. @default {"Uploading"} */
+  label?: string | undefined;
+  /** Receives each finished line. */
+  write: (line: string) => void;
+  /** Longest time between two lines while bytes flow, in ms. @default {10000} */
+  interval?: number | undefined;
+  /** Share of the total after which a line is written, from 0 to 1. @default {0.1} */
+  step?: number | undefined;
+  /** Clock in milliseconds, for tests. @default {performance.now} */
+  now?: (() => number) | undefined;
+}
+
+/**
+ * Creates a progress reporter for output that is not a terminal: one whole
+ * line at the start, after every `step` of the total or `interval` ms
+ * (whichever comes first), and at the end, so a log shows the upload is
+ * alive without a line per chunk.
+ *
+ * @param options Label, output, step, interval and clock.
+ * @returns The reporter.
+ *
+ * @example Lines every 10 % of a 100-byte upload
+ * ```ts
+ * import { createProgressLines } from "./progress.ts";
+ *
+ * const lines: string[] = [];
+ * const progress = createProgressLines({ write: (l) => lines.push(l) });
+ * for (let loaded = 0; loaded <= 100; loaded++) {
+ *   progress.onProgress({ loaded, total: 100 });
+ * }
+ * progress.done();
+ * console.assert(lines.length === 11);
+ * ```
+ */
+export function createProgressLines(
+  options: ProgressLinesOptions,
+): ProgressBar {
+  const {
+    label = "Uploading",
+    write,
+    interval = 10_000,
+    step = 0.1,
+    now = () => performance.now(),
+  } = options;
+  if (typeof write !== "function") {
+    throw new TypeError(
+      "Cannot create the progress lines as 'write' is not a function",
+    );
+  }
+  let last: UploadProgress | undefined;
+  let lastLine: { time: number; fraction: number; loaded: number } | undefined;
+  let ended = false;
+  const emit = (progress: UploadProgress, time: number): void => {
+    try {
+      write(formatProgress(progress, { label, width: 0 }));
+    } catch {
+      // A broken output must not break the upload.
+    }
+    lastLine = {
+      time,
+      fraction: fractionOf(progress),
+      loaded: progress.loaded,
+    };
+  };
+  return {
+    onProgress(progress) {
+      if (ended) return;
+      const time = now();
+      if (progress.loaded < (last?.loaded ?? 0)) lastLine = undefined; // a retry
+      last = { loaded: progress.loaded, total: progress.total };
+      const complete = progress.total !== undefined &&
+        progress.loaded >= progress.total;
+      if (complete) return; // the end is written by done()
+      if (
+        lastLine === undefined ||
+        fractionOf(progress) - lastLine.fraction >= step - 1e-9 ||
+        (time - lastLine.time >= interval && progress.loaded > lastLine.loaded)
+      ) emit(last, time);
+    },
+    done() {
+      if (ended) return;
+      ended = true;
+      if (last !== undefined) emit(last, now());
+    },
+  };
+}
+
+function fractionOf(progress: UploadProgress): number {
+  const { loaded, total } = progress;
+  return total !== undefined && total > 0 ? Math.min(1, loaded / total) : 0;
+}
+
+/** Options of {@linkcode createProgressReporter}. */
+export interface ProgressReporterOptions {
+  /** Text before the numbers. @default {"Uploading"} */
+  label?: string | undefined;
+  /** Where lines go when standard error is not a terminal. @default {console.error} */
+  logger?: Pick<Logger, "info"> | undefined;
+}
+
+/**
+ * The progress display for an upload: the bar on a terminal, bounded-rate
+ * lines (through `logger.info`) otherwise.
+ *
+ * @param options Label and where lines go.
+ * @returns The reporter.
+ *
+ * @example Report into a logger
+ * ```ts
+ * import { createProgressReporter } from "./progress.ts";
+ *
+ * const lines: string[] = [];
+ * const progress = createProgressReporter({ logger: { info: (l) => lines.push(l) } });
+ * progress.onProgress({ loaded: 5, total: 10 });
+ * progress.done();
+ * ```
+ */
+export function createProgressReporter(
+  options: ProgressReporterOptions = {},
+): ProgressBar {
+  const { label = "Uploading", logger } = options;
+  return createProgressBar({ label }) ?? createProgressLines({
+    label,
+    write: logger === undefined
+      ? (line) => console.error(line)
+      : (line) => logger.info(line),
+  });
 }

@@ -1,14 +1,29 @@
 /**
- * Background requests with a retry budget per kind (metrics, checkpoint,
- * final upload, heartbeat), tracked so that `flush()` can wait for all of
- * them and `abort()` can stop them.
+ * {@linkcode RequestRunner}: runs the session's requests with a retry budget
+ * per kind (metrics, checkpoint, final upload, heartbeat), keeps track of
+ * them so that `settle()` can wait for all of them and `abort()` can stop
+ * them.
+ *
+ * Retries are `@std/async`'s `retry` (its backoff options, `isRetriable`,
+ * `signal`). What std does not do is a thin layer here: a time limit per
+ * attempt, an overall deadline, honouring the server's
+ * `Retry-After`/`X-RateLimit-Reset` (the next attempt starts no earlier than
+ * the server asked), and one log line per retry and per final failure.
  *
  * @module
  */
 
-import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
+import { abortable } from "@std/async/abortable";
+import { delay } from "@std/async/delay";
+import { retry, RetryError, type RetryOptions } from "@std/async/retry";
+import {
+  HUBError,
+  HUBRequestError,
+  HUBTimeoutError,
+  toHUBError,
+} from "../common/errors.ts";
+import { redact } from "../common/redact.ts";
 import type { Logger } from "../protocol/types.ts";
-import { delay, retry, RetryError } from "./retry.ts";
 
 /** What a request is for; each kind has its own {@linkcode RequestBudget}. */
 export type RequestKind =
@@ -28,6 +43,48 @@ export interface RequestBudget {
   attemptTimeout: number;
 }
 
+/**
+ * Backoff between the attempts of a request: the option names and defaults
+ * of `@std/async`'s `retry`. A server's `Retry-After` may ask for a longer
+ * wait, which is honoured.
+ */
+export interface BackoffOptions {
+  /**
+   * Minimum (and first) wait in milliseconds.
+   *
+   * @default {1000}
+   */
+  minTimeout?: number | undefined;
+  /**
+   * Maximum computed wait in milliseconds.
+   *
+   * @default {60000}
+   */
+  maxTimeout?: number | undefined;
+  /**
+   * Growth of the wait after each retry.
+   *
+   * @default {2}
+   */
+  multiplier?: number | undefined;
+  /**
+   * Share of the wait that is randomised, from 0 to 1.
+   *
+   * @default {1}
+   */
+  jitter?: number | undefined;
+}
+
+/** Budget overrides, per kind and per field. */
+export type BudgetOverrides = Partial<
+  Record<RequestKind, Partial<RequestBudget> | undefined>
+>;
+
+type StdBackoff = Pick<
+  RetryOptions,
+  "minTimeout" | "maxTimeout" | "multiplier" | "jitter"
+>;
+
 const KINDS: readonly RequestKind[] = [
   "metrics",
   "checkpoint",
@@ -39,8 +96,8 @@ const KINDS: readonly RequestKind[] = [
 /**
  * The budget of each kind of request: metrics 3 attempts within 30 s (what
  * fails stays queued for the next upload), checkpoint and final uploads 10
- * within 1 h, a heartbeat 1 (the next beat is the retry), anything else 5
- * within 1 min.
+ * within 1 h, a heartbeat 1 attempt of at most 30 s (the next beat is the
+ * retry), anything else 5 within 1 min.
  *
  * @example Read a budget
  * ```ts
@@ -78,17 +135,32 @@ export const DEFAULT_BUDGETS: Readonly<Record<RequestKind, RequestBudget>> =
     }),
   });
 
-const NETWORK_ERROR_CODE =
-  /^(E(CONNREFUSED|CONNRESET|CONNABORTED|PIPE|TIMEDOUT|AI_AGAIN|NETUNREACH|HOSTUNREACH|NETDOWN)|Connection\w*|FailedToOpenSocket|UND_ERR\w*)$/;
-const NETWORK_ERROR_MESSAGE =
-  /fetch failed|network|error sending request|connect|socket|connection|reset|closed|terminated|broken pipe|unexpected eof/i;
+/** Error codes Node, Deno and Bun give a failed connection. */
+const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+  "ENETDOWN",
+  "ConnectionRefused",
+  "ConnectionReset",
+  "ConnectionClosed",
+  "FailedToOpenSocket",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
 
 /**
- * Whether sending the same request again may succeed: a
- * {@linkcode HUBRequestError} that says so (network errors, 408, 429, 5xx),
- * a {@linkcode HUBTimeoutError} (an attempt ran out of time), and the raw
- * network errors `fetch` throws. Never an abort by the caller, nor a
- * programming error.
+ * Whether sending the same request again may succeed, decided by the error's
+ * type and code, never by its message: a {@linkcode HUBRequestError} that
+ * says so (network errors, 408, 429, 5xx), a {@linkcode HUBTimeoutError} (an
+ * attempt ran out of time), and an error whose `code` names a failed
+ * connection (`ECONNREFUSED`, `ECONNRESET`, ...). Never an abort, and never
+ * a programming error such as a `TypeError` from a custom transport.
  *
  * @param error Anything an attempt threw.
  * @returns `true` if a retry may succeed.
@@ -105,25 +177,22 @@ const NETWORK_ERROR_MESSAGE =
  *   retriable: true,
  * });
  * console.assert(isRetriableError(busy));
+ * console.assert(!isRetriableError(new TypeError("x is not a function")));
  * console.assert(!isRetriableError(new DOMException("Closed", "AbortError")));
  * ```
  */
 export function isRetriableError(error: unknown): boolean {
   if (error instanceof HUBRequestError) return error.retriable;
   if (error instanceof HUBTimeoutError) return true;
-  if (!(error instanceof Error)) return false;
-  if (error.name === "AbortError") return false;
+  if (!(error instanceof Error) || error.name === "AbortError") return false;
   const code = (error as { code?: unknown }).code;
-  if (typeof code === "string" && NETWORK_ERROR_CODE.test(code)) return true;
-  return error instanceof TypeError &&
-    NETWORK_ERROR_MESSAGE.test(error.message);
+  return typeof code === "string" && NETWORK_ERROR_CODES.has(code);
 }
 
 /**
  * A short, single-line reason for an error, fit for a log line: the status
  * and the server's message for a {@linkcode HUBRequestError}, the message
- * otherwise. Query strings and `key=`/`token=` values are removed, so no API
- * key can leak through it.
+ * otherwise, passed through {@linkcode redact}.
  *
  * @param error Anything that was thrown.
  * @returns The reason, at most 300 characters.
@@ -151,12 +220,8 @@ export function describeError(error: unknown): string {
     } else {
       text = `network error: ${error.message}`;
     }
-  } else if (error instanceof RetryError) {
-    text = `${error.attempts} attempts failed, last with ${
-      describeError(error.cause)
-    }`;
   } else if (error instanceof Error) {
-    const base = error.name === "Error" || error instanceof HUBTimeoutError
+    const base = error.name === "Error" || error instanceof HUBError
       ? error.message
       : `${error.name}: ${error.message}`;
     const cause = error.cause instanceof Error ? error.cause.message : "";
@@ -164,44 +229,12 @@ export function describeError(error: unknown): string {
   } else {
     text = String(error);
   }
-  text = text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s?#"'<>]*)[?#][^\s"'<>)]*/gi, "$1")
-    .replace(/\b(api[_-]?key|key|token|secret)=[^&\s"']+/gi, "$1=***")
-    .replace(/\s+/g, " ")
-    .trim();
+  text = redact(text).replace(/\s+/g, " ").trim();
   return text.length > 300 ? `${text.slice(0, 299)}…` : text;
 }
 
-/** Backoff between the attempts of a request, as in {@linkcode retry}. */
-export interface RequestBackoff {
-  /**
-   * Minimum (and first) wait in milliseconds.
-   *
-   * @default {1000}
-   */
-  minTimeout?: number | undefined;
-  /**
-   * Maximum computed wait in milliseconds (a server's `Retry-After` may ask for more).
-   *
-   * @default {60000}
-   */
-  maxTimeout?: number | undefined;
-  /**
-   * Growth of the wait after each retry.
-   *
-   * @default {2}
-   */
-  multiplier?: number | undefined;
-  /**
-   * Share of the wait that is randomised, from 0 to 1.
-   *
-   * @default {1}
-   */
-  jitter?: number | undefined;
-}
-
-/** Options for {@linkcode RequestQueue}. */
-export interface RequestQueueOptions {
+/** Options for {@linkcode RequestRunner}. */
+export interface RequestRunnerOptions {
   /** Where retries (warn) and final failures (error) are reported. */
   logger: Logger;
   /**
@@ -209,22 +242,22 @@ export interface RequestQueueOptions {
    *
    * @default {{}}
    */
-  budgets?: Partial<Record<RequestKind, Partial<RequestBudget>>> | undefined;
+  budgets?: BudgetOverrides | undefined;
   /**
    * Backoff between attempts.
    *
    * @default {{ minTimeout: 1000, maxTimeout: 60000, multiplier: 2, jitter: 1 }}
    */
-  backoff?: RequestBackoff | undefined;
+  backoff?: BackoffOptions | undefined;
   /**
-   * Aborts every request of the queue, like {@linkcode RequestQueue.abort}.
+   * Aborts every request of the runner, like {@linkcode RequestRunner.abort}.
    *
    * @default {undefined}
    */
   signal?: AbortSignal | undefined;
 }
 
-/** Options of one {@linkcode RequestQueue.run} call. */
+/** Options of one {@linkcode RequestRunner.run} call. */
 export interface RunOptions {
   /**
    * Aborts this request only; it rejects with the signal's reason.
@@ -238,9 +271,23 @@ export interface RunOptions {
    * @default {{}}
    */
   budget?: Partial<RequestBudget> | undefined;
+  /**
+   * Whether {@linkcode RequestRunner.settle} waits for this request (a
+   * heartbeat is not waited for: stopping the heartbeat ends it).
+   *
+   * @default {true}
+   */
+  track?: boolean | undefined;
+  /**
+   * Whether a final failure is logged as an error (the caller may prefer to
+   * report it itself, once).
+   *
+   * @default {true}
+   */
+  logFailure?: boolean | undefined;
 }
 
-/** What the operation passed to {@linkcode RequestQueue.run} receives. */
+/** What the operation passed to {@linkcode RequestRunner.run} receives. */
 export interface RequestContext {
   /** Number of this attempt, starting at 1. */
   attempt: number;
@@ -248,7 +295,7 @@ export interface RequestContext {
   signal: AbortSignal;
 }
 
-/** Counters of a {@linkcode RequestQueue}. */
+/** Counters of a {@linkcode RequestRunner}. */
 export interface RequestStats {
   /** Retries made, by reason: the HTTP status, `"network"` or `"timeout"`. */
   retries: Record<string, number>;
@@ -258,18 +305,18 @@ export interface RequestStats {
   succeeded: number;
 }
 
-/** What {@linkcode RequestQueue.flush} reports. */
-export interface FlushResult {
+/** What {@linkcode RequestRunner.settle} reports. */
+export interface SettleReport {
   /** Every tracked request settled before the timeout. */
   settled: boolean;
-  /** Requests still in flight when `flush()` returned. */
+  /** Requests still in flight when `settle()` returned. */
   pending: number;
 }
 
-/** Options of {@linkcode RequestQueue.flush}. */
-export interface FlushOptions {
+/** Options of {@linkcode RequestRunner.settle}. */
+export interface SettleOptions {
   /**
-   * Longest wait in milliseconds.
+   * Longest wait in milliseconds; `Infinity` waits as long as it takes.
    *
    * @default {Infinity}
    */
@@ -277,42 +324,38 @@ export interface FlushOptions {
 }
 
 /**
- * Runs requests in the background with a retry budget per kind, and keeps
- * track of them.
+ * Runs requests with a retry budget per kind, and keeps track of them.
  *
  * Each request is retried per its kind's {@linkcode RequestBudget} when
  * {@linkcode isRetriableError} says it may succeed; each retry is logged as a
  * warning with a short reason, a final failure once as an error with the
  * server's message and what to do. The promise `run()` returns rejects with
- * that final error, so the caller must handle it; the queue's own tracking
- * never causes an unhandled rejection.
+ * the last attempt's error (a {@linkcode HUBError} for every failure of the
+ * server or the network; a {@linkcode HUBTimeoutError} when the deadline
+ * passed), or with the abort reason; the runner's own tracking never causes
+ * an unhandled rejection.
  *
  * @example Send a request with retries, then wait for everything
  * ```ts
- * import { RequestQueue } from "./request_runner.ts";
+ * import { RequestRunner } from "./request_runner.ts";
  *
- * const queue = new RequestQueue({
+ * const runner = new RequestRunner({
  *   logger: console,
  *   backoff: { minTimeout: 1, maxTimeout: 10 },
  * });
  * let calls = 0;
- * const answer = await queue.run("metrics", "metrics upload", () => {
+ * const answer = await runner.run("metrics", "metrics upload", () => {
  *   calls++;
  *   return Promise.resolve(42);
  * });
- * const report = await queue.flush({ timeout: 1_000 });
+ * const report = await runner.settle({ timeout: 1_000 });
  * console.assert(answer === 42 && calls === 1 && report.settled);
  * ```
  */
-export class RequestQueue {
+export class RequestRunner {
   #logger: Logger;
   #budgets: Record<RequestKind, RequestBudget>;
-  #backoff: {
-    minTimeout: number;
-    maxTimeout: number;
-    multiplier: number;
-    jitter: number;
-  };
+  #backoff: StdBackoff;
   #controller = new AbortController();
   #signal: AbortSignal;
   #tracked = new Set<Promise<void>>();
@@ -321,13 +364,14 @@ export class RequestQueue {
   readonly stats: RequestStats = { retries: {}, failed: 0, succeeded: 0 };
 
   /**
-   * Creates a queue.
+   * Creates a runner.
    *
    * @param options The logger, and optional budgets, backoff and signal.
    * @throws {TypeError} If the logger lacks a method or a budget names an unknown kind.
-   * @throws {RangeError} If a budget or backoff value is out of range.
+   * @throws {RangeError} If a budget value is out of range (backoff values
+   * are checked by `@std/async`'s `retry` on the first retry).
    */
-  constructor(options: RequestQueueOptions) {
+  constructor(options: RequestRunnerOptions) {
     const { logger, budgets = {}, backoff = {}, signal } = options ?? {};
     if (
       typeof logger?.info !== "function" ||
@@ -335,13 +379,13 @@ export class RequestQueue {
       typeof logger.error !== "function"
     ) {
       throw new TypeError(
-        "Cannot create the request queue as 'logger' must have info, warn and error methods",
+        "Cannot create the request runner as 'logger' must have info, warn and error methods",
       );
     }
     for (const kind of Object.keys(budgets)) {
       if (!KINDS.includes(kind as RequestKind)) {
         throw new TypeError(
-          `Cannot create the request queue as budget kind "${kind}" is unknown: use one of ${
+          `Cannot create the request runner as budget kind "${kind}" is unknown: use one of ${
             KINDS.join(", ")
           }`,
         );
@@ -351,39 +395,12 @@ export class RequestQueue {
     for (const kind of KINDS) {
       merged[kind] = mergeBudget(DEFAULT_BUDGETS[kind], budgets[kind], kind);
     }
-    const {
-      minTimeout = 1_000,
-      maxTimeout = 60_000,
-      multiplier = 2,
-      jitter = 1,
-    } = backoff;
-    checkNumber("backoff.minTimeout", minTimeout, 0, false);
-    checkNumber("backoff.maxTimeout", maxTimeout, 0, true);
-    if (minTimeout > maxTimeout) {
-      throw new RangeError(
-        `Cannot create the request queue as 'backoff.minTimeout' must be <= 'backoff.maxTimeout': current values ${minTimeout} and ${maxTimeout}`,
-      );
-    }
-    checkNumber("backoff.multiplier", multiplier, 1, false);
-    if (!Number.isFinite(multiplier)) {
-      throw new RangeError(
-        `Cannot create the request queue as 'backoff.multiplier' must be finite: current value is ${multiplier}`,
-      );
-    }
-    checkNumber("backoff.jitter", jitter, 0, false);
-    if (jitter > 1) {
-      throw new RangeError(
-        `Cannot create the request queue as 'backoff.jitter' must be between 0 and 1: current value is ${jitter}`,
-      );
-    }
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      throw new TypeError(
-        "Cannot create the request queue as 'signal' must be an AbortSignal",
-      );
-    }
     this.#logger = logger;
     this.#budgets = merged;
-    this.#backoff = { minTimeout, maxTimeout, multiplier, jitter };
+    // std's options do not take `undefined`: pass only what was given.
+    this.#backoff = Object.fromEntries(
+      Object.entries(backoff).filter(([, value]) => value !== undefined),
+    ) as StdBackoff;
     this.#signal = signal === undefined
       ? this.#controller.signal
       : AbortSignal.any([this.#controller.signal, signal]);
@@ -392,6 +409,11 @@ export class RequestQueue {
   /** Number of tracked requests still in flight. */
   get pending(): number {
     return this.#tracked.size;
+  }
+
+  /** The budget of a kind, overrides applied (a copy). */
+  budget(kind: RequestKind): RequestBudget {
+    return { ...this.#budgets[kind] };
   }
 
   /**
@@ -403,20 +425,17 @@ export class RequestQueue {
    * ("<Label> failed: ..."), e.g. `"metrics upload of epoch 3"`; must not
    * contain secrets.
    * @param fn One attempt; receives the attempt number and its signal.
-   * @param options A signal for this request, and budget overrides.
-   * @returns The result of the first successful attempt. Rejects with the
-   * non-retriable error as is, a {@linkcode RetryError} when every attempt
-   * failed, a {@linkcode HUBTimeoutError} when the deadline passed, or the
-   * abort reason.
+   * @param options A signal for this request, budget overrides, tracking.
+   * @returns The result of the first successful attempt.
    * @throws {TypeError} If `kind`, `label` or `fn` is unusable.
    * @throws {RangeError} If a budget override is out of range.
    *
    * @example Give up on a request the server refuses
    * ```ts
-   * import { RequestQueue } from "./request_runner.ts";
+   * import { RequestRunner } from "./request_runner.ts";
    * import { HUBRequestError } from "../common/errors.ts";
    *
-   * const queue = new RequestQueue({
+   * const runner = new RequestRunner({
    *   logger: { info() {}, warn() {}, error() {} },
    * });
    * const refused = new HUBRequestError("Cannot create the model: Bad data", {
@@ -426,10 +445,10 @@ export class RequestQueue {
    *   serverMessage: "Bad data",
    *   retriable: false,
    * });
-   * const error = await queue
+   * const error = await runner
    *   .run("other", "creating the model", () => Promise.reject(refused))
    *   .catch((e) => e);
-   * console.assert(error === refused && queue.stats.failed === 1);
+   * console.assert(error === refused && runner.stats.failed === 1);
    * ```
    */
   run<T>(
@@ -453,7 +472,7 @@ export class RequestQueue {
     if (typeof fn !== "function") {
       throw new TypeError("Cannot run the request as 'fn' must be a function");
     }
-    const { signal, budget } = options;
+    const { signal, budget, track = true, logFailure = true } = options;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(
         "Cannot run the request as 'signal' must be an AbortSignal",
@@ -464,13 +483,19 @@ export class RequestQueue {
       ? this.#signal
       : AbortSignal.any([this.#signal, signal]);
 
-    const execution = this.#execute(label, fn, effective, combined);
-    const tracked = execution.then(ignore, ignore);
-    this.#tracked.add(tracked);
-    void tracked.then(() => this.#tracked.delete(tracked));
-    // A promise of its own for the caller: its rejection is the caller's to
-    // handle, while the tracking copy above is always handled.
-    return execution.then((value) => value);
+    const execution = this.#execute(
+      label,
+      fn,
+      effective,
+      combined,
+      logFailure,
+    );
+    if (track) {
+      const tracked = execution.then(ignore, ignore);
+      this.#tracked.add(tracked);
+      void tracked.then(() => this.#tracked.delete(tracked));
+    }
+    return execution;
   }
 
   /**
@@ -484,60 +509,55 @@ export class RequestQueue {
    *
    * @example Wait at most one second
    * ```ts
-   * import { RequestQueue } from "./request_runner.ts";
+   * import { RequestRunner } from "./request_runner.ts";
    *
-   * const queue = new RequestQueue({ logger: console });
-   * const report = await queue.flush({ timeout: 1_000 });
+   * const runner = new RequestRunner({ logger: console });
+   * const report = await runner.settle({ timeout: 1_000 });
    * console.assert(report.settled && report.pending === 0);
    * ```
    */
-  async flush(options: FlushOptions = {}): Promise<FlushResult> {
+  async settle(options: SettleOptions = {}): Promise<SettleReport> {
     const { timeout = Infinity } = options;
     if (typeof timeout !== "number" || Number.isNaN(timeout) || timeout < 0) {
       throw new RangeError(
-        `Cannot flush the request queue as 'timeout' must be >= 0: current value is ${timeout}`,
+        `Cannot wait for the requests as 'timeout' must be >= 0: current value is ${timeout}`,
       );
     }
-    const end = performance.now() + timeout;
-    while (this.#tracked.size > 0) {
-      const remaining = end - performance.now();
-      if (remaining <= 0) {
-        return { settled: false, pending: this.#tracked.size };
+    const stop = new AbortController();
+    const timedOut = delay(timeout, { signal: stop.signal }).then(
+      () => true,
+      () => false,
+    );
+    try {
+      while (this.#tracked.size > 0) {
+        const all = Promise.all(this.#tracked).then(() => false);
+        if (await Promise.race([all, timedOut])) {
+          return { settled: false, pending: this.#tracked.size };
+        }
       }
-      const all = Promise.all(this.#tracked).then(() => false);
-      if (!Number.isFinite(remaining)) {
-        await all;
-        continue;
-      }
-      const stop = new AbortController();
-      const timedOut = await Promise.race([
-        all,
-        delay(remaining, { signal: stop.signal }).then(() => true, () => false),
-      ]);
+      return { settled: true, pending: 0 };
+    } finally {
       stop.abort();
-      if (timedOut) return { settled: false, pending: this.#tracked.size };
     }
-    return { settled: true, pending: 0 };
   }
 
   /**
    * Aborts every request in flight and every later one: their attempts'
-   * signals abort, and their promises reject with `reason`. Used by `close()`
-   * after a flush timed out.
+   * signals abort, and their promises reject with `reason`.
    *
    * @param reason The abort reason; an `AbortError` `DOMException` when omitted.
    *
    * @example Abort what is still running
    * ```ts
-   * import { RequestQueue } from "./request_runner.ts";
+   * import { RequestRunner } from "./request_runner.ts";
    *
-   * const queue = new RequestQueue({ logger: { info() {}, warn() {}, error() {} } });
-   * const stalled = queue.run("other", "loading the model", ({ signal }) =>
+   * const runner = new RequestRunner({ logger: { info() {}, warn() {}, error() {} } });
+   * const stalled = runner.run("other", "loading the model", ({ signal }) =>
    *   new Promise((_, reject) =>
    *     signal.addEventListener("abort", () => reject(signal.reason))
    *   )
    * );
-   * queue.abort(new Error("Closed"));
+   * runner.abort(new Error("Closed"));
    * const error = await stalled.catch((e: Error) => e);
    * console.assert(error instanceof Error && error.message === "Closed");
    * ```
@@ -551,7 +571,7 @@ export class RequestQueue {
     }
     this.#controller.abort(
       reason ??
-        new DOMException("The request queue was aborted", "AbortError"),
+        new DOMException("The request runner was aborted", "AbortError"),
     );
   }
 
@@ -560,39 +580,133 @@ export class RequestQueue {
     fn: (context: RequestContext) => Promise<T>,
     budget: RequestBudget,
     signal: AbortSignal,
+    logFailure: boolean,
   ): Promise<T> {
     const subject = label.charAt(0).toUpperCase() + label.slice(1);
+    const start = performance.now();
+    const overall = new AbortController();
+    const overallSignal = AbortSignal.any([signal, overall.signal]);
+    const deadlineTimer = startTimer(budget.deadline, () =>
+      overall.abort(
+        new HUBTimeoutError(
+          `${subject} did not finish within its deadline of ${budget.deadline} ms: check the network and the server, then try again`,
+          { timeout: budget.deadline },
+        ),
+      ));
+    let attempt = 0;
+    // The server's Retry-After: the next attempt starts no earlier.
+    let notBefore = 0;
+    let gaveUp: HUBTimeoutError | undefined;
     try {
-      const value = await retry(fn, {
+      const value = await retry(async () => {
+        attempt++;
+        const wait = notBefore - performance.now();
+        if (wait > 0) await delay(wait, { signal: overallSignal });
+        return await runAttempt(fn, attempt, budget, overallSignal, subject);
+      }, {
         ...this.#backoff,
         maxAttempts: budget.maxAttempts,
-        deadline: budget.deadline,
-        attemptTimeout: budget.attemptTimeout,
-        signal,
-        isRetriable: isRetriableError,
-        onRetry: ({ error, attempt, delay }) => {
+        signal: overallSignal,
+        isRetriable: (error) => {
+          if (overallSignal.aborted || !isRetriableError(error)) return false;
+          if (attempt >= budget.maxAttempts) return true; // std gives up
+          const hint = error instanceof HUBRequestError
+            ? error.retryAfter
+            : undefined;
+          const now = performance.now();
+          if (hint !== undefined && hint > 0) {
+            if (now - start + hint >= budget.deadline) {
+              gaveUp = new HUBTimeoutError(
+                `${subject} cannot be retried within its deadline of ${budget.deadline} ms: the server asked to wait ${hint} ms (${
+                  describeError(error)
+                })`,
+                { timeout: budget.deadline, cause: error },
+              );
+              return false;
+            }
+            notBefore = now + hint;
+          }
           const key = retryKey(error);
           this.stats.retries[key] = (this.stats.retries[key] ?? 0) + 1;
           this.#logger.warn(
-            `${subject} failed (${
-              describeError(error)
-            }): retrying in ${delay} ms, attempt ${
-              attempt + 1
-            } of ${budget.maxAttempts}`,
+            `${subject} failed (${describeError(error)}): retrying${
+              hint !== undefined && hint > 0
+                ? ` in ${hint} ms as the server asked`
+                : ""
+            }, attempt ${attempt + 1} of ${budget.maxAttempts}`,
           );
+          return true;
         },
       });
       this.stats.succeeded++;
       return value;
-    } catch (error) {
-      if (signal.aborted && error === signal.reason) throw error;
+    } catch (caught) {
+      if (signal.aborted) throw signal.reason;
+      let error: unknown = gaveUp ?? caught;
+      if (error instanceof RetryError) error = error.cause;
+      if (overall.signal.aborted) error = overall.signal.reason;
+      // Failures of the server or the network join the HUBError family;
+      // programming errors (TypeError, RangeError, ...) stay as they are.
+      if (isRetriableError(error)) error = toHUBError(error, subject);
       this.stats.failed++;
-      this.#logger.error(
-        `${subject} failed: ${describeError(error)}; ${advise(error)}`,
-      );
+      if (logFailure) {
+        this.#logger.error(
+          `${subject} failed${
+            attempt > 1 ? ` after ${attempt} attempts` : ""
+          }: ${describeError(error)}; ${advise(error)}`,
+        );
+      }
       throw error;
+    } finally {
+      deadlineTimer.clear();
     }
   }
+}
+
+/** Runs one attempt under its own time limit; abandons one that ignores its signal. */
+async function runAttempt<T>(
+  fn: (context: RequestContext) => Promise<T>,
+  attempt: number,
+  budget: RequestBudget,
+  signal: AbortSignal,
+  subject: string,
+): Promise<T> {
+  signal.throwIfAborted();
+  const controller = new AbortController();
+  const attemptSignal = AbortSignal.any([signal, controller.signal]);
+  const timer = startTimer(budget.attemptTimeout, () =>
+    controller.abort(
+      new HUBTimeoutError(
+        `${subject}: attempt ${attempt} got no answer within ${budget.attemptTimeout} ms`,
+        { timeout: budget.attemptTimeout },
+      ),
+    ));
+  try {
+    let pending: Promise<T>;
+    try {
+      pending = Promise.resolve(fn({ attempt, signal: attemptSignal }));
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    // An abandoned attempt's late failure is moot: never unhandled.
+    pending.catch(ignore);
+    return await abortable(pending, attemptSignal);
+  } finally {
+    timer.clear();
+  }
+}
+
+const I32_MAX = 2 ** 31 - 1;
+
+/**
+ * A timer that keeps the process alive while a request runs (it is cleared
+ * when the request ends); none for limits beyond what a timer can hold
+ * (~24 days).
+ */
+function startTimer(ms: number, callback: () => void): { clear(): void } {
+  if (!Number.isFinite(ms) || ms > I32_MAX) return { clear: ignore };
+  const handle = setTimeout(callback, ms);
+  return { clear: () => clearTimeout(handle) };
 }
 
 function ignore(): void {}
@@ -619,10 +733,10 @@ function advise(error: unknown): string {
   if (error instanceof HUBTimeoutError) {
     return "the server did not answer in time; check the network and the server, then try again";
   }
-  if (error instanceof RetryError) {
-    return "the server or the network stayed unavailable; check them and try again later";
+  if (!(error instanceof HUBError)) {
+    return "this is a bug in the code that made the request, not a network failure";
   }
-  return "check the network and the server, then try again";
+  return "the server or the network stayed unavailable; check them and try again later";
 }
 
 function mergeBudget(
@@ -632,12 +746,8 @@ function mergeBudget(
 ): RequestBudget {
   const budget = { ...base };
   if (override !== undefined) {
-    if (override.maxAttempts !== undefined) {
-      budget.maxAttempts = override.maxAttempts;
-    }
-    if (override.deadline !== undefined) budget.deadline = override.deadline;
-    if (override.attemptTimeout !== undefined) {
-      budget.attemptTimeout = override.attemptTimeout;
+    for (const key of ["maxAttempts", "deadline", "attemptTimeout"] as const) {
+      if (override[key] !== undefined) budget[key] = override[key];
     }
   }
   if (
@@ -648,25 +758,15 @@ function mergeBudget(
       `Cannot use the ${kind} budget as 'maxAttempts' must be a positive integer: current value is ${budget.maxAttempts}`,
     );
   }
-  checkNumber(`${kind} budget deadline`, budget.deadline, 0, true);
-  checkNumber(`${kind} budget attemptTimeout`, budget.attemptTimeout, 0, true);
-  return budget;
-}
-
-function checkNumber(
-  name: string,
-  value: unknown,
-  min: number,
-  exclusive: boolean,
-): void {
-  if (
-    typeof value !== "number" || Number.isNaN(value) ||
-    (exclusive ? value <= min : value < min)
-  ) {
-    throw new RangeError(
-      `Cannot use '${name}' as it must be ${
-        exclusive ? ">" : ">="
-      } ${min}: current value is ${String(value)}`,
-    );
+  for (const key of ["deadline", "attemptTimeout"] as const) {
+    const value: unknown = budget[key];
+    if (typeof value !== "number" || Number.isNaN(value) || value <= 0) {
+      throw new RangeError(
+        `Cannot use the ${kind} budget as '${key}' must be a positive number of milliseconds: current value is ${
+          String(value)
+        }`,
+      );
+    }
   }
+  return budget;
 }

@@ -4,208 +4,83 @@
  * uploads checkpoints and the final weights, and loses none of it to a flaky
  * network.
  *
+ * The session is the conductor; each job lives in its own file: options and
+ * reports (`options.ts`), the metrics pump (`metrics_pump.ts`), checkpoints
+ * (`checkpoints.ts`), the final weights file (`weights_file.ts`), the
+ * heartbeat (`heartbeat.ts`), the journal (`journal.ts`) and the request
+ * runner (`request_runner.ts`).
+ *
+ * Failure policy: a call that needs the server (`create()` on a model id,
+ * `createModel()`, the final upload) throws a {@linkcode HUBError} subclass
+ * whose message names the server and what to do; with a journal enabled,
+ * opening a model whose server cannot be reached goes offline instead, with
+ * one warning. Background work (metrics, checkpoints, heartbeats) never
+ * throws into the training loop: it retries, keeps what was not delivered,
+ * and reports it in `flush()`/`close()`. Bad arguments throw `TypeError` or
+ * `RangeError`.
+ *
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { basename } from "node:path";
 import { stat } from "node:fs/promises";
-import {
-  HUBClient,
-  type UploadModelOptions,
-  type UploadResult,
-} from "../transport/client.ts";
+import { HUBClient } from "../transport/client.ts";
+import type { UploadModelOptions, UploadResult } from "../transport/client.ts";
 import { sha256File } from "../common/hash.ts";
-import { unrefTimer } from "../common/timers.ts";
+import { sleepUnref } from "../common/timers.ts";
 import { readEnv, resolveConfig } from "./config.ts";
-import type { ConfigOptions } from "./config.ts";
-import { HUBError, HUBModelError, HUBRequestError } from "../common/errors.ts";
+import {
+  HUBError,
+  HUBModelError,
+  HUBRequestError,
+  toHUBError,
+} from "../common/errors.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { defaultJournalRoot, journalDir, MetricsJournal } from "./journal.ts";
 import { parseIdentifier } from "./identifier.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
+import { MetricsPump } from "./metrics_pump.ts";
 import { CheckpointUploader } from "./checkpoints.ts";
 import type { CheckpointOutcome } from "./checkpoints.ts";
-import { createProgressBar } from "./progress.ts";
-import { RequestQueue } from "./request_runner.ts";
-import type { RequestBudget, RequestKind } from "./request_runner.ts";
+import { createProgressReporter } from "./progress.ts";
+import { isRetriableError, RequestRunner } from "./request_runner.ts";
+import { resolveFinalPath } from "./weights_file.ts";
+import { createModelPayload } from "../protocol/model_payload.ts";
+import {
+  checkRateLimits,
+  DEFAULT_RATE_LIMITS,
+  type FinalUploadResult,
+  type FlushOptions,
+  type FlushReport,
+  type MetricsUploadResult,
+  type RateLimits,
+  type SessionOptions,
+  type SessionTransport,
+  type UploadModelCallOptions,
+} from "./options.ts";
 import type {
-  CreateModelPayload,
   EpochMetrics,
   Logger,
   ModelDocument,
-  ProgressCallback,
   TrainArgs,
 } from "../protocol/types.ts";
 
 export type { CheckpointOutcome } from "./checkpoints.ts";
-
-/** Minimum time between two uploads of each kind, in milliseconds. */
-export interface RateLimits {
-  /** Between two metrics uploads. @default {3000} */
-  metrics: number;
-  /** Between two checkpoint uploads. @default {900000} */
-  ckpt: number;
-  /** Between two heartbeats. @default {300000} */
-  heartbeat: number;
-}
-
-/** The default {@linkcode RateLimits}: those the hosted HUB expected. */
-export const DEFAULT_RATE_LIMITS: Readonly<RateLimits> = Object.freeze({
-  metrics: 3_000,
-  ckpt: 900_000,
-  heartbeat: 300_000,
-});
-
-/** What the session needs from a HUB: one transport per wire protocol. */
-export type SessionTransport = Pick<
-  HUBClient,
-  "getModel" | "createModel" | "uploadMetrics" | "uploadModel" | "heartbeat"
->;
-
-/** Options for {@linkcode HUBTrainingSession.create}. */
-export interface SessionOptions extends ConfigOptions {
-  /** `fetch` to use, e.g. to route through a proxy. @default {globalThis.fetch} */
-  fetch?: typeof fetch;
-  /** Aborts every request of the session. @default {undefined} */
-  signal?: AbortSignal;
-  /**
-   * Where messages go; `"quiet"` drops them. Lines never contain the API key.
-   *
-   * @default {console, with the "HUB: " prefix}
-   */
-  logger?: Logger | "quiet";
-  /** Minimum time between uploads, in milliseconds. @default {DEFAULT_RATE_LIMITS} */
-  rateLimits?: Partial<RateLimits>;
-  /**
-   * Attempts, overall deadline and per-attempt timeout for each kind of
-   * request, in milliseconds.
-   *
-   * @default {metrics 3 in 30 s, checkpoint 10 in 1 h, final 10 in 1 h}
-   */
-  budgets?: Partial<Record<RequestKind, Partial<RequestBudget>>>;
-  /**
-   * Backoff between attempts, with the option names of `@std/async`'s retry.
-   *
-   * @default {{ minTimeout: 1000, maxTimeout: 60000, multiplier: 2, jitter: 1 }}
-   */
-  backoff?: {
-    minTimeout?: number;
-    maxTimeout?: number;
-    multiplier?: number;
-    jitter?: number;
-  };
-  /** Time limit of one ordinary request, in milliseconds. @default {30000} */
-  timeout?: number;
-  /** Send heartbeats while the session is open. @default {true} */
-  heartbeat?: boolean;
-  /**
-   * Transport to talk to the HUB with, instead of a {@linkcode HUBClient}
-   * built from the other options.
-   *
-   * @default {undefined}
-   */
-  transport?: SessionTransport;
-  /**
-   * Root directory of the crash-safe journal (one directory per server and
-   * model), or `false` to keep unacknowledged metrics in memory only.
-   *
-   * @default {defaultJournalRoot(): the OS cache directory's hub-session/journal}
-   */
-  journal?: string | false;
-  /**
-   * Work without the server: metrics, checkpoints and the final weights go
-   * to the journal, to be delivered later with `syncJournal()`. A session
-   * whose server cannot be reached when it opens goes offline by itself
-   * when a journal is enabled.
-   *
-   * @default {false}
-   */
-  offline?: boolean;
-}
-
-/** Options for {@linkcode HUBTrainingSession.uploadModel}. */
-export interface UploadModelCallOptions {
-  /** The checkpoint is the best model so far. @default {false} */
-  isBest?: boolean;
-  /** Mean average precision of the final model. @default {0} */
-  map?: number;
-  /** Upload the final weights (awaited) rather than a checkpoint. @default {false} */
-  final?: boolean;
-  /** Ignore the checkpoint rate limit. @default {false} */
-  force?: boolean;
-  /**
-   * Upload progress of the final weights; by default a progress bar is drawn
-   * when standard error is a terminal.
-   *
-   * @default {undefined}
-   */
-  onProgress?: ProgressCallback;
-  /** Aborts this upload. @default {undefined} */
-  signal?: AbortSignal;
-}
-
-/** What the final upload delivered. */
-export interface FinalUploadResult {
-  /** Path of the file that was sent (`last.pt` when `best.pt` was missing). */
-  path: string;
-  /** The weights were kept in the journal (offline) rather than uploaded. */
-  deferred: boolean;
-  /** Bytes of the file. */
-  size: number;
-  /** SHA-256 of the file, lowercase hex. */
-  sha256: string;
-}
-
-/** What a metrics upload did. */
-export interface MetricsUploadResult {
-  /** Epochs the server acknowledged in this upload. */
-  sent: number[];
-  /** Epochs still waiting after this upload. */
-  pending: number[];
-  /** Why the upload failed, when it did; the epochs stay queued. */
-  error?: HUBError;
-}
-
-/** What {@linkcode HUBTrainingSession.flush} and `close()` report. */
-export interface FlushReport {
-  /** Everything queued was delivered or given up on before the timeout. */
-  settled: boolean;
-  /** Epochs the server never acknowledged. */
-  pendingEpochs: number[];
-  /** Checkpoint uploads that failed, with their errors. */
-  failedUploads: Array<{ epoch: number; error: HUBError }>;
-  /** Requests still in flight when the report was made. */
-  pendingRequests: number;
-}
-
-/** Options for {@linkcode HUBTrainingSession.flush} and `close()`. */
-export interface FlushOptions {
-  /** How long to wait for queued work, in milliseconds. @default {30000} */
-  timeout?: number;
-}
+export {
+  DEFAULT_RATE_LIMITS,
+  type FinalUploadResult,
+  type FlushOptions,
+  type FlushReport,
+  type MetricsUploadResult,
+  type RateLimits,
+  type SessionOptions,
+  type SessionTransport,
+  type UploadModelCallOptions,
+} from "./options.ts";
+export { createModelPayload } from "../protocol/model_payload.ts";
 
 const DEFAULT_FLUSH_TIMEOUT = 30_000;
-
-function checkRateLimits(limits: RateLimits): void {
-  for (const [name, value] of Object.entries(limits)) {
-    if (typeof value !== "number" || !(value >= 0) || value === Infinity) {
-      throw new RangeError(
-        `Cannot use rate limit "${name}" of ${value}: pass a finite number of milliseconds >= 0`,
-      );
-    }
-  }
-}
-
-function toHUBError(error: unknown, what: string): HUBError {
-  if (error instanceof HUBError) return error;
-  return new HUBError(
-    `${what}: ${error instanceof Error ? error.message : String(error)}`,
-    {
-      cause: error,
-    },
-  );
-}
 
 /**
  * A training session on one HUB model.
@@ -243,8 +118,9 @@ function toHUBError(error: unknown, what: string): HUBError {
 export class HUBTrainingSession {
   #transport: SessionTransport;
   #logger: Logger;
-  #queue: RequestQueue;
+  #runner: RequestRunner;
   #metrics = new MetricsQueue();
+  #pump: MetricsPump;
   #checkpoints: CheckpointUploader;
   #heartbeat: Heartbeat | undefined;
   #heartbeatEnabled: boolean;
@@ -258,11 +134,8 @@ export class HUBTrainingSession {
   #filename: string | undefined;
   #trainArgs: TrainArgs = {};
   #modelFile: string | undefined;
-  #lastMetricsUpload = -Infinity;
   #lastCkptUpload = -Infinity;
-  #metricsChain: Promise<unknown> = Promise.resolve();
-  #metricsTimer: ReturnType<typeof setTimeout> | undefined;
-  #metricsScheduled = false;
+  #rateLimitSaid = false;
   #closed: Promise<FlushReport> | undefined;
   #journalRoot: string | false;
   #journal: MetricsJournal | undefined;
@@ -292,19 +165,24 @@ export class HUBTrainingSession {
     this.#signal = init.options.signal === undefined
       ? this.#abort.signal
       : AbortSignal.any([this.#abort.signal, init.options.signal]);
-    this.#queue = new RequestQueue({
+    this.#runner = new RequestRunner({
       logger: this.#logger,
       signal: this.#signal,
-      ...(init.options.budgets === undefined
-        ? {}
-        : { budgets: init.options.budgets }),
-      ...(init.options.backoff === undefined
-        ? {}
-        : { backoff: init.options.backoff }),
+      budgets: init.options.budgets,
+      backoff: init.options.backoff,
+    });
+    this.#pump = new MetricsPump({
+      queue: this.#metrics,
+      runner: this.#runner,
+      transport: this.#transport,
+      logger: this.#logger,
+      interval: this.#rateLimits.metrics,
+      modelId: () => this.#modelId,
+      held: () => this.#offline,
     });
     this.#checkpoints = new CheckpointUploader({
       send: (job) =>
-        this.#queue.run(
+        this.#runner.run(
           "checkpoint",
           `checkpoint upload of epoch ${job.epoch}`,
           ({ signal }) =>
@@ -332,6 +210,8 @@ export class HUBTrainingSession {
    * @throws {HUBModelError} When the identifier is malformed, or the model is
    * missing, already trained, or its dataset still processing.
    * @throws {HUBConfigError} When the key would travel in clear text.
+   * @throws {HUBRequestError} When the server refuses or cannot be reached
+   * (and no journal lets the session work offline).
    * @throws {RangeError} When a rate limit is not a finite number >= 0.
    *
    * @example Open a session for a new model
@@ -374,9 +254,9 @@ export class HUBTrainingSession {
       apiRoot: config.apiRoot,
       apiKey: config.apiKey,
       logger,
-      ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-      ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+      fetch: options.fetch,
+      signal: options.signal,
+      timeout: options.timeout,
     });
     const session = new HUBTrainingSession({
       transport,
@@ -457,23 +337,33 @@ export class HUBTrainingSession {
     return this.#metrics.pendingEpochs;
   }
 
+  /** Whether the session works offline (into the journal). */
+  get offline(): boolean {
+    return this.#offline;
+  }
+
   /**
    * Loads a model, derives the training arguments and starts the heartbeat.
+   * When the server cannot be reached and a journal is enabled, the session
+   * goes offline with one warning instead of failing.
    *
    * @param modelId Id of the model.
    * @returns The model document.
    * @throws {HUBModelError} When the model does not exist, is already
    * trained, or its dataset is still processing.
+   * @throws {HUBRequestError} When the server refuses the request, or cannot
+   * be reached and no journal is enabled.
    */
   async loadModel(modelId: string): Promise<ModelDocument> {
     this.#assertOpen("load a model");
     if (this.#offline) return this.#loadOffline(modelId);
     let model: ModelDocument;
     try {
-      model = await this.#queue.run(
+      model = await this.#runner.run(
         "other",
-        `loading model ${modelId}`,
+        `loading model ${modelId} from ${this.#apiRoot}`,
         ({ signal }) => this.#transport.getModel(modelId, { signal }),
+        { logFailure: false },
       );
     } catch (error) {
       if (error instanceof HUBRequestError && error.status === 404) {
@@ -482,12 +372,16 @@ export class HUBTrainingSession {
           { cause: error },
         );
       }
-      const unreachable = !(error instanceof HUBRequestError) ||
-        error.status === undefined ||
-        error.retriable;
-      if (unreachable && this.#journalRoot !== false && !this.#signal.aborted) {
+      // Only an unreachable or unavailable server sends the session offline;
+      // a refusal or a bug (e.g. a TypeError in a custom transport) is thrown.
+      if (
+        isRetriableError(error) && this.#journalRoot !== false &&
+        !this.#signal.aborted
+      ) {
         this.#logger.warn(
-          `Cannot reach ${this.#apiRoot}: working offline; metrics and weights go to the journal, deliver them later with syncJournal()`,
+          `Cannot reach ${this.#apiRoot} (${
+            error instanceof Error ? error.message : String(error)
+          }): working offline; metrics and weights go to the journal, deliver them later with syncJournal() or \`hub-session sync\``,
         );
         this.#offline = true;
         return this.#loadOffline(modelId);
@@ -500,7 +394,7 @@ export class HUBTrainingSession {
     this.#openJournal()?.saveModel(model);
     this.#startHeartbeat();
     this.#logger.info(`View model at ${this.modelUrl}`);
-    this.#scheduleMetrics();
+    this.#pump.schedule();
     return model;
   }
 
@@ -529,6 +423,7 @@ export class HUBTrainingSession {
     try {
       this.#journal = MetricsJournal.open(
         journalDir(this.#journalRoot, this.#apiRoot, id),
+        { logger: this.#logger },
       );
     } catch (error) {
       this.#logger.warn(
@@ -547,11 +442,6 @@ export class HUBTrainingSession {
       );
     }
     return this.#journal;
-  }
-
-  /** Whether the session works offline (into the journal). */
-  get offline(): boolean {
-    return this.#offline;
   }
 
   #setTrainArgs(model: ModelDocument): void {
@@ -596,24 +486,33 @@ export class HUBTrainingSession {
 
   /**
    * Creates the model from the file name the session was opened with and the
-   * trainer's arguments, then starts the heartbeat.
+   * trainer's arguments, then starts the heartbeat. Epochs queued before are
+   * kept and sent once the model exists.
    *
    * @param trainArgs The trainer's arguments (`data`, `epochs`, `batch`, ...).
    * @returns The new model's id.
    * @throws {HUBModelError} When the session has no file name or already has a model.
-   * @throws {HUBRequestError} When the server refuses or cannot be reached.
+   * @throws {HUBRequestError} When the server refuses or cannot be reached;
+   * its message names the server.
    */
   async createModel(trainArgs: TrainArgs): Promise<string> {
     this.#assertOpen("create a model");
-    if (this.#filename === undefined || this.#modelId !== undefined) {
+    if (this.#modelId !== undefined) {
       throw new HUBModelError(
-        "Cannot create a model as the session was opened on an existing model: open it with a .pt or .yaml file name instead",
+        this.#filename === undefined
+          ? `Cannot create a model as the session was opened on existing model ${this.#modelId}: open a new session with a .pt or .yaml file name to create one`
+          : `Cannot create a model as this session already created model ${this.#modelId} from ${this.#filename}: open a new session for another model`,
+      );
+    }
+    if (this.#filename === undefined) {
+      throw new HUBModelError(
+        "Cannot create a model as the session has no .pt or .yaml file name: open it with one",
       );
     }
     const payload = createModelPayload(this.#filename, trainArgs);
-    const id = await this.#queue.run(
+    const id = await this.#runner.run(
       "other",
-      "creating the model",
+      `creating the model on ${this.#apiRoot}`,
       ({ signal }) => this.#transport.createModel(payload, { signal }),
     );
     this.#modelId = id;
@@ -621,7 +520,7 @@ export class HUBTrainingSession {
     this.#openJournal();
     this.#startHeartbeat();
     this.#logger.info(`View model at ${this.modelUrl}`);
-    this.#scheduleMetrics();
+    this.#pump.schedule();
     return id;
   }
 
@@ -635,15 +534,25 @@ export class HUBTrainingSession {
       interval: this.#rateLimits.heartbeat,
       logger: this.#logger,
       signal: this.#signal,
-      beat: async (agentId, signal) =>
-        (await this.#transport.heartbeat(id, { agentId }, { signal })).agentId,
+      // Through the runner: the heartbeat budget (one attempt with its own
+      // time limit) holds whatever the transport does with the signal.
+      beat: (agentId, signal) =>
+        this.#runner.run(
+          "heartbeat",
+          "heartbeat",
+          async ({ signal }) =>
+            (await this.#transport.heartbeat(id, { agentId }, { signal }))
+              .agentId,
+          { signal, track: false, logFailure: false },
+        ),
     });
     this.#heartbeat.start();
   }
 
   /**
    * Queues the metrics of an epoch; the session uploads them when the metrics
-   * rate limit allows. O(1); never blocks; never throws on network trouble.
+   * rate limit allows (epochs queued before the model exists are sent once
+   * it does). O(1); never blocks; never throws on network or disk trouble.
    * Queuing an epoch again replaces its value.
    *
    * @param epoch Epoch number (a non-negative integer).
@@ -655,70 +564,20 @@ export class HUBTrainingSession {
   queueMetrics(epoch: number, metrics: EpochMetrics): void {
     this.#assertOpen("queue metrics");
     this.#metrics.add(epoch, metrics);
-    this.#scheduleMetrics();
-  }
-
-  #scheduleMetrics(): void {
-    if (
-      this.#metricsScheduled || this.#modelId === undefined ||
-      this.#metrics.size === 0
-    ) return;
-    if (this.#closed !== undefined) return;
-    const wait = this.#lastMetricsUpload + this.#rateLimits.metrics -
-      performance.now();
-    this.#metricsScheduled = true;
-    const go = (): void => {
-      this.#metricsTimer = undefined;
-      this.#metricsScheduled = false;
-      void this.uploadMetrics();
-    };
-    if (wait <= 0) {
-      queueMicrotask(go);
-    } else {
-      this.#metricsTimer = setTimeout(go, wait);
-      unrefTimer(this.#metricsTimer);
-    }
+    this.#pump.schedule();
   }
 
   /**
    * Sends every pending epoch now, after any metrics upload in flight. Epochs
-   * leave the queue only once the server acknowledged them. Never rejects.
+   * leave the queue only once the server acknowledged them, or refused them
+   * for good (`rejected`). Never rejects on network trouble.
    *
-   * @returns What was sent and what is still pending.
+   * @returns What was sent, refused and is still pending.
+   * @throws {HUBError} When the session is closed.
    */
   uploadMetrics(): Promise<MetricsUploadResult> {
-    const run = this.#metricsChain.then(() => this.#sendMetrics());
-    this.#metricsChain = run;
-    return run;
-  }
-
-  async #sendMetrics(): Promise<MetricsUploadResult> {
-    const id = this.#modelId;
-    const batch = this.#metrics.take();
-    if (id === undefined || batch.metrics.size === 0 || this.#offline) {
-      return { sent: [], pending: this.#metrics.pendingEpochs };
-    }
-    this.#lastMetricsUpload = performance.now();
-    try {
-      await this.#queue.run(
-        "metrics",
-        `metrics upload of ${batch.metrics.size} epoch(s)`,
-        ({ signal }) =>
-          this.#transport.uploadMetrics(id, batch.metrics, { signal }),
-      );
-      const sent = this.#metrics.ack(batch);
-      this.#lastMetricsUpload = performance.now();
-      this.#scheduleMetrics();
-      return { sent, pending: this.#metrics.pendingEpochs };
-    } catch (error) {
-      // What failed stays queued: the next epoch, flush() or close() resends it.
-      this.#lastMetricsUpload = performance.now();
-      return {
-        sent: [],
-        pending: this.#metrics.pendingEpochs,
-        error: toHUBError(error, "Metrics upload failed"),
-      };
-    }
+    this.#assertOpen("upload metrics");
+    return this.#pump.upload();
   }
 
   /**
@@ -750,7 +609,7 @@ export class HUBTrainingSession {
   uploadModel(
     epoch: number,
     weightsPath: string,
-    options?: UploadModelCallOptions & { final?: false },
+    options?: UploadModelCallOptions & { final?: false | undefined },
   ): Promise<CheckpointOutcome>;
   /**
    * Uploads a checkpoint or, with `final: true`, the final weights.
@@ -803,6 +662,7 @@ export class HUBTrainingSession {
       options.force !== true &&
       now - this.#lastCkptUpload < this.#rateLimits.ckpt
     ) {
+      this.#sayRateLimited(epoch, now);
       return Promise.resolve({
         status: "skipped",
         epoch,
@@ -815,14 +675,40 @@ export class HUBTrainingSession {
       options.isBest ?? false,
     );
     void outcome.then((result) => {
-      if (result.status === "skipped" && result.reason === "missing-file") {
-        this.#logger.warn(
-          `Model upload issue: missing checkpoint ${path} (epoch ${epoch})`,
-        );
-      }
+      if (result.status === "skipped") this.#warnSkipped(result, path);
     });
     this.#lastCkptUpload = now;
     return outcome;
+  }
+
+  /** Says once, at info level, that checkpoints are rate-limited. */
+  #sayRateLimited(epoch: number, now: number): void {
+    if (this.#rateLimitSaid) return;
+    this.#rateLimitSaid = true;
+    const limit = this.#rateLimits.ckpt;
+    const next = Math.ceil((this.#lastCkptUpload + limit - now) / 1000);
+    this.#logger.info(
+      `Checkpoints are rate-limited to one every ${
+        formatSeconds(limit / 1000)
+      } (rateLimits.ckpt): the checkpoint of epoch ${epoch} is skipped, the next one may go in ${
+        formatSeconds(next)
+      }; the final weights are always uploaded (said once)`,
+    );
+  }
+
+  #warnSkipped(outcome: CheckpointOutcome, path: string): void {
+    if (outcome.status !== "skipped") return;
+    if (outcome.reason === "missing-file") {
+      this.#logger.warn(
+        `Model upload issue: missing checkpoint ${path} (epoch ${outcome.epoch})`,
+      );
+    } else if (outcome.reason === "unreadable-file") {
+      this.#logger.warn(
+        `Model upload issue: checkpoint ${path} (epoch ${outcome.epoch}) ${
+          outcome.detail ?? "cannot be read"
+        }: check the path and its permissions`,
+      );
+    }
   }
 
   #defer(
@@ -863,7 +749,7 @@ export class HUBTrainingSession {
         "Cannot upload the final weights as the session has no model: call createModel() first",
       );
     }
-    const path = await this.#resolveFinalPath(weightsPath);
+    const path = await resolveFinalPath(weightsPath, this.#logger);
     if (this.#offline) {
       const outcome = this.#defer(epoch, path, options, "final");
       if (outcome.status !== "deferred") {
@@ -877,14 +763,12 @@ export class HUBTrainingSession {
       );
       return { path, size, sha256: await sha256File(path), deferred: true };
     }
-    let bar: ReturnType<typeof createProgressBar> | undefined;
-    let onProgress = options.onProgress;
-    if (onProgress === undefined) {
-      bar = createProgressBar({ label: `Uploading ${basename(path)}` });
-      onProgress = bar?.onProgress;
-    }
+    const reporter = options.onProgress === undefined
+      ? createProgressReporter({ label: `Uploading ${basename(path)}` })
+      : undefined;
+    const onProgress = options.onProgress ?? reporter?.onProgress;
     try {
-      const result = await this.#queue.run(
+      const result = await this.#runner.run(
         "final",
         `final upload of ${basename(path)}`,
         ({ signal }) =>
@@ -893,12 +777,12 @@ export class HUBTrainingSession {
             file: path,
             type: "final",
             map: options.map ?? 0,
-            ...(onProgress === undefined ? {} : { onProgress }),
+            onProgress,
             signal,
           }),
-        options.signal === undefined ? {} : { signal: options.signal },
+        { signal: options.signal },
       );
-      bar?.done();
+      reporter?.done();
       this.#logger.info(`Final weights uploaded: ${this.modelUrl}`);
       return {
         path,
@@ -907,30 +791,9 @@ export class HUBTrainingSession {
         deferred: false,
       };
     } catch (error) {
-      bar?.done();
+      reporter?.done();
       throw error;
     }
-  }
-
-  async #resolveFinalPath(weightsPath: string): Promise<string> {
-    const isFile = async (p: string): Promise<boolean> => {
-      try {
-        return (await stat(p)).isFile();
-      } catch {
-        return false;
-      }
-    };
-    if (await isFile(weightsPath)) return weightsPath;
-    const fallback = join(dirname(weightsPath), "last.pt");
-    if (basename(weightsPath) === "best.pt" && await isFile(fallback)) {
-      this.#logger.warn(
-        `${weightsPath} is missing: uploading ${fallback} as the final model`,
-      );
-      return fallback;
-    }
-    throw new HUBError(
-      `Cannot upload the final weights as ${weightsPath} does not exist: pass the path of the trained weights file`,
-    );
   }
 
   #sendWeights(options: UploadModelOptions): Promise<UploadResult> {
@@ -947,49 +810,53 @@ export class HUBTrainingSession {
    * Waits for every queued and in-flight request (pending metrics are sent
    * first), bounded by a timeout, and reports what was not delivered.
    *
-   * @param options How long to wait.
-   * @returns What is still pending or failed.
+   * @param options How long to wait; `Infinity` waits until every request
+   * has ended within its own budget.
+   * @returns What is still pending, refused or failed.
+   * @throws {RangeError} When the timeout is negative or `NaN`.
    */
   async flush(options: FlushOptions = {}): Promise<FlushReport> {
     const { timeout = DEFAULT_FLUSH_TIMEOUT } = options;
-    if (!(timeout >= 0)) {
+    if (typeof timeout !== "number" || !(timeout >= 0)) {
       throw new RangeError(
-        `Cannot flush with a timeout of ${timeout}: pass milliseconds >= 0`,
+        `Cannot flush with a timeout of ${timeout}: pass milliseconds >= 0, or Infinity`,
       );
     }
-    if (this.#metricsTimer !== undefined) {
-      clearTimeout(this.#metricsTimer);
-      this.#metricsTimer = undefined;
-      this.#metricsScheduled = false;
-    }
+    this.#pump.cancelScheduled();
     const work = (async () => {
       // Send what is pending; retry once more what failed on the way.
       for (
         let round = 0;
-        round < 2 && this.#metrics.size > 0 && this.#modelId !== undefined;
+        round < 2 && this.#metrics.size > 0 && this.#modelId !== undefined &&
+        !this.#offline;
         round++
       ) {
-        await this.uploadMetrics();
+        await this.#pump.upload();
       }
       await this.#checkpoints.idle();
-      await this.#metricsChain;
+      await this.#pump.idle();
     })();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeout);
-      unrefTimer(timer);
-    });
+    const stop = new AbortController();
     const outcome = await Promise.race([
       work.then(() => "done" as const),
-      timedOut,
+      // A timer only for a finite timeout: setTimeout(…, Infinity) fires at once.
+      ...(Number.isFinite(timeout)
+        ? [
+          sleepUnref(timeout, stop.signal).then(
+            () => "timeout" as const,
+            () => "done" as const,
+          ),
+        ]
+        : []),
     ]);
-    clearTimeout(timer);
-    const rest = await this.#queue.flush({
+    stop.abort();
+    const rest = await this.#runner.settle({
       timeout: outcome === "done" ? timeout : 0,
     });
     return {
       settled: outcome === "done" && rest.settled,
       pendingEpochs: this.#metrics.pendingEpochs,
+      rejectedEpochs: this.#metrics.rejectedEpochs,
       failedUploads: [...this.#checkpoints.failures],
       pendingRequests: rest.pending,
     };
@@ -1006,8 +873,9 @@ export class HUBTrainingSession {
   close(options: FlushOptions = {}): Promise<FlushReport> {
     this.#closed ??= (async () => {
       const report = await this.flush(options);
+      this.#pump.stop();
       this.#abort.abort(new HUBError("The session was closed"));
-      this.#queue.abort(new HUBError("The session was closed"));
+      this.#runner.abort(new HUBError("The session was closed"));
       await this.#heartbeat?.stop();
       await this.#checkpoints.close();
       this.#metrics.detachJournal();
@@ -1015,10 +883,21 @@ export class HUBTrainingSession {
         pending: report.pendingEpochs.length,
         remove: true,
       });
-      if (report.pendingEpochs.length > 0 && !this.#offline) {
+      const pending = report.pendingEpochs;
+      if (pending.length > 0 && this.#modelId === undefined) {
         this.#logger.warn(
-          `${report.pendingEpochs.length} epoch(s) of metrics were not delivered: ${
-            report.pendingEpochs.join(", ")
+          `${pending.length} epoch(s) of metrics were never sent as the session has no model: ${
+            pending.join(", ")
+          }; call createModel() (or open a model id) before close()`,
+        );
+      } else if (pending.length > 0 && !this.#offline) {
+        this.#logger.warn(
+          `${pending.length} epoch(s) of metrics were not delivered: ${
+            pending.join(", ")
+          }; ${
+            this.#journal === undefined
+              ? "they are lost as the journal is off"
+              : "they stay in the journal: deliver them with syncJournal() or `hub-session sync`"
           }`,
         );
       }
@@ -1041,46 +920,9 @@ export class HUBTrainingSession {
   }
 }
 
-/**
- * Builds the exact create-model payload of the v1 protocol from a file name
- * and the trainer's arguments.
- *
- * @param filename Local `.pt` or `.yaml` file name.
- * @param args The trainer's arguments.
- * @returns The payload.
- *
- * @example Payload for a pretrained model
- * ```ts
- * import { createModelPayload } from "./session.ts";
- *
- * const payload = createModelPayload("yolov8n.pt", { data: "coco8.yaml" });
- * console.assert(payload.lineage.parent.name === "yolov8n.pt");
- * console.assert(payload.config.imageSize === 640);
- * ```
- */
-export function createModelPayload(
-  filename: string,
-  args: TrainArgs,
-): CreateModelPayload {
-  const num = (value: unknown, fallback: number): number =>
-    typeof value === "number" && Number.isFinite(value) ? value : fallback;
-  const name = basename(filename);
-  const payload: CreateModelPayload = {
-    config: {
-      batchSize: num(args.batch, -1),
-      epochs: num(args.epochs, 300),
-      imageSize: num(args.imgsz, 640),
-      patience: num(args.patience, 100),
-      device: String(args.device ?? ""),
-      cache: String(args.cache ?? "ram"),
-    },
-    dataset: { name: typeof args.data === "string" ? args.data : undefined },
-    lineage: {
-      architecture: { name: name.replace(/\.pt$/, "").replace(/\.yaml$/, "") },
-      parent: {},
-    },
-    meta: { name },
-  };
-  if (name.endsWith(".pt")) payload.lineage.parent.name = name;
-  return payload;
+function formatSeconds(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 120) return `${s} s`;
+  const m = Math.round(s / 60);
+  return m < 120 ? `${m} min` : `${Math.round(m / 60)} h`;
 }

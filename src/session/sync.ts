@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { HUBClient } from "../transport/client.ts";
 import { resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
-import { HUBError } from "../common/errors.ts";
+import { type HUBError, toHUBError } from "../common/errors.ts";
 import { isModelId } from "./identifier.ts";
 import {
   defaultJournalRoot,
@@ -23,28 +23,24 @@ import {
 } from "./journal.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
-import { RequestQueue } from "./request_runner.ts";
+import { MetricsPump } from "./metrics_pump.ts";
+import { type BackoffOptions, RequestRunner } from "./request_runner.ts";
 import type { Logger } from "../protocol/types.ts";
 
 /** Options for {@linkcode syncJournal}. */
 export interface SyncJournalOptions extends ConfigOptions {
   /** Journal root. @default {defaultJournalRoot()} */
-  journal?: string;
+  journal?: string | undefined;
   /** Deliver only this model's journal. @default {every model of the server} */
-  modelId?: string;
+  modelId?: string | undefined;
   /** `fetch` to use. @default {globalThis.fetch} */
-  fetch?: typeof fetch;
+  fetch?: typeof fetch | undefined;
   /** Aborts the delivery. @default {undefined} */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Where messages go; `"quiet"` drops them. @default {console} */
-  logger?: Logger | "quiet";
+  logger?: Logger | "quiet" | undefined;
   /** Backoff between attempts. @default {@std/async's defaults} */
-  backoff?: {
-    minTimeout?: number;
-    maxTimeout?: number;
-    multiplier?: number;
-    jitter?: number;
-  };
+  backoff?: BackoffOptions | undefined;
 }
 
 /** What {@linkcode syncJournal} delivered for one model. */
@@ -53,8 +49,12 @@ export interface SyncModelReport {
   modelId: string;
   /** Epochs the server acknowledged in this run. */
   epochs: number[];
-  /** Epochs still waiting (the server could not be reached or refused). */
+  /** What the journal held for this model when the run started. */
+  found: { epochs: number; weights: Array<"checkpoint" | "final"> };
+  /** Epochs still waiting (the server could not be reached). */
   pendingEpochs: number[];
+  /** Epochs the server refused for good (a 400 about that epoch), set aside. */
+  rejectedEpochs: number[];
   /** Weights delivered in this run. */
   weights: Array<"checkpoint" | "final">;
   /** What failed, if anything; the journal keeps it for the next run. */
@@ -102,35 +102,30 @@ export async function syncJournal(
     );
   }
   const serverDir = serverJournalDir(root, config.apiRoot);
-  let ids: string[];
-  if (options.modelId !== undefined) ids = [options.modelId];
-  else {
-    try {
-      ids = readdirSync(serverDir).filter((name) =>
-        isModelId(name) && statSync(join(serverDir, name)).isDirectory()
-      );
-    } catch {
-      ids = [];
-    }
+  let ids = modelDirsIn(serverDir);
+  if (options.modelId !== undefined) {
+    // Nothing for that model: no report (the command line says why).
+    ids = ids.includes(options.modelId) ? [options.modelId] : [];
   }
   const client = new HUBClient({
     apiRoot: config.apiRoot,
     apiKey: config.apiKey,
     logger,
-    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
-    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    fetch: options.fetch,
+    signal: options.signal,
   });
-  const queue = new RequestQueue({
+  const runner = new RequestRunner({
     logger,
-    ...(options.signal === undefined ? {} : { signal: options.signal }),
-    ...(options.backoff === undefined ? {} : { backoff: options.backoff }),
+    signal: options.signal,
+    backoff: options.backoff,
   });
   const reports: SyncModelReport[] = [];
   for (const modelId of ids.sort()) {
     reports.push(
       await syncModel(
         client,
-        queue,
+        runner,
+        logger,
         journalDir(root, config.apiRoot, modelId),
         modelId,
       ),
@@ -152,42 +147,51 @@ export async function syncJournal(
 
 async function syncModel(
   client: HUBClient,
-  queue: RequestQueue,
+  runner: RequestRunner,
+  logger: Logger,
   dir: string,
   modelId: string,
 ): Promise<SyncModelReport> {
   const report: SyncModelReport = {
     modelId,
+    found: { epochs: 0, weights: [] },
     epochs: [],
     pendingEpochs: [],
+    rejectedEpochs: [],
     weights: [],
     errors: [],
   };
   const toError = (error: unknown): HUBError =>
-    error instanceof HUBError
-      ? error
-      : new HUBError(String(error), { cause: error });
-  const journal = MetricsJournal.open(dir);
+    toHUBError(error, `Cannot deliver the journal of model ${modelId}`);
+  const journal = MetricsJournal.open(dir, { logger });
   const metrics = new MetricsQueue();
   metrics.attachJournal(journal);
+  report.found = {
+    epochs: metrics.size,
+    weights: deferredWeightsIn(dir).map((w) => w.kind),
+  };
+  const pump = new MetricsPump({
+    queue: metrics,
+    runner,
+    transport: client,
+    logger,
+    interval: 0,
+    modelId: () => modelId,
+    held: () => false,
+  });
+  pump.stop(); // no background schedule: one upload, awaited here
   try {
     if (metrics.size > 0) {
-      const batch = metrics.take();
-      try {
-        await queue.run(
-          "metrics",
-          `journal metrics upload of model ${modelId}`,
-          ({ signal }) =>
-            client.uploadMetrics(modelId, batch.metrics, { signal }),
-        );
-        report.epochs = metrics.ack(batch);
-      } catch (error) {
-        report.errors.push(toError(error));
+      const result = await pump.upload();
+      report.epochs = result.sent;
+      report.rejectedEpochs = result.rejected;
+      if (result.error !== undefined && metrics.size > 0) {
+        report.errors.push(result.error);
       }
     }
     for (const weights of deferredWeightsIn(dir)) {
       try {
-        await queue.run(
+        await runner.run(
           weights.kind === "final" ? "final" : "checkpoint",
           `journal ${weights.kind} upload of model ${modelId}`,
           ({ signal }) =>
@@ -212,4 +216,45 @@ async function syncModel(
     await journal.close({ pending: metrics.size, remove: true });
   }
   return report;
+}
+
+/** The model ids that have a journal directory in a server's directory. */
+function modelDirsIn(serverDir: string): string[] {
+  try {
+    return readdirSync(serverDir).filter((name) =>
+      isModelId(name) && statSync(join(serverDir, name)).isDirectory()
+    );
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Lists every `<server directory>/<model id>` journal in a journal root, to
+ * tell a user where their journals are.
+ *
+ * @param root The journal root.
+ * @returns The journals, sorted.
+ *
+ * @example List the journals
+ * ```ts
+ * import { listJournals } from "./sync.ts";
+ *
+ * console.assert(listJournals("/nonexistent").length === 0);
+ * ```
+ */
+export function listJournals(root: string): string[] {
+  const out: string[] = [];
+  let servers: string[];
+  try {
+    servers = readdirSync(root);
+  } catch {
+    return out;
+  }
+  for (const server of servers.sort()) {
+    for (const id of modelDirsIn(join(root, server)).sort()) {
+      out.push(`${server}/${id}`);
+    }
+  }
+  return out;
 }

@@ -15,6 +15,7 @@ import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
 import type { HUBError } from "../common/errors.ts";
 import { assertSafeTransport } from "../session/config.ts";
 import { consoleLogger } from "../common/logger.ts";
+import { redact } from "../common/redact.ts";
 import { createMultipartUpload } from "./multipart_body.ts";
 import type { MultipartBody } from "./multipart_body.ts";
 import { AGENT } from "../common/version.ts";
@@ -107,12 +108,12 @@ export function parseRetryAfter(
 /** Per-call options of every {@linkcode HUBClient} method. */
 export interface RequestOptions {
   /** Aborts this request; it then rejects with the signal's reason. @default {undefined} */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Time limit of this attempt in milliseconds (for uploads: the longest
    * time without progress). @default {the client's `timeout`}
    */
-  timeout?: number;
+  timeout?: number | undefined;
 }
 
 /** Options of the {@linkcode HUBClient} constructor. */
@@ -124,18 +125,18 @@ export interface HUBClientOptions {
   /** ID token, sent as `authorization: Bearer` when no API key is set. @default {undefined} */
   idToken?: string | undefined;
   /** `fetch` to use, e.g. a fault injector in tests. @default {globalThis.fetch} */
-  fetch?: typeof fetch;
+  fetch?: typeof fetch | undefined;
   /** Aborts every request of this client. @default {undefined} */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Time limit of each request in milliseconds; for uploads, the longest
    * time without progress (no body chunk taken and no reply). @default {30000}
    */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Agent name sent as `user-agent` and in heartbeats. @default {AGENT} */
-  agent?: string;
+  agent?: string | undefined;
   /** Where warnings go (e.g. a progress callback that threw). @default {consoleLogger()} */
-  logger?: Logger;
+  logger?: Logger | undefined;
 }
 
 /** Options of {@linkcode HUBClient.uploadModel}. */
@@ -147,11 +148,11 @@ export interface UploadModelOptions extends RequestOptions {
   /** `"epoch"` sends a checkpoint as `last.pt`; `"final"` the final weights as `best.pt`. */
   type: "epoch" | "final";
   /** Whether this checkpoint is the best so far (type `"epoch"`). @default {false} */
-  isBest?: boolean;
+  isBest?: boolean | undefined;
   /** Final mAP (type `"final"`). @default {0} */
-  map?: number;
+  map?: number | undefined;
   /** Receives `{ loaded, total }` in request-body bytes. @default {undefined} */
-  onProgress?: ProgressCallback;
+  onProgress?: ProgressCallback | undefined;
 }
 
 /** What the server stored for an upload. */
@@ -172,15 +173,15 @@ interface Call {
   method: string;
   /** Path without query string: used in errors. */
   path: string;
-  query?: string;
+  query?: string | undefined;
   /** What the call does, for messages: "get the model". */
   action: string;
-  json?: unknown;
+  json?: unknown | undefined;
   upload?: { body: MultipartBody; contentType: string; contentLength: number };
   /** A 2xx reply with an empty body counts as success (no data needed). */
-  emptyOk?: boolean;
+  emptyOk?: boolean | undefined;
   /** Return `success: false` replies (and 401/403) instead of throwing. */
-  acceptRefusal?: boolean;
+  acceptRefusal?: boolean | undefined;
 }
 
 function redirectError(
@@ -620,9 +621,9 @@ export class HUBClient {
       onWarning: (message) => this.#logger.warn(message),
       // An injected fetch may keep chunks (e.g. buffer the body): keep them.
       releaseChunks: this.#nativeFetch,
-      ...(onProgress === undefined ? {} : {
-        onProgress: (progress: UploadProgress) => onProgress(progress),
-      }),
+      onProgress: onProgress === undefined
+        ? undefined
+        : (progress: UploadProgress) => onProgress(progress),
     });
     try {
       const envelope = await this.#send({
@@ -737,13 +738,7 @@ export class HUBClient {
   }
 
   #redact(text: string): string {
-    let out = text;
-    for (const secret of [this.#apiKey, this.#idToken]) {
-      if (secret !== undefined && secret.length >= 4) {
-        out = out.split(secret).join("***");
-      }
-    }
-    return out;
+    return redact(text, [this.#apiKey, this.#idToken]);
   }
 
   #badReply(

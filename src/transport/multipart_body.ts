@@ -37,22 +37,22 @@ export interface MultipartUploadOptions {
   /** Path of the file to send as the file part. */
   file: string;
   /** Text fields sent before the file part, in order. @default {[]} */
-  fields?: ReadonlyArray<readonly [name: string, value: string]>;
+  fields?: ReadonlyArray<readonly [name: string, value: string]> | undefined;
   /** Form field name of the file part, e.g. `"last.pt"`. */
   partName: string;
   /** File name of the file part. @default {partName} */
-  fileName?: string;
+  fileName?: string | undefined;
   /** Content type of the file part. @default {"application/octet-stream"} */
-  contentType?: string;
+  contentType?: string | undefined;
   /**
    * Name of the text field carrying the file's sha256 (lowercase hex), sent
    * after the file part; `false` sends no checksum. @default {"sha256"}
    */
-  checksumField?: string | false;
+  checksumField?: string | false | undefined;
   /** Bytes read from the file per chunk. @default {1048576} */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /** Chunks read ahead of the network. @default {2} */
-  highWaterMark?: number;
+  highWaterMark?: number | undefined;
 }
 
 /** Options of {@linkcode MultipartUpload.body}. */
@@ -64,9 +64,9 @@ export interface MultipartBodyOptions {
    * {@linkcode MultipartBody.finish}. Errors it throws are caught and
    * reported once through `onWarning`. @default {undefined}
    */
-  onProgress?: ProgressCallback;
+  onProgress?: ProgressCallback | undefined;
   /** Receives a warning line, e.g. when `onProgress` throws. @default {console.warn} */
-  onWarning?: (message: string) => void;
+  onWarning?: ((message: string) => void) | undefined;
   /**
    * Frees each file chunk's memory as soon as the consumer has read a few
    * more chunks, by detaching its `ArrayBuffer` (`transfer(0)`), instead of
@@ -83,7 +83,7 @@ export interface MultipartBodyOptions {
    * instead was measured to corrupt uploads on both runtimes).
    * @default {false}
    */
-  releaseChunks?: boolean;
+  releaseChunks?: boolean | undefined;
 }
 
 /** One attempt's body: a fresh stream over the file. */
