@@ -188,13 +188,16 @@ export function findChromium(): string | undefined {
 
 /**
  * Why the browser tests cannot run here, or `undefined` when they can. In CI
- * (`CI=true`) a missing browser is an error, not a skip.
+ * (`CI=true`, or `HUB_TEST_REQUIRE_BROWSER=1` from .ci/setup/20-chromium.sh)
+ * a missing browser is an error, not a skip.
  */
 export function browserSkipReason(): string | undefined {
   if (findChromium() !== undefined) return undefined;
   const reason =
     "SKIPPED: no Chromium found (set CHROMIUM_PATH or apt-get install -y chromium; .ci/setup/20-chromium.sh does)";
-  if (process.env.CI === "true") {
+  if (
+    process.env.CI === "true" || process.env.HUB_TEST_REQUIRE_BROWSER === "1"
+  ) {
     throw new Error(`Cannot run the browser tests in CI: ${reason}`);
   }
   console.warn(`\n*** ${reason} ***\n`);

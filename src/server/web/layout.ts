@@ -71,6 +71,7 @@ export function renderDocument(options: DocumentOptions): Html {
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="color-scheme" content="light dark">
+<link rel="icon" href="data:,">
 <title>${title}</title>
 <link rel="stylesheet" href="${STYLE_PATH}">
 ${scriptTag}
