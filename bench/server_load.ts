@@ -304,9 +304,9 @@ async function walk(path: string): Promise<void> {
 await walk(dataDir);
 let leftovers = 0;
 try {
-  leftovers = (await readdir(join(dataDir, "tmp"))).length;
+  leftovers = (await readdir(join(dataDir, "weights", ".partial"))).length;
 } catch {
-  // No tmp directory.
+  // No partial-upload directory.
 }
 
 // ------------------------------------------------------------ the report ---

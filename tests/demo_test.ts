@@ -38,8 +38,15 @@ describe("runDemo()", () => {
     assertMatch(summary.final.sha256, /^[0-9a-f]{64}$/);
     // The server's copy is the local file, byte for byte.
     const local = await readFile(summary.final.path);
+    // The file the server's document names (content-addressed).
+    const doc = JSON.parse(
+      await readFile(
+        join(data, "models", summary.modelId, "model.json"),
+        "utf8",
+      ),
+    );
     const stored = await readFile(
-      join(data, "models", summary.modelId, "best.pt"),
+      join(data, "weights", ...String(doc.weights.best.blob).split("/")),
     );
     assertEquals(stored, local);
     assertEquals(

@@ -22,7 +22,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
@@ -31,7 +31,10 @@ import {
   serveHub,
   type ServeHubOptions,
 } from "../src/server/mod.ts";
-import { HubStore, MAX_CACHED_MODELS } from "../src/server/store.ts";
+import {
+  FileModelStore,
+  MAX_CACHED_MODELS,
+} from "../src/server/storage/files/models.ts";
 
 const KEY = "a".repeat(42);
 const PAYLOAD = {
@@ -225,7 +228,32 @@ function chunked(
 }
 
 async function listTemp(dataDir: string): Promise<string[]> {
-  return await readdir(join(dataDir, "tmp"));
+  return await readdir(join(dataDir, "weights", ".partial"));
+}
+
+/** The weights files stored for a model, referenced or not. */
+async function blobsOf(dataDir: string, id: string): Promise<string[]> {
+  try {
+    return await readdir(join(dataDir, "weights", id));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Path of the weights file a model's document names (content-addressed
+ * under `weights/`), or of a file that does not exist when it names none.
+ */
+async function weightsFile(
+  dataDir: string,
+  id: string,
+  kind: "last" | "best",
+): Promise<string> {
+  const doc = JSON.parse(
+    await readFile(join(dataDir, "models", id, "model.json"), "utf8"),
+  ) as { weights: Record<string, { blob?: string } | undefined> };
+  const key = doc.weights[kind]?.blob ?? "missing/missing";
+  return join(dataDir, "weights", ...key.split("/"));
 }
 
 async function waitFor(
@@ -700,7 +728,7 @@ describe("uploads", () => {
         epoch: 4,
         type: "epoch",
       });
-      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      const stored = await readFile(await weightsFile(dataDir, id, "last"));
       assertEquals(sha256(stored), sha256(data));
       const doc = await getDoc(server, id);
       assertEquals(doc.has_last_weights, true);
@@ -737,7 +765,7 @@ describe("uploads", () => {
       );
       assertEquals(reply.status, 200, reply.body.message);
       assertEquals((reply.body.data as { sha256: string }).sha256, sha);
-      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      const stored = await readFile(await weightsFile(dataDir, id, "last"));
       assertEquals(sha256(stored), sha);
     });
   });
@@ -773,7 +801,7 @@ describe("uploads", () => {
         assertEquals(response.status, 200, `cut at ${cut}: ${reply.message}`);
         assertEquals((reply.data as { size: number }).size, data.length);
       }
-      const stored = await readFile(join(dataDir, "models", id, "last.pt"));
+      const stored = await readFile(await weightsFile(dataDir, id, "last"));
       assertEquals(new Uint8Array(stored), data);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
@@ -797,7 +825,7 @@ describe("uploads", () => {
       assertEquals(reply.status, 400);
       assertMatch(reply.body.message ?? "", /^Checksum mismatch/);
       assertEquals((await getDoc(server, id)).has_last_weights, false);
-      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals(await blobsOf(dataDir, id), []);
       assertEquals(await listTemp(dataDir), []);
     });
   });
@@ -845,7 +873,7 @@ describe("uploads", () => {
       assertEquals(reply.status, 200, reply.body.message);
       assertEquals((reply.body.data as { size: number }).size, 0);
       assertEquals(
-        (await stat(join(dataDir, "models", id, "last.pt"))).size,
+        (await stat(await weightsFile(dataDir, id, "last"))).size,
         0,
       );
       assertEquals((await getDoc(server, id)).has_last_weights, true);
@@ -997,7 +1025,7 @@ describe("uploads", () => {
         async () => (await listTemp(dataDir)).length === 0,
         "the temporary file is deleted",
       );
-      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals(await blobsOf(dataDir, id), []);
       assertEquals((await getDoc(server, id)).has_last_weights, false);
     });
   });
@@ -1076,18 +1104,16 @@ describe("replacing weights", () => {
           sha256(data),
         );
       }
-      const dir = join(dataDir, "models", id);
+      const last = await weightsFile(dataDir, id, "last");
       await waitFor(
-        async () => !(await readdir(dir)).some((f) => f.endsWith(".old")),
+        async () => (await blobsOf(dataDir, id)).length === 1,
         "the replaced weights are deleted",
       );
-      assertEquals((await readdir(dir)).filter((f) => f.endsWith(".pt")), [
-        "last.pt",
-      ]);
+      assertEquals(await blobsOf(dataDir, id), [basename(last)]);
     });
   });
 
-  test("opening the store puts back weights a crash left moved aside, and deletes stale ones", async () => {
+  test("opening a data directory of the earlier layout moves the weights its documents name to content addresses", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
     try {
       let id: string;
@@ -1103,19 +1129,31 @@ describe("replacing weights", () => {
           boundary,
         );
       }
+      // Rewrite the directory as the earlier layout left it after a crash
+      // between its two renames: the weights moved aside as `.old`, the
+      // document without blob keys, plus files no document names.
       const dir = join(dataDir, "models", id);
-      // A crash between "move aside" and "rename into place": only the .old is left.
-      await rename(join(dir, "last.pt"), join(dir, "last.pt.0123456789ab.old"));
-      // And a stale leftover beside existing weights.
+      const docPath = join(dir, "model.json");
+      const doc = JSON.parse(await readFile(docPath, "utf8"));
+      await rename(
+        await weightsFile(dataDir, id, "last"),
+        join(dir, "last.pt.0123456789ab.old"),
+      );
+      delete doc.weights.last.blob;
+      await writeFile(docPath, JSON.stringify(doc));
+      await writeFile(join(dir, "last.pt"), "newer, never acknowledged");
       await writeFile(join(dir, "best.pt"), "best");
-      await writeFile(join(dir, "best.pt.ba9876543210.old"), "stale");
       await using server = await serveHub({ dataDir });
-      // The store opens (and recovers) before it answers the first request.
+      // The store opens (and migrates) before it answers the first request.
       assertEquals((await getDoc(server, id)).has_last_weights, true);
-      const files = (await readdir(dir)).sort();
-      assert(!files.some((f) => f.endsWith(".old")), files.join());
-      assertEquals(sha256(await readFile(join(dir, "last.pt"))), sha256(data));
-      assertEquals(await readFile(join(dir, "best.pt"), "utf8"), "best");
+      const served = await fetch(`${server.url}/v1/models/${id}/files/last.pt`);
+      assertEquals(
+        sha256(new Uint8Array(await served.arrayBuffer())),
+        sha256(data),
+      );
+      assertEquals(served.headers.get("x-checksum-sha256"), sha256(data));
+      assertEquals((await readdir(dir)).sort(), ["model.json"]);
+      assertEquals(await blobsOf(dataDir, id), [sha256(data)]);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
@@ -1266,7 +1304,7 @@ describe("aborted requests", () => {
       const doc = await getDoc(server, id);
       assertEquals(doc.has_last_weights, false);
       assertEquals(doc.epochs_completed, 0);
-      await assertRejects(() => stat(join(dataDir, "models", id, "last.pt")));
+      assertEquals(await blobsOf(dataDir, id), []);
       // close() waits for the requests in flight, the cut ones included.
       await server.close();
       assertEquals(errors, []);
@@ -1458,7 +1496,7 @@ describe("metrics storage", () => {
   test("the store caches a bounded number of models and still finds the others", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "hub-store-"));
     try {
-      const store = await HubStore.open(dataDir);
+      const store = await FileModelStore.open(dataDir);
       const ids: string[] = [];
       for (let i = 0; i < MAX_CACHED_MODELS + 20; i++) {
         const record = await store.create({

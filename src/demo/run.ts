@@ -469,7 +469,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       write(
         `  HUB files    ${
           display(serverModelDir)
-        }/ (model.json, last.pt, best.pt)`,
+        }/ (model.json, metrics.jsonl), weights in ${
+          display(join(dir, "weights", modelId))
+        }/`,
       );
       write(
         `  the local HUB has stopped; serve this data again with: deno task hub --data ${

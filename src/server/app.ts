@@ -253,7 +253,7 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   const hub: HubContext = {
     store: () => {
       if (storePromise === undefined) {
-        storePromise = HubStore.open(dataDir);
+        storePromise = HubStore.openFiles(dataDir);
         storePromise.catch(() => {
           storePromise = undefined;
         });

@@ -2,9 +2,9 @@
  * A streaming `multipart/form-data` parser for weight uploads.
  *
  * The body is read chunk by chunk: the delimiter is found with a
- * Boyer-Moore-Horspool scan (or Bun's native `Buffer#indexOf`), file bytes are
- * hashed with sha256 and go to a temporary file in 1 MiB batches, in the same
- * pass. Text fields are kept in memory (bounded), including those that follow
+ * Boyer-Moore-Horspool scan (or Bun's native `Buffer#indexOf`), file bytes go
+ * to a blob writer of the weights store (which hashes them with sha256 in the
+ * same pass; the file store batches them to 1 MiB and writes synchronously). Text fields are kept in memory (bounded), including those that follow
  * the file part, such as the `sha256` integrity field. On any failure the
  * temporary file is removed.
  *
@@ -13,7 +13,8 @@
  * Horspool scan ~50 ms (Bun's native one ~10 ms); an awaited
  * `FileHandle#write` per 1 MiB batch adds ~1 s on Bun 1.4.5 and ~0.6 s on
  * Deno 2.9.6, while `writeSync` of the same batches to the page cache takes
- * ~0.15-0.25 s, so batches are written synchronously. Both runtimes deliver
+ * ~0.15-0.25 s, so the file store's writer writes batches synchronously
+ * (`writeSync`, used here when a writer has it). Both runtimes deliver
  * request bodies in 64 KiB chunks; the hash is updated per 1 MiB batch.
  *
  * Hashing and writing in a worker thread (batches transferred to it and back)
@@ -27,10 +28,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createHash, type Hash, randomBytes } from "node:crypto";
-import { writeSync } from "node:fs";
-import { type FileHandle, open, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import type { BlobWriter } from "./storage/contract.ts";
 
 /** A multipart body could not be accepted; `status` is the HTTP answer. */
 export class MultipartError extends Error {
@@ -61,19 +59,22 @@ export class MultipartError extends Error {
   }
 }
 
-/** The file part of an upload, stored in a temporary file. */
+/** The file part of an upload, held by a blob writer not yet finished. */
 export interface UploadedFile {
   /** The part's field name, e.g. `last.pt`. */
   field: string;
   /** The part's `filename`, when given. */
   filename: string | undefined;
-  /** Path of the temporary file holding the part's bytes. */
-  path: string;
+  /** The writer holding the part's bytes: finish or abort it. */
+  writer: BlobWriter;
   /** Number of bytes in the part. */
   size: number;
-  /** Lowercase hex sha256 of the part's bytes. */
-  sha256: string;
 }
+
+/** A blob writer, optionally with a synchronous write for the hot loop. */
+export type FileSink = BlobWriter & {
+  writeSync?: ((data: Uint8Array) => void) | undefined;
+};
 
 /** What {@linkcode parseMultipart} read from a body. */
 export interface ParsedMultipart {
@@ -89,8 +90,8 @@ export interface ParsedMultipart {
 export interface ParseMultipartOptions {
   /** The boundary from the `Content-Type` header. */
   boundary: string;
-  /** Directory for the temporary file (same file system as its target). */
-  tempDir: string;
+  /** Opens the writer of the file part (called once, at its start). */
+  createSink: () => Promise<FileSink>;
   /** Largest accepted body in bytes; more is a 413. */
   maxBytes: number;
   /** Aborts reading, e.g. when the client disconnects. */
@@ -99,7 +100,6 @@ export interface ParseMultipartOptions {
   maxFieldBytes?: number;
 }
 
-const BATCH_BYTES = 1 << 20;
 const MAX_HEADER_BYTES = 16 * 1024;
 const MAX_FIELDS = 64;
 const CRLF = Buffer.from("\r\n");
@@ -139,75 +139,6 @@ export function getBoundary(contentType: string | null): string | undefined {
     return value;
   }
   return undefined;
-}
-
-/**
- * Writes bytes to a file in 1 MiB batches while hashing them (per batch).
- *
- * Small chunks are copied into one reused buffer that is written when full;
- * chunks of 1 MiB or more are written without a copy.
- */
-class HashingFileSink {
-  #fd: number;
-  #hash: Hash = createHash("sha256");
-  #size = 0;
-  #buffer: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
-  #length = 0;
-
-  constructor(handle: FileHandle) {
-    this.#fd = handle.fd;
-  }
-
-  get size(): number {
-    return this.#size;
-  }
-
-  write(data: Uint8Array): void {
-    if (data.length === 0) return;
-    this.#size += data.length;
-    if (data.length >= BATCH_BYTES) {
-      this.#flush();
-      this.#writeAll(data);
-      return;
-    }
-    let offset = 0;
-    while (offset < data.length) {
-      const n = Math.min(BATCH_BYTES - this.#length, data.length - offset);
-      this.#buffer.set(data.subarray(offset, offset + n), this.#length);
-      this.#length += n;
-      offset += n;
-      if (this.#length === BATCH_BYTES) this.#flush();
-    }
-  }
-
-  /** Writes everything buffered and returns the hex digest. */
-  finish(): string {
-    this.#flush();
-    return this.#hash.digest("hex");
-  }
-
-  #flush(): void {
-    if (this.#length === 0) return;
-    this.#writeAll(this.#buffer.subarray(0, this.#length));
-    this.#length = 0;
-  }
-
-  #writeAll(data: Uint8Array): void {
-    // Hashing the 1 MiB batches rather than each 64 KiB body chunk: 16× fewer
-    // calls, ~15% less time per upload on Deno (op overhead), same on Bun.
-    this.#hash.update(data);
-    let offset = 0;
-    while (offset < data.length) {
-      const written = writeSync(
-        this.#fd,
-        data,
-        offset,
-        data.length - offset,
-      );
-      if (written <= 0) throw new Error("Cannot write the upload to disk");
-      offset += written;
-    }
-  }
 }
 
 /** Finds a fixed byte string: Horspool in JavaScript, or Bun's native scan. */
@@ -322,7 +253,6 @@ class MultipartParser {
 
   #delim: Buffer;
   #finder: Finder;
-  #tempDir: string;
   #maxFieldBytes: number;
   #isFilePart: (part: PartInfo) => boolean;
   #state: State = State.Preamble;
@@ -332,25 +262,25 @@ class MultipartParser {
   #part: PartInfo | undefined;
   #fieldChunks: Buffer[] = [];
   #fieldBytes = 0;
-  #sink: HashingFileSink | undefined;
-  #handle: FileHandle | undefined;
-  #tempPath: string | undefined;
+  #createSink: () => Promise<FileSink>;
+  /** The file part's writer while its bytes arrive. */
+  #sink: FileSink | undefined;
+  /** The writer to abort on failure, until the caller owns it. */
+  #owned: FileSink | undefined;
+  /** Writes of a sink without `writeSync`, awaited at the end of a feed. */
+  #pending: Promise<void> | undefined;
 
   constructor(
     boundary: string,
-    tempDir: string,
+    createSink: () => Promise<FileSink>,
     maxFieldBytes: number,
     isFilePart: (part: PartInfo) => boolean,
   ) {
     this.#delim = Buffer.from(`\r\n--${boundary}`, "latin1");
     this.#finder = new Finder(this.#delim);
-    this.#tempDir = tempDir;
+    this.#createSink = createSink;
     this.#maxFieldBytes = maxFieldBytes;
     this.#isFilePart = isFilePart;
-  }
-
-  get tempPath(): string | undefined {
-    return this.#tempPath;
   }
 
   get done(): boolean {
@@ -381,6 +311,13 @@ class MultipartParser {
       }
     }
     await this.#process(buf);
+    await this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    const pending = this.#pending;
+    this.#pending = undefined;
+    await pending;
   }
 
   async #process(input: Buffer): Promise<void> {
@@ -471,13 +408,8 @@ class MultipartParser {
           `Cannot accept the upload as it has more than one file part: "${part.name}"`,
         );
       }
-      const path = join(
-        this.#tempDir,
-        `${randomBytes(12).toString("hex")}.part`,
-      );
-      this.#tempPath = path;
-      this.#handle = await open(path, "wx");
-      this.#sink = new HashingFileSink(this.#handle);
+      this.#sink = await this.#createSink();
+      this.#owned = this.#sink;
     } else {
       if (this.fields.size >= MAX_FIELDS) {
         throw new MultipartError(
@@ -492,8 +424,14 @@ class MultipartParser {
   #emit(data: Buffer): void {
     if (data.length === 0) return;
     if (this.#part === undefined) return;
-    if (this.#sink !== undefined) {
-      this.#sink.write(data);
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      if (sink.writeSync !== undefined) {
+        sink.writeSync(data);
+      } else {
+        const previous = this.#pending ?? Promise.resolve();
+        this.#pending = previous.then(() => sink.write(data));
+      }
       return;
     }
     this.#fieldBytes += data.length;
@@ -509,18 +447,15 @@ class MultipartParser {
     const part = this.#part;
     if (part === undefined) return;
     this.#part = undefined;
-    if (this.#sink !== undefined) {
-      const sha256 = this.#sink.finish();
-      const size = this.#sink.size;
+    const sink = this.#sink;
+    if (sink !== undefined) {
       this.#sink = undefined;
-      await this.#handle!.close();
-      this.#handle = undefined;
+      await this.#drain();
       this.file = {
         field: part.name,
         filename: part.filename,
-        path: this.#tempPath!,
-        size,
-        sha256,
+        writer: sink,
+        size: sink.size,
       };
       return;
     }
@@ -531,23 +466,15 @@ class MultipartParser {
     this.#fieldChunks = [];
   }
 
-  /** Closes and deletes the temporary file, ignoring errors. */
+  /** Aborts the file part's writer (which never rejects). */
   async discard(): Promise<void> {
+    const sink = this.#owned;
     this.#sink = undefined;
-    try {
-      await this.#handle?.close();
-    } catch {
-      // Already closed or broken: the file is deleted below.
-    }
-    this.#handle = undefined;
-    if (this.#tempPath !== undefined) {
-      try {
-        await unlink(this.#tempPath);
-      } catch {
-        // Already gone.
-      }
-    }
+    this.#owned = undefined;
     this.file = undefined;
+    await this.#pending?.catch(() => {});
+    this.#pending = undefined;
+    await sink?.abort();
   }
 }
 
@@ -560,25 +487,25 @@ function defaultIsFilePart(part: PartInfo): boolean {
  * Parses a `multipart/form-data` body as a stream.
  *
  * The file part (a part with a `filename`, or named `*.pt`) is written to a
- * new temporary file in `tempDir` and hashed on the way; text fields are
- * collected, including those after the file part. On success the caller owns
- * the temporary file (`file.path`) and must rename or delete it; on failure
- * it is already deleted and a {@linkcode MultipartError} (400/413), the abort
+ * writer from `createSink` (hashed on the way); text fields are collected,
+ * including those after the file part. On success the caller owns the
+ * writer (`file.writer`) and must finish or abort it; on failure it is
+ * already aborted and a {@linkcode MultipartError} (400/413), the abort
  * reason or the I/O error is thrown.
  *
  * @param body The request body.
- * @param options Boundary, temporary directory, size limit and signal.
+ * @param options Boundary, writer factory, size limit and signal.
  * @returns The fields, the file part and the number of bytes read.
  */
 export async function parseMultipart(
   body: ReadableStream<Uint8Array>,
   options: ParseMultipartOptions,
 ): Promise<ParsedMultipart> {
-  const { boundary, tempDir, maxBytes, signal, maxFieldBytes = 65_536 } =
+  const { boundary, createSink, maxBytes, signal, maxFieldBytes = 65_536 } =
     options;
   const parser = new MultipartParser(
     boundary,
-    tempDir,
+    createSink,
     maxFieldBytes,
     defaultIsFilePart,
   );

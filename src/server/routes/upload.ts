@@ -1,13 +1,14 @@
 /**
  * `POST /v1/models/{id}/upload`: a checkpoint (`type=epoch`, file part
  * `last.pt`) or the final weights (`type=final`, file part `best.pt`),
- * streamed to a temporary file while its sha256 is computed, checked against
- * the optional `sha256` field, then committed in one rename.
+ * streamed into a blob writer of the weights store while its sha256 is
+ * computed, checked against the optional `sha256` field, published under its
+ * content address, and committed by the model document naming it
+ * (`HubStore.commitWeights`).
  *
  * @module
  */
 
-import { unlink } from "node:fs/promises";
 import { Hono } from "hono";
 import {
   CHECKSUM_FIELD,
@@ -27,6 +28,7 @@ import {
 import { parseBool } from "../model_input.ts";
 import { getBoundary, MultipartError, parseMultipart } from "../multipart.ts";
 import { ok } from "../reply.ts";
+import { BlobChecksumError } from "../storage/contract.ts";
 import type { HubStore, WeightsKind } from "../store.ts";
 
 /**
@@ -85,7 +87,8 @@ async function receive(
   try {
     parsed = await parseMultipart(request.body, {
       boundary,
-      tempDir: store.tempDir,
+      createSink: () =>
+        store.createWeightsWriter(id, { maxBytes: hub.maxUploadBytes }),
       maxBytes: hub.maxUploadBytes,
       signal: uploadSignal(hub, request),
     });
@@ -98,7 +101,7 @@ async function receive(
     }
     if (disconnectSignal(request)?.aborted || isBodyReadFailure(error)) {
       // The client went away mid-body: not a server error. The temporary
-      // file is already deleted.
+      // writer is already aborted.
       throw new BodyAbortedError(UPLOAD_ABORTED);
     }
     if (error instanceof MultipartError) {
@@ -143,31 +146,20 @@ async function receive(
       );
     }
     const checksum = fields.get(CHECKSUM_FIELD);
+    let want: string | undefined;
     if (checksum !== undefined) {
-      const want = checksum.trim().toLowerCase();
+      want = checksum.trim().toLowerCase();
       if (!/^[0-9a-f]{64}$/.test(want)) {
         throw hubError(
           400,
           `Cannot accept the upload as "${CHECKSUM_FIELD}" is not 64 hexadecimal digits`,
         );
       }
-      if (want !== file.sha256) {
-        throw hubError(
-          400,
-          `${CHECKSUM_MISMATCH}: the file part's sha256 is ${file.sha256}, the client sent ${want}`,
-        );
-      }
     }
     let info;
     if (type === "epoch") {
       const isBest = parseBool(fields.get("isBest") ?? "", "isBest");
-      info = {
-        epoch,
-        size: file.size,
-        sha256: file.sha256,
-        uploadedAt: now(),
-        isBest,
-      };
+      info = { epoch, uploadedAt: now(), isBest };
     } else {
       const mapText = fields.get("map");
       const map = mapText === undefined || mapText.trim() === ""
@@ -183,33 +175,44 @@ async function receive(
       }
       info = {
         epoch,
-        size: file.size,
-        sha256: file.sha256,
         uploadedAt: now(),
         ...(map === undefined ? {} : { map }),
       };
     }
     const kind: WeightsKind = type === "final" ? "best" : "last";
-    const record = await store.commitWeights(
-      id,
-      kind,
-      file.path,
-      info,
-      now(),
-    );
+    // The writer is finished (checked, durable, published) or aborted
+    // inside, and the document then names it: the commit point.
     committed = true;
-    if (record === undefined) {
+    let record;
+    try {
+      record = await store.commitWeights(
+        id,
+        kind,
+        file.writer,
+        want,
+        info,
+        now(),
+      );
+    } catch (error) {
+      if (error instanceof BlobChecksumError) {
+        throw hubError(
+          400,
+          `${CHECKSUM_MISMATCH}: the file part's sha256 is ${error.actual}, the client sent ${error.expected}`,
+        );
+      }
+      throw error;
+    }
+    const stored = record?.weights[kind];
+    if (record === undefined || stored === undefined) {
       throw modelNotFound(id);
     }
     return ok(
-      { sha256: file.sha256, size: file.size, epoch, type },
+      { sha256: stored.sha256, size: stored.size, epoch, type },
       type === "final"
         ? "Model optimized weights uploaded"
         : "Model checkpoint weights uploaded",
     );
   } finally {
-    if (!committed && file !== undefined) {
-      await unlink(file.path).catch(() => {});
-    }
+    if (!committed && file !== undefined) await file.writer.abort();
   }
 }

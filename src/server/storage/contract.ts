@@ -115,6 +115,16 @@ export interface Page<T> {
   next: string | undefined;
 }
 
+/** Options of {@linkcode DocumentStore.get}. */
+export interface GetOptions extends CallOptions {
+  /**
+   * Also return a soft-deleted model's document.
+   *
+   * @default {false}
+   */
+  includeDeleted?: boolean | undefined;
+}
+
 /**
  * Model documents: one JSON document per model, read and replaced whole.
  *
@@ -139,11 +149,13 @@ export interface DocumentStore {
    * Reads a model's document.
    *
    * @param id Model id.
-   * @param options Signal.
+   * @param options Signal; `includeDeleted` also returns a soft-deleted
+   * model's document (its blobs are still referenced and must not be
+   * collected).
    * @returns The document (do not mutate), or `undefined` for an unknown or
    * soft-deleted model (and for a string that cannot be an id).
    */
-  get(id: string, options?: CallOptions): Promise<ModelRecord | undefined>;
+  get(id: string, options?: GetOptions): Promise<ModelRecord | undefined>;
 
   /**
    * Creates a model with a fresh, unique id (20 characters of
