@@ -30,7 +30,7 @@ import { isDeno, waitUntil } from "./support/common.ts";
 
 const ROUNDS = Number(process.env.HUB_CRASH_ROUNDS ?? "20");
 const UPLOADERS = 4;
-const MAIN = fileURLToPath(new URL("../src/server/main.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
 
 /** Random bytes of a random size from `min` to `min + spread`. */
 function randomData(min: number, spread: number): Uint8Array<ArrayBuffer> {
@@ -49,14 +49,14 @@ interface Server {
   exited: Promise<void>;
 }
 
-/** Starts `src/server/main.ts` on the current runtime; resolves once it listens. */
+/** Starts `hub-session serve` on the current runtime; resolves once it listens. */
 async function startServer(
   dataDir: string,
   env: Record<string, string>,
 ): Promise<Server> {
   const argv = isDeno
-    ? ["run", "-A", MAIN, "--port", "0", "--data", dataDir]
-    : [MAIN, "--port", "0", "--data", dataDir];
+    ? ["run", "-A", CLI, "serve", "--port", "0", "--data", dataDir]
+    : [CLI, "serve", "--port", "0", "--data", dataDir];
   const child = spawn(process.execPath, argv, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },

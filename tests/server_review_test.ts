@@ -75,10 +75,10 @@ describe("review defects of the local HUB", () => {
     }
   });
 
-  test("store.ids() lists soft-deleted models, which get() hides", async () => {
+  test("store.ids() and get() hide soft-deleted models, which get() with includeDeleted still reads", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "hub-review-"));
     try {
-      const store = await HubStore.open(dataDir);
+      const store = await HubStore.openFiles(dataDir);
       const record = await store.create({
         name: "m",
         dataset: "",
@@ -87,8 +87,12 @@ describe("review defects of the local HUB", () => {
         config: { ...PAYLOAD.config },
       }, Date.now());
       assert(await store.delete(record.id, false, Date.now()));
-      assertEquals(await store.ids(), [record.id]);
+      assertEquals(await store.ids(), []);
       assertEquals(await store.get(record.id), undefined);
+      assertEquals(
+        (await store.models.get(record.id, { includeDeleted: true }))?.id,
+        record.id,
+      );
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
