@@ -77,12 +77,14 @@ export class HubStore {
   }
 
   /**
-   * Opens a store over given backends and collects unreferenced blobs.
+   * Opens a store over given backends, or the file store of a data
+   * directory, and collects unreferenced blobs.
    *
-   * @param storage Documents+metrics and weights.
+   * @param storage Documents+metrics and weights, or a data directory.
    * @returns The store.
    */
-  static async open(storage: HubStorage): Promise<HubStore> {
+  static async open(storage: HubStorage | string): Promise<HubStore> {
+    if (typeof storage === "string") return await HubStore.openFiles(storage);
     const store = new HubStore(storage);
     await store.collectAll();
     return store;
