@@ -642,3 +642,56 @@ describe("the web app mounted in the HUB", () => {
     }
   });
 });
+
+describe("model names", () => {
+  test("are trimmed, non-empty and at most 200 characters, on create and on rename", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hub-web-names-"));
+    const hub = await serveHub({ dataDir: dir });
+    const send = async (method: string, path: string, body: unknown) => {
+      const response = await fetch(`${hub.url}${path}`, {
+        method,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: await response.json() };
+    };
+    const model = (name: string) => ({
+      lineage: { architecture: { name: "yolov8n" }, parent: {} },
+      meta: { name },
+    });
+    try {
+      const created = await send("POST", "/v1/models", model("  my run \n"));
+      assertEquals(created.status, 200);
+      const id = created.body.data.id;
+      const doc = await (await fetch(`${hub.url}/v1/models/${id}`)).json();
+      assertEquals(doc.data.name, "my run");
+      for (const name of ["", "   ", "\t\n"]) {
+        const refused = await send("POST", "/v1/models", model(name));
+        assertEquals(refused.status, 400);
+        assertStringIncludes(refused.body.message, '"meta.name" is empty');
+      }
+      const long = await send("POST", "/v1/models", model("n".repeat(201)));
+      assertEquals(long.status, 400);
+      assertStringIncludes(long.body.message, "has 201 characters");
+      // 200 characters, counted as characters, not UTF-16 units.
+      const emoji = await send("POST", "/v1/models", model("🚀".repeat(200)));
+      assertEquals(emoji.status, 200);
+      const rename = await send("PATCH", `/v1/models/${id}`, {
+        meta: { name: " " },
+      });
+      assertEquals(rename.status, 400);
+      const renamed = await send("PATCH", `/v1/models/${id}`, {
+        meta: { name: " renamed " },
+      });
+      assertEquals(renamed.body.data.name, "renamed");
+      // Without meta.name the architecture names the model, as before.
+      const unnamed = await send("POST", "/v1/models", {
+        lineage: { architecture: { name: "yolov8n" }, parent: {} },
+      });
+      assertEquals(unnamed.status, 200);
+    } finally {
+      await hub.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -183,6 +183,33 @@ function readName(
   return name;
 }
 
+/** Longest model name, in characters. */
+export const MAX_MODEL_NAME_LENGTH = 200;
+
+/**
+ * Reads `meta.name`: trimmed, non-empty, at most
+ * {@linkcode MAX_MODEL_NAME_LENGTH} characters; `undefined` when absent.
+ */
+function readModelName(container: unknown): string | undefined {
+  const raw = readName(container, "meta.name", false);
+  if (raw === undefined) return undefined;
+  const name = raw.trim();
+  if (name === "") {
+    throw hubError(
+      400,
+      'Cannot accept the model as "meta.name" is empty: give it a name of 1 to 200 characters',
+    );
+  }
+  const length = [...name].length;
+  if (length > MAX_MODEL_NAME_LENGTH) {
+    throw hubError(
+      400,
+      `Cannot accept the model as "meta.name" has ${length} characters: give it a name of 1 to ${MAX_MODEL_NAME_LENGTH} characters`,
+    );
+  }
+  return name;
+}
+
 function readLineage(
   lineage: unknown,
 ): { architecture: string; parent: string | undefined } {
@@ -217,7 +244,7 @@ export function readNewModel(body: Record<string, unknown>): NewModel {
   const config = readConfig(body.config, { ...DEFAULT_MODEL_CONFIG });
   const dataset = readName(body.dataset, "dataset.name", false) ?? "";
   const { architecture, parent } = readLineage(body.lineage);
-  const name = readName(body.meta, "meta.name", false) ?? architecture;
+  const name = readModelName(body.meta) ?? architecture;
   return { name, dataset, architecture, parent, config };
 }
 
@@ -263,7 +290,7 @@ export function applyPatch(
         record.config = readConfig(value, record.config);
         break;
       case "meta": {
-        const name = readName(value, "meta.name", false);
+        const name = readModelName(value);
         if (name !== undefined) record.name = name;
         break;
       }
