@@ -27,6 +27,7 @@ import {
   renameSync,
   rmdirSync,
   rmSync,
+  statSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -228,7 +229,11 @@ export class MetricsJournal {
     const latest = new Map<number, { seq: number; metrics: EpochMetrics }>();
     const acked = new Set<number>();
     let seq = 0;
-    const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    // Only a regular file holds records (a device such as /dev/full would be
+    // read forever).
+    const text = existsSync(file) && statSync(file).isFile()
+      ? readFileSync(file, "utf8")
+      : "";
     for (const line of text.split("\n")) {
       if (line.trim() === "") continue;
       let record: MetricsRecord | AckRecord;
