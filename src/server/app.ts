@@ -35,6 +35,10 @@ import { modelRoutes } from "./routes/models.ts";
 import { platformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
+import {
+  ModelLimitError,
+  StorageUnavailableError,
+} from "./storage/contract.ts";
 import { createWebApp } from "./web/app.ts";
 import { storeSource } from "./web/source.ts";
 
@@ -336,6 +340,12 @@ export function createHubApp(options: HubHandlerOptions): Hono {
         ? fail(error.status, error.message)
         : error.getResponse();
     }
+    if (error instanceof StorageUnavailableError) {
+      return fail(503, error.message, {
+        "retry-after": String(error.retryAfterSeconds),
+      });
+    }
+    if (error instanceof ModelLimitError) return fail(413, error.message);
     if (isBodyReadFailure(error)) {
       // A body read that failed outside the readers: still the client's
       // doing.

@@ -17,3 +17,17 @@ export const MAX_JSON_BYTES: number = 16 * 1024 * 1024;
  * render of them can exhaust the stack.
  */
 export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Largest JSON encoding of a model's extra fields (those a `PATCH` sets
+ * beyond the known ones), in bytes: 64 KiB. A `PATCH` that would pass it is
+ * refused with 413, so that documents, and the cache that holds them, stay
+ * small.
+ */
+export const MAX_EXTRA_BYTES: number = 64 * 1024;
+
+/** Most export requests a document keeps (the oldest are dropped). */
+export const MAX_EXPORT_REQUESTS = 100;
+
+/** Longest agent description a heartbeat may carry, in characters. */
+export const MAX_AGENT_LENGTH = 256;

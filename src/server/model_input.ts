@@ -7,9 +7,15 @@
  */
 
 import { DEFAULT_MODEL_CONFIG } from "../protocol/model.ts";
+import {
+  epochProblem,
+  MAX_EPOCHS_PER_POST,
+  metricsProblem,
+} from "../protocol/metrics_rules.ts";
 import type { ModelStatus } from "../protocol/types.ts";
 import { isObject, parseBoundedJson } from "./body.ts";
 import { hubError } from "./errors.ts";
+import { MAX_EXTRA_BYTES } from "./limits.ts";
 import type {
   ModelRecord,
   NewModel,
@@ -68,13 +74,23 @@ export function parseMetrics(
     );
   }
   const result = new Map<number, StoredMetrics>();
+  const keys = Object.keys(metrics);
+  if (keys.length > MAX_EPOCHS_PER_POST) {
+    throw hubError(
+      413,
+      `Cannot accept the metrics as the post has ${keys.length} epochs, more than ${MAX_EPOCHS_PER_POST}: send them in several posts`,
+    );
+  }
   for (const [key, raw] of Object.entries(metrics)) {
-    if (!/^\d{1,9}$/.test(key)) {
+    const badEpoch = /^\d{1,9}$/.test(key)
+      ? epochProblem(Number(key))
+      : "is not a non-negative integer";
+    if (badEpoch !== undefined) {
       throw hubError(
         400,
         `Cannot accept the metrics as the epoch key ${
           JSON.stringify(key)
-        } is not a non-negative integer`,
+        } ${badEpoch}`,
       );
     }
     const value = typeof raw === "string" ? parseMetricsString(key, raw) : raw;
@@ -82,6 +98,13 @@ export function parseMetrics(
       throw hubError(
         400,
         `Cannot accept the metrics of epoch ${key} as they are not an object of numbers`,
+      );
+    }
+    const problem = metricsProblem(value);
+    if (problem?.tooLarge === true) {
+      throw hubError(
+        413,
+        `Cannot accept the metrics of epoch ${key} as they ${problem.reason}`,
       );
     }
     const clean: StoredMetrics = {};
@@ -323,6 +346,14 @@ export function applyPatch(
         if (value === null) delete record.extra[key];
         else record.extra[key] = value;
     }
+  }
+  const extraBytes = new TextEncoder().encode(JSON.stringify(record.extra))
+    .length;
+  if (extraBytes > MAX_EXTRA_BYTES) {
+    throw hubError(
+      413,
+      `Cannot update the model as its extra fields would take ${extraBytes} bytes as JSON, more than ${MAX_EXTRA_BYTES}: remove fields by setting them to null`,
+    );
   }
 }
 

@@ -10,6 +10,7 @@ import { requireKey } from "../auth.ts";
 import { jsonBody, readJsonObject } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import { hubError } from "../errors.ts";
+import { MAX_EXPORT_REQUESTS } from "../limits.ts";
 import { ok } from "../reply.ts";
 
 /**
@@ -29,15 +30,23 @@ export function exportRoutes(hub: HubContext): Hono {
       await findModel(store, id);
       const body = await readJsonObject(c.req.raw);
       const format = body.format;
-      if (typeof format !== "string" || format.trim() === "") {
+      if (
+        typeof format !== "string" || format.trim() === "" ||
+        format.length > 64
+      ) {
         throw hubError(
           400,
-          'Cannot export the model as "format" is not a non-empty string',
+          'Cannot export the model as "format" is not a string of 1 to 64 characters',
         );
       }
       const requestedAt = hub.now();
       const updated = await store.update(id, (r) => {
         r.exports.push({ format, requestedAt });
+        // A document stays bounded: only the latest requests are kept.
+        r.exports.splice(
+          0,
+          Math.max(0, r.exports.length - MAX_EXPORT_REQUESTS),
+        );
       }, requestedAt);
       if (updated === undefined) throw modelNotFound(id);
       return ok(

@@ -10,6 +10,7 @@ import { requireKey } from "../auth.ts";
 import { jsonBody, readJsonObject } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import { hubError } from "../errors.ts";
+import { MAX_AGENT_LENGTH } from "../limits.ts";
 import { ok } from "../reply.ts";
 
 /**
@@ -28,10 +29,13 @@ export function heartbeatRoutes(hub: HubContext): Hono {
       const store = await hub.store();
       await findModel(store, id);
       const { agent, agentId } = await readJsonObject(c.req.raw);
-      if (agent !== undefined && agent !== null && typeof agent !== "string") {
+      if (
+        agent !== undefined && agent !== null &&
+        (typeof agent !== "string" || agent.length > MAX_AGENT_LENGTH)
+      ) {
         throw hubError(
           400,
-          'Cannot accept the heartbeat as "agent" is not a string',
+          `Cannot accept the heartbeat as "agent" is not a string of at most ${MAX_AGENT_LENGTH} characters`,
         );
       }
       if (

@@ -229,7 +229,10 @@ export interface MetricsStore {
   /**
    * Upserts epochs' metrics: an epoch sent again replaces the stored one
    * (the epoch is the idempotency key). All epochs of one call are stored
-   * together or not at all. A model whose status is `new` becomes
+   * together or not at all. Rejects with {@linkcode ModelLimitError}, storing
+   * nothing, when the model would then hold more than
+   * `MAX_EPOCHS_PER_MODEL` epochs or `MAX_METRIC_NAMES_PER_MODEL` distinct
+   * metric names (`protocol/metrics_rules.ts`). A model whose status is `new` becomes
    * `training` in the same atomic step, and its `updatedAt` becomes `now`.
    *
    * @param id Model id.
@@ -516,6 +519,33 @@ export class StorageUnavailableError extends Error {
       1,
       Math.ceil(options?.retryAfterSeconds ?? 1),
     );
+  }
+}
+
+/**
+ * A write would make a model hold more than the bounds of
+ * `protocol/metrics_rules.ts` (epochs, distinct metric names) or of the
+ * server (document size); nothing was written. The server answers `413`.
+ *
+ * @example Refuse one epoch too many
+ * ```ts
+ * import { ModelLimitError } from "./contract.ts";
+ *
+ * const error = new ModelLimitError(
+ *   "Cannot store the metrics as the model would hold more than 10000 epochs",
+ * );
+ * console.log(error.name); // "ModelLimitError"
+ * ```
+ */
+export class ModelLimitError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What limit the write would pass, sentence case.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "ModelLimitError";
   }
 }
 

@@ -46,6 +46,11 @@ import {
   unlink,
 } from "node:fs/promises";
 import { join } from "node:path";
+import {
+  MAX_EPOCHS_PER_MODEL,
+  MAX_METRIC_NAMES_PER_MODEL,
+} from "../../../protocol/metrics_rules.ts";
+import { ModelLimitError } from "../contract.ts";
 import type {
   CallOptions,
   GetOptions,
@@ -83,6 +88,8 @@ interface CacheEntry {
   record: ModelRecord | null;
   /** Epoch numbers stored in `metrics.jsonl`. */
   epochs: Set<number>;
+  /** Distinct metric names over all stored epochs. */
+  names: Set<string>;
   /** Epoch entries in `metrics.jsonl`, superseded ones included. */
   entries: number;
   /** Memory the entry stands for, as counted against the byte bound. */
@@ -144,6 +151,14 @@ function parseMetricsLog(bytes: Uint8Array): MetricsLog {
     }
   }
   return { metrics, entries, validBytes, totalBytes: bytes.length, lastTime };
+}
+
+function namesOf(values: Iterable<StoredMetrics>): Set<string> {
+  const names = new Set<string>();
+  for (const metrics of values) {
+    for (const name of Object.keys(metrics)) names.add(name);
+  }
+  return names;
 }
 
 function metricsLine(
@@ -401,7 +416,12 @@ export class FileModelStore implements ModelStore {
       };
       await this.#withLock(id, async () => {
         await this.#write(record);
-        this.#remember(id, { record, epochs: new Set(), entries: 0 });
+        this.#remember(id, {
+          record,
+          epochs: new Set(),
+          names: new Set(),
+          entries: 0,
+        });
       });
       return record;
     }
@@ -482,6 +502,22 @@ export class FileModelStore implements ModelStore {
       const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return undefined;
       if (metrics.size === 0) return current;
+      let added = 0;
+      for (const epoch of metrics.keys()) if (!entry.epochs.has(epoch)) added++;
+      if (entry.epochs.size + added > MAX_EPOCHS_PER_MODEL) {
+        throw new ModelLimitError(
+          `Cannot store the metrics as the model would hold more than ${MAX_EPOCHS_PER_MODEL} epochs`,
+        );
+      }
+      const names = new Set(entry.names);
+      for (const values of metrics.values()) {
+        for (const name of Object.keys(values)) names.add(name);
+      }
+      if (names.size > MAX_METRIC_NAMES_PER_MODEL) {
+        throw new ModelLimitError(
+          `Cannot store the metrics as the model would hold more than ${MAX_METRIC_NAMES_PER_MODEL} distinct metric names`,
+        );
+      }
       try {
         await appendSynced(this.#metricsPath(id), metricsLine(metrics, now));
       } catch (error) {
@@ -492,9 +528,13 @@ export class FileModelStore implements ModelStore {
       const epochs = entry.epochs;
       const before = epochs.size;
       for (const epoch of metrics.keys()) epochs.add(epoch);
+      let nameBytes = 0;
+      for (const name of names) {
+        if (!entry.names.has(name)) nameBytes += 32 + name.length * 2;
+      }
       const bytes = entry.bytes === undefined
         ? undefined
-        : entry.bytes + 16 * (epochs.size - before);
+        : entry.bytes + 16 * (epochs.size - before) + nameBytes;
       let entries = entry.entries + metrics.size;
       let record: ModelRecord = { ...current, updatedAt: now };
       if (current.status === "new") {
@@ -504,7 +544,7 @@ export class FileModelStore implements ModelStore {
       if (entries > 2 * epochs.size + 64) {
         entries = await this.#compact(id, now);
       }
-      this.#remember(id, { record, epochs, entries, bytes });
+      this.#remember(id, { record, epochs, names, entries, bytes });
       return record;
     });
   }
@@ -566,9 +606,11 @@ export class FileModelStore implements ModelStore {
    */
   #remember(id: string, entry: CacheEntry): void {
     this.#forget(id);
+    let nameBytes = 0;
+    for (const name of entry.names) nameBytes += 32 + name.length * 2;
     const bytes = entry.bytes ??
       (entry.record === null ? 0 : JSON.stringify(entry.record).length) +
-        16 * entry.epochs.size;
+        16 * entry.epochs.size + nameBytes;
     entry.bytes = bytes;
     if (bytes > this.#maxCachedBytes) return;
     this.#cache.set(id, entry);
@@ -605,7 +647,7 @@ export class FileModelStore implements ModelStore {
     } catch (error) {
       if (!isNotFound(error)) throw error;
       // Not cached: a missing model is looked up again next time.
-      return { record: null, epochs: new Set(), entries: 0 };
+      return { record: null, epochs: new Set(), names: new Set(), entries: 0 };
     }
     const stored = JSON.parse(text) as LegacyRecord;
     const { metrics: legacy, ...rest } = stored;
@@ -632,8 +674,9 @@ export class FileModelStore implements ModelStore {
     const entry: CacheEntry = {
       record,
       epochs: new Set(log.metrics.keys()),
+      names: namesOf(log.metrics.values()),
       entries: log.entries,
-      bytes: text.length + 16 * log.metrics.size,
+      bytes: undefined,
     };
     if (legacy !== undefined || stored.version !== 2) {
       // Version 1: metrics lived in model.json. The metrics file (newer
@@ -647,6 +690,7 @@ export class FileModelStore implements ModelStore {
       await this.#writeMetrics(id, merged, record.updatedAt);
       await this.#write(record);
       entry.epochs = new Set(merged.keys());
+      entry.names = namesOf(merged.values());
       entry.entries = merged.size;
       entry.bytes = undefined;
     }
