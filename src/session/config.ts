@@ -13,6 +13,9 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { HUBConfigError } from "../common/errors.ts";
+import { assertSafeTransport } from "../common/safe_transport.ts";
+
+export { assertSafeTransport, isLoopback } from "../common/safe_transport.ts";
 
 /** Default API root of the v1 wire protocol. */
 export const DEFAULT_API_ROOT = "https://api.ultralytics.com";
@@ -93,57 +96,6 @@ export function readEnv(name: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * Returns whether a URL's host is a loopback address (`localhost`,
- * `127.0.0.0/8`, `::1`).
- *
- * @param url The URL to check.
- * @returns `true` for loopback hosts.
- *
- * @example Check hosts
- * ```ts
- * import { isLoopback } from "./config.ts";
- *
- * console.assert(isLoopback(new URL("http://127.0.0.1:8080")));
- * console.assert(!isLoopback(new URL("http://example.com")));
- * ```
- */
-export function isLoopback(url: URL): boolean {
-  const host = url.hostname.toLowerCase();
-  return host === "localhost" || host.endsWith(".localhost") ||
-    /^127(\.\d{1,3}){3}$/.test(host) || host === "[::1]" || host === "::1";
-}
-
-/**
- * Throws unless the API key may be sent to `apiRoot`: a key only travels over
- * HTTPS, or over plain HTTP to a loopback host.
- *
- * @param apiRoot API root the key would be sent to.
- * @param apiKey The key, if any.
- * @throws {HUBConfigError} When the key would travel in clear text.
- *
- * @example Allow a local server
- * ```ts
- * import { assertSafeTransport } from "./config.ts";
- *
- * assertSafeTransport("http://127.0.0.1:8080", "k".repeat(42));
- * ```
- */
-export function assertSafeTransport(
-  apiRoot: string,
-  apiKey: string | undefined,
-): void {
-  if (apiKey === undefined) return;
-  const url = new URL(apiRoot);
-  if (url.protocol === "https:") return;
-  if (url.protocol === "http:" && isLoopback(url)) return;
-  throw new HUBConfigError(
-    `Cannot send the API key to ${url.origin} over plain ${
-      url.protocol.replace(":", "").toUpperCase()
-    }: use an https:// API root, or a loopback address for a local HUB`,
-  );
 }
 
 function normaliseRoot(value: string, what: string): string {

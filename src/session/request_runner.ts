@@ -17,221 +17,40 @@ import { abortable } from "@std/async/abortable";
 import { delay } from "@std/async/delay";
 import { retry, RetryError, type RetryOptions } from "@std/async/retry";
 import {
-  HUBError,
   HUBRequestError,
   HUBTimeoutError,
   toHUBError,
 } from "../common/errors.ts";
-import { redact } from "../common/redact.ts";
+import {
+  type BackoffOptions,
+  type BudgetOverrides,
+  DEFAULT_BUDGETS,
+  mergeBudget,
+  REQUEST_KINDS,
+  type RequestBudget,
+  type RequestKind,
+} from "./request_budget.ts";
+import {
+  advise,
+  describeError,
+  isRetriableError,
+  retryKey,
+} from "./request_errors.ts";
+
+export {
+  type BackoffOptions,
+  type BudgetOverrides,
+  DEFAULT_BUDGETS,
+  type RequestBudget,
+  type RequestKind,
+} from "./request_budget.ts";
+export { describeError, isRetriableError } from "./request_errors.ts";
 import type { Logger } from "../protocol/types.ts";
-
-/** What a request is for; each kind has its own {@linkcode RequestBudget}. */
-export type RequestKind =
-  | "metrics"
-  | "checkpoint"
-  | "final"
-  | "heartbeat"
-  | "other";
-
-/** How much effort one request may take before it is given up. */
-export interface RequestBudget {
-  /** Attempts at most, the first included. */
-  maxAttempts: number;
-  /** Overall time limit in milliseconds, waits included. */
-  deadline: number;
-  /** Time limit of each attempt in milliseconds. */
-  attemptTimeout: number;
-}
-
-/**
- * Backoff between the attempts of a request: the option names and defaults
- * of `@std/async`'s `retry`. A server's `Retry-After` may ask for a longer
- * wait, which is honoured.
- */
-export interface BackoffOptions {
-  /**
-   * Minimum (and first) wait in milliseconds.
-   *
-   * @default {1000}
-   */
-  minTimeout?: number | undefined;
-  /**
-   * Maximum computed wait in milliseconds.
-   *
-   * @default {60000}
-   */
-  maxTimeout?: number | undefined;
-  /**
-   * Growth of the wait after each retry.
-   *
-   * @default {2}
-   */
-  multiplier?: number | undefined;
-  /**
-   * Share of the wait that is randomised, from 0 to 1.
-   *
-   * @default {1}
-   */
-  jitter?: number | undefined;
-}
-
-/** Budget overrides, per kind and per field. */
-export type BudgetOverrides = Partial<
-  Record<RequestKind, Partial<RequestBudget> | undefined>
->;
 
 type StdBackoff = Pick<
   RetryOptions,
   "minTimeout" | "maxTimeout" | "multiplier" | "jitter"
 >;
-
-const KINDS: readonly RequestKind[] = [
-  "metrics",
-  "checkpoint",
-  "final",
-  "heartbeat",
-  "other",
-];
-
-/**
- * The budget of each kind of request: metrics 3 attempts within 30 s (what
- * fails stays queued for the next upload), checkpoint and final uploads 10
- * within 1 h, a heartbeat 1 attempt of at most 30 s (the next beat is the
- * retry), anything else 5 within 1 min.
- *
- * @example Read a budget
- * ```ts
- * import { DEFAULT_BUDGETS } from "./request_runner.ts";
- *
- * console.assert(DEFAULT_BUDGETS.final.maxAttempts === 10);
- * ```
- */
-export const DEFAULT_BUDGETS: Readonly<Record<RequestKind, RequestBudget>> =
-  Object.freeze({
-    metrics: Object.freeze({
-      maxAttempts: 3,
-      deadline: 30_000,
-      attemptTimeout: 10_000,
-    }),
-    checkpoint: Object.freeze({
-      maxAttempts: 10,
-      deadline: 3_600_000,
-      attemptTimeout: 600_000,
-    }),
-    final: Object.freeze({
-      maxAttempts: 10,
-      deadline: 3_600_000,
-      attemptTimeout: 1_800_000,
-    }),
-    heartbeat: Object.freeze({
-      maxAttempts: 1,
-      deadline: 30_000,
-      attemptTimeout: 30_000,
-    }),
-    other: Object.freeze({
-      maxAttempts: 5,
-      deadline: 60_000,
-      attemptTimeout: 30_000,
-    }),
-  });
-
-/** Error codes Node, Deno and Bun give a failed connection. */
-const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EAI_AGAIN",
-  "ENETUNREACH",
-  "EHOSTUNREACH",
-  "ENETDOWN",
-  "ConnectionRefused",
-  "ConnectionReset",
-  "ConnectionClosed",
-  "FailedToOpenSocket",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CONNECT_TIMEOUT",
-]);
-
-/**
- * Whether sending the same request again may succeed, decided by the error's
- * type and code, never by its message: a {@linkcode HUBRequestError} that
- * says so (network errors, 408, 429, 5xx), a {@linkcode HUBTimeoutError} (an
- * attempt ran out of time), and an error whose `code` names a failed
- * connection (`ECONNREFUSED`, `ECONNRESET`, ...). Never an abort, and never
- * a programming error such as a `TypeError` from a custom transport.
- *
- * @param error Anything an attempt threw.
- * @returns `true` if a retry may succeed.
- *
- * @example Classify errors
- * ```ts
- * import { isRetriableError } from "./request_runner.ts";
- * import { HUBRequestError } from "../common/errors.ts";
- *
- * const busy = new HUBRequestError("Cannot upload metrics: Busy", {
- *   method: "POST",
- *   path: "/v1/models/abc",
- *   status: 503,
- *   retriable: true,
- * });
- * console.assert(isRetriableError(busy));
- * console.assert(!isRetriableError(new TypeError("x is not a function")));
- * console.assert(!isRetriableError(new DOMException("Closed", "AbortError")));
- * ```
- */
-export function isRetriableError(error: unknown): boolean {
-  if (error instanceof HUBRequestError) return error.retriable;
-  if (error instanceof HUBTimeoutError) return true;
-  if (!(error instanceof Error) || error.name === "AbortError") return false;
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && NETWORK_ERROR_CODES.has(code);
-}
-
-/**
- * A short, single-line reason for an error, fit for a log line: the status
- * and the server's message for a {@linkcode HUBRequestError}, the message
- * otherwise, passed through {@linkcode redact}.
- *
- * @param error Anything that was thrown.
- * @returns The reason, at most 300 characters.
- *
- * @example Describe a refused request
- * ```ts
- * import { describeError } from "./request_runner.ts";
- * import { HUBRequestError } from "../common/errors.ts";
- *
- * const error = new HUBRequestError("Cannot load the model: Not found", {
- *   method: "GET",
- *   path: "/v1/models/abc",
- *   status: 404,
- *   serverMessage: "Model not found",
- *   retriable: false,
- * });
- * console.assert(describeError(error) === "HTTP 404: Model not found");
- * ```
- */
-export function describeError(error: unknown): string {
-  let text: string;
-  if (error instanceof HUBRequestError) {
-    if (error.status !== undefined) {
-      text = `HTTP ${error.status}: ${error.serverMessage ?? error.message}`;
-    } else {
-      text = `network error: ${error.message}`;
-    }
-  } else if (error instanceof Error) {
-    const base = error.name === "Error" || error instanceof HUBError
-      ? error.message
-      : `${error.name}: ${error.message}`;
-    const cause = error.cause instanceof Error ? error.cause.message : "";
-    text = cause && !base.includes(cause) ? `${base} (${cause})` : base;
-  } else {
-    text = String(error);
-  }
-  text = redact(text).replace(/\s+/g, " ").trim();
-  return text.length > 300 ? `${text.slice(0, 299)}…` : text;
-}
 
 /** Options for {@linkcode RequestRunner}. */
 export interface RequestRunnerOptions {
@@ -383,16 +202,16 @@ export class RequestRunner {
       );
     }
     for (const kind of Object.keys(budgets)) {
-      if (!KINDS.includes(kind as RequestKind)) {
+      if (!REQUEST_KINDS.includes(kind as RequestKind)) {
         throw new TypeError(
           `Cannot create the request runner as budget kind "${kind}" is unknown: use one of ${
-            KINDS.join(", ")
+            REQUEST_KINDS.join(", ")
           }`,
         );
       }
     }
     const merged = {} as Record<RequestKind, RequestBudget>;
-    for (const kind of KINDS) {
+    for (const kind of REQUEST_KINDS) {
       merged[kind] = mergeBudget(DEFAULT_BUDGETS[kind], budgets[kind], kind);
     }
     this.#logger = logger;
@@ -457,10 +276,10 @@ export class RequestRunner {
     fn: (context: RequestContext) => Promise<T>,
     options: RunOptions = {},
   ): Promise<T> {
-    if (!KINDS.includes(kind)) {
+    if (!REQUEST_KINDS.includes(kind)) {
       throw new TypeError(
         `Cannot run the request as kind "${kind}" is unknown: use one of ${
-          KINDS.join(", ")
+          REQUEST_KINDS.join(", ")
         }`,
       );
     }
@@ -710,63 +529,3 @@ function startTimer(ms: number, callback: () => void): { clear(): void } {
 }
 
 function ignore(): void {}
-
-function retryKey(error: unknown): string {
-  if (error instanceof HUBRequestError) {
-    return error.status === undefined ? "network" : String(error.status);
-  }
-  if (error instanceof HUBTimeoutError) return "timeout";
-  return "network";
-}
-
-function advise(error: unknown): string {
-  if (error instanceof HUBRequestError && error.status !== undefined) {
-    const status = error.status;
-    if (status === 401 || status === 403) {
-      return "check the API key (option apiKey or HUB_API_KEY) and its access to this model";
-    }
-    if (status === 404) return "check the model id or URL";
-    if (status >= 400 && status < 500 && !error.retriable) {
-      return "the server refused the request; fix what its message says and try again";
-    }
-  }
-  if (error instanceof HUBTimeoutError) {
-    return "the server did not answer in time; check the network and the server, then try again";
-  }
-  if (!(error instanceof HUBError)) {
-    return "this is a bug in the code that made the request, not a network failure";
-  }
-  return "the server or the network stayed unavailable; check them and try again later";
-}
-
-function mergeBudget(
-  base: RequestBudget,
-  override: Partial<RequestBudget> | undefined,
-  kind: string,
-): RequestBudget {
-  const budget = { ...base };
-  if (override !== undefined) {
-    for (const key of ["maxAttempts", "deadline", "attemptTimeout"] as const) {
-      if (override[key] !== undefined) budget[key] = override[key];
-    }
-  }
-  if (
-    typeof budget.maxAttempts !== "number" ||
-    !Number.isInteger(budget.maxAttempts) || budget.maxAttempts < 1
-  ) {
-    throw new RangeError(
-      `Cannot use the ${kind} budget as 'maxAttempts' must be a positive integer: current value is ${budget.maxAttempts}`,
-    );
-  }
-  for (const key of ["deadline", "attemptTimeout"] as const) {
-    const value: unknown = budget[key];
-    if (typeof value !== "number" || Number.isNaN(value) || value <= 0) {
-      throw new RangeError(
-        `Cannot use the ${kind} budget as '${key}' must be a positive number of milliseconds: current value is ${
-          String(value)
-        }`,
-      );
-    }
-  }
-  return budget;
-}

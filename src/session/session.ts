@@ -8,7 +8,8 @@
  * reports (`options.ts`), the metrics pump (`metrics_pump.ts`), checkpoints
  * (`checkpoints.ts`), the final weights file (`weights_file.ts`), the
  * heartbeat (`heartbeat.ts`), the journal (`journal.ts`) and the request
- * runner (`request_runner.ts`).
+ * runner (`request_runner.ts`). What stays here (~900 lines, half of it the
+ * documentation of the public methods) is the order in which they run.
  *
  * Failure policy: a call that needs the server (`create()` on a model id,
  * `createModel()`, the final upload) throws a {@linkcode HUBError} subclass

@@ -8,17 +8,36 @@
  * a caller's abort rejects with the signal's reason. The API key travels only
  * in the `x-api-key` header and never appears in an error.
  *
+ * Length: one documented method per endpoint (~640 lines) is the client's
+ * table of contents; the exchange itself is in `exchange.ts`, the status and
+ * `Retry-After` rules in `http_status.ts`, reply reading in `reply.ts`.
+ *
  * @module
  */
 
-import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
-import type { HUBError } from "../common/errors.ts";
-import { assertSafeTransport } from "../session/config.ts";
+import { HUBRequestError } from "../common/errors.ts";
+import { assertSafeTransport } from "../common/safe_transport.ts";
 import { consoleLogger } from "../common/logger.ts";
-import { redact } from "../common/redact.ts";
 import { createMultipartUpload } from "./multipart_body.ts";
-import type { MultipartBody } from "./multipart_body.ts";
 import { AGENT } from "../common/version.ts";
+import { isRecord } from "./reply.ts";
+import {
+  badReply,
+  type Call,
+  checkTimeout,
+  type Envelope,
+  exchange,
+  type ExchangeContext,
+  redactFor,
+} from "./exchange.ts";
+
+export {
+  isRetriableStatus,
+  MAX_RETRY_AFTER,
+  parseRetryAfter,
+  RETRIABLE_STATUSES,
+} from "./http_status.ts";
+export { MAX_RESPONSE_BYTES } from "./reply.ts";
 import type {
   CreateModelPayload,
   EpochMetrics,
@@ -29,81 +48,7 @@ import type {
   UploadProgress,
 } from "../protocol/types.ts";
 
-/** HTTP statuses after which the same request may succeed later. */
-export const RETRIABLE_STATUSES: ReadonlySet<number> = new Set([
-  408,
-  429,
-  500,
-  502,
-  503,
-  504,
-]);
-
-/** Longest wait a server may ask for, in milliseconds (1 hour). */
-export const MAX_RETRY_AFTER = 3_600_000;
-
-/** Largest reply body the client reads, in bytes (16 MiB). */
-export const MAX_RESPONSE_BYTES: number = 16 * 1024 * 1024;
-
 const DEFAULT_TIMEOUT = 30_000;
-
-/**
- * Whether a reply with this HTTP status may succeed when sent again
- * (408, 429, 500, 502, 503, 504).
- *
- * @param status The HTTP status.
- * @returns `true` when a retry may succeed.
- *
- * @example Classify statuses
- * ```ts
- * import { isRetriableStatus } from "./client.ts";
- *
- * console.assert(isRetriableStatus(503));
- * console.assert(!isRetriableStatus(404));
- * ```
- */
-export function isRetriableStatus(status: number): boolean {
-  return RETRIABLE_STATUSES.has(status);
-}
-
-/**
- * Reads how long a server asks the client to wait: `Retry-After` (seconds
- * or an HTTP date), else `X-RateLimit-Reset` (epoch seconds, or seconds from
- * now when small), capped at one hour. Missing or malformed headers give
- * `undefined`.
- *
- * @param headers The reply's headers.
- * @param now The current time in epoch milliseconds. @default {Date.now()}
- * @returns The wait in milliseconds, or `undefined`.
- *
- * @example Read Retry-After
- * ```ts
- * import { parseRetryAfter } from "./client.ts";
- *
- * console.assert(parseRetryAfter(new Headers({ "retry-after": "3" })) === 3000);
- * console.assert(parseRetryAfter(new Headers()) === undefined);
- * ```
- */
-export function parseRetryAfter(
-  headers: Headers,
-  now: number = Date.now(),
-): number | undefined {
-  const cap = (ms: number): number =>
-    Math.min(Math.max(0, Math.ceil(ms)), MAX_RETRY_AFTER);
-  const retryAfter = headers.get("retry-after")?.trim();
-  if (retryAfter) {
-    if (/^\d+(\.\d+)?$/.test(retryAfter)) return cap(Number(retryAfter) * 1000);
-    const date = Date.parse(retryAfter);
-    if (Number.isFinite(date)) return cap(date - now);
-  }
-  const reset = headers.get("x-ratelimit-reset")?.trim();
-  if (reset && /^\d+(\.\d+)?$/.test(reset)) {
-    const value = Number(reset);
-    // Values this large are epoch seconds; smaller ones count from now.
-    return cap(value > 1e9 ? value * 1000 - now : value * 1000);
-  }
-  return undefined;
-}
 
 /** Per-call options of every {@linkcode HUBClient} method. */
 export interface RequestOptions {
@@ -163,55 +108,6 @@ export interface UploadResult {
   sha256: string;
 }
 
-interface Envelope {
-  success: boolean;
-  data: unknown;
-  message: string | undefined;
-}
-
-interface Call {
-  method: string;
-  /** Path without query string: used in errors. */
-  path: string;
-  query?: string | undefined;
-  /** What the call does, for messages: "get the model". */
-  action: string;
-  json?: unknown | undefined;
-  upload?: { body: MultipartBody; contentType: string; contentLength: number };
-  /** A 2xx reply with an empty body counts as success (no data needed). */
-  emptyOk?: boolean | undefined;
-  /** Return `success: false` replies (and 401/403) instead of throwing. */
-  acceptRefusal?: boolean | undefined;
-}
-
-function redirectError(
-  response: Response,
-  method: string,
-  path: string,
-  action: string,
-  apiRoot: string,
-): HUBRequestError {
-  let target = "another address";
-  try {
-    const location = response.headers.get("location");
-    if (location !== null) {
-      const url = new URL(location, apiRoot);
-      target = `${url.origin}${url.pathname}`;
-    }
-  } catch {
-    // an unparsable Location: say nothing about it
-  }
-  return new HUBRequestError(
-    `Cannot ${action} as the server redirected ${method} ${path} to ${target}: ` +
-      "set the API root to the server's final address (redirects are not followed, so the API key stays with the server it was meant for)",
-    { method, path, status: response.status || undefined, retriable: false },
-  );
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function checkId(id: unknown, action: string): string {
   if (typeof id !== "string" || id.trim() === "") {
     throw new TypeError(
@@ -219,28 +115,6 @@ function checkId(id: unknown, action: string): string {
     );
   }
   return encodeURIComponent(id);
-}
-
-function checkTimeout(value: unknown, where: string): number {
-  if (typeof value !== "number" || Number.isNaN(value) || value <= 0) {
-    throw new RangeError(
-      `Cannot use ${where} as 'timeout' must be a positive number of milliseconds, got ${
-        String(value)
-      }`,
-    );
-  }
-  return value;
-}
-
-function hintFor(status: number): string {
-  if (status === 401 || status === 403) {
-    return ": check the API key";
-  }
-  if (status === 404) return ": check the model id and the API root";
-  if (status === 413) return ": the server refuses a body this large";
-  if (status === 429) return ": the server asks to slow down; retry later";
-  if (status >= 500) return ": the server failed; retry later";
-  return "";
 }
 
 /**
@@ -737,8 +611,24 @@ export class HUBClient {
     );
   }
 
+  get #context(): ExchangeContext {
+    return {
+      apiRoot: this.apiRoot,
+      agent: this.agent,
+      apiKey: this.#apiKey,
+      idToken: this.#idToken,
+      fetch: this.#fetch,
+      signal: this.#signal,
+      timeout: this.#timeout,
+    };
+  }
+
+  #send(call: Call, options: RequestOptions): Promise<Envelope> {
+    return exchange(this.#context, call, options);
+  }
+
   #redact(text: string): string {
-    return redact(text, [this.#apiKey, this.#idToken]);
+    return redactFor(this.#context, text);
   }
 
   #badReply(
@@ -748,281 +638,6 @@ export class HUBClient {
     what: string,
     status = 200,
   ): HUBRequestError {
-    return new HUBRequestError(
-      this.#redact(
-        `Cannot ${action} as the server's reply ${what}: check that ${this.apiRoot} is a HUB server`,
-      ),
-      { method, path: this.#redact(path), status, retriable: status >= 500 },
-    );
+    return badReply(this.#context, method, path, action, what, status);
   }
-
-  async #send(call: Call, options: RequestOptions): Promise<Envelope> {
-    const { signal: callerSignal, timeout = this.#timeout } = options ?? {};
-    if (callerSignal !== undefined && !(callerSignal instanceof AbortSignal)) {
-      throw new TypeError(
-        `Cannot ${call.action} as 'signal' is not an AbortSignal`,
-      );
-    }
-    checkTimeout(timeout, call.action);
-    callerSignal?.throwIfAborted();
-    this.#signal?.throwIfAborted();
-
-    const { method, path, action } = call;
-    const safePath = this.#redact(path);
-    const timer = new AbortController();
-    const upload = call.upload;
-    const timeoutError = new HUBTimeoutError(
-      upload === undefined
-        ? `Cannot ${action} as ${method} ${safePath} got no reply within ${timeout} ms: retry later or raise 'timeout'`
-        : `Cannot ${action} as ${method} ${safePath} made no progress for ${timeout} ms: retry later or raise 'timeout'`,
-      { timeout },
-    );
-    let handle: ReturnType<typeof setTimeout> | undefined;
-    const arm = (): void => {
-      if (handle !== undefined) clearTimeout(handle);
-      if (Number.isFinite(timeout) && !timer.signal.aborted) {
-        handle = setTimeout(() => timer.abort(timeoutError), timeout);
-      }
-    };
-    const signals = [timer.signal];
-    if (callerSignal !== undefined) signals.push(callerSignal);
-    if (this.#signal !== undefined) signals.push(this.#signal);
-    const signal = signals.length === 1
-      ? timer.signal
-      : AbortSignal.any(signals);
-
-    const headers: Record<string, string> = {
-      accept: "application/json",
-      "user-agent": this.agent,
-    };
-    if (this.#apiKey !== undefined) headers["x-api-key"] = this.#apiKey;
-    else if (this.#idToken !== undefined) {
-      headers.authorization = `Bearer ${this.#idToken}`;
-    }
-    let body: BodyInit | undefined;
-    if (call.json !== undefined) {
-      headers["content-type"] = "application/json";
-      body = JSON.stringify(call.json);
-    } else if (upload !== undefined) {
-      headers["content-type"] = upload.contentType;
-      headers["content-length"] = String(upload.contentLength);
-      body = upload.body.stream;
-    }
-    // Redirects are not followed: fetch would carry x-api-key to the new host.
-    const init: RequestInit & { duplex?: "half" } = {
-      method,
-      headers,
-      signal,
-      redirect: "manual",
-    };
-    if (body !== undefined) init.body = body;
-    if (upload !== undefined) init.duplex = "half";
-
-    // Uploads re-arm the timer on every body chunk: a stall, not a size, times out.
-    let stallWatch: ReturnType<typeof setInterval> | undefined;
-    if (upload !== undefined && Number.isFinite(timeout)) {
-      let last = -1;
-      const probe = (): void => {
-        const current = upload.body.loaded();
-        if (current !== last) {
-          last = current;
-          arm();
-        }
-      };
-      stallWatch = setInterval(
-        probe,
-        Math.max(10, Math.min(1000, timeout / 4)),
-      );
-    }
-    arm();
-    const failed = (error: unknown): unknown => {
-      if (callerSignal?.aborted) return callerSignal.reason;
-      if (this.#signal?.aborted) return this.#signal.reason;
-      if (timer.signal.aborted) return timeoutError;
-      const bodyError = upload?.body.error();
-      if (bodyError !== undefined) return bodyError;
-      return new HUBRequestError(
-        this.#redact(
-          `Cannot ${action} as ${method} ${path} failed on the network (${
-            error instanceof Error ? error.message : String(error)
-          }): check that ${this.apiRoot} is reachable, or retry later`,
-        ),
-        { method, path: safePath, retriable: true, cause: error },
-      );
-    };
-    try {
-      let response: Response;
-      let text: string;
-      try {
-        response = await this.#fetch(
-          `${this.apiRoot}${path}${call.query ?? ""}`,
-          init,
-        );
-        if (
-          response.type === "opaqueredirect" ||
-          (response.status >= 300 && response.status < 400)
-        ) {
-          await response.body?.cancel().catch(() => {});
-          throw redirectError(response, method, safePath, action, this.apiRoot);
-        }
-        text = await readCapped(response, () => {
-          throw new HUBRequestError(
-            `Cannot ${action} as the reply of ${method} ${safePath} exceeds ${MAX_RESPONSE_BYTES} bytes: check that ${this.apiRoot} is a HUB server`,
-            {
-              method,
-              path: safePath,
-              status: response.status,
-              retriable: false,
-            },
-          );
-        });
-      } catch (error) {
-        if (error instanceof HUBRequestError) throw error;
-        throw failed(error);
-      }
-      return this.#parse(call, safePath, response, text);
-    } finally {
-      if (handle !== undefined) clearTimeout(handle);
-      if (stallWatch !== undefined) clearInterval(stallWatch);
-    }
-  }
-
-  #parse(
-    call: Call,
-    path: string,
-    response: Response,
-    text: string,
-  ): Envelope {
-    const { method, action } = call;
-    const status = response.status;
-    let parsed: unknown;
-    let malformed: string | undefined;
-    if (text.trim() !== "") {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        malformed = /^\s*</.test(text)
-          ? "is an HTML page, not JSON"
-          : "is not valid JSON (truncated or malformed)";
-      }
-    }
-    const message = isRecord(parsed) && typeof parsed.message === "string"
-      ? parsed.message
-      : undefined;
-    if (!response.ok) {
-      if (call.acceptRefusal && (status === 401 || status === 403)) {
-        return { success: false, data: undefined, message };
-      }
-      const checksum = status === 400 && message !== undefined &&
-        message.startsWith("Checksum mismatch");
-      const retriable = isRetriableStatus(status) || checksum;
-      const retryAfter = parseRetryAfter(response.headers);
-      const detail = message !== undefined
-        ? `: ${message}`
-        : malformed !== undefined
-        ? ` with a reply that ${malformed}`
-        : "";
-      return fail(
-        new HUBRequestError(
-          this.#redact(
-            `Cannot ${action} as the server answered ${status}${detail}${
-              checksum
-                ? ": the file was corrupted in transit; retry"
-                : hintFor(status)
-            }`,
-          ),
-          {
-            method,
-            path,
-            status,
-            serverMessage: message === undefined
-              ? undefined
-              : this.#redact(message),
-            retryAfter,
-            retriable,
-          },
-        ),
-      );
-    }
-    if (malformed !== undefined) {
-      return fail(this.#badReply(method, path, action, malformed, status));
-    }
-    if (parsed === undefined) {
-      if (call.emptyOk === true) {
-        return { success: true, data: undefined, message: undefined };
-      }
-      return fail(this.#badReply(method, path, action, "is empty", status));
-    }
-    if (!isRecord(parsed) || typeof parsed.success !== "boolean") {
-      return fail(
-        this.#badReply(
-          method,
-          path,
-          action,
-          "is not a HUB envelope ({ success, data, message })",
-          status,
-        ),
-      );
-    }
-    if (!parsed.success) {
-      if (call.acceptRefusal) {
-        return { success: false, data: parsed.data, message };
-      }
-      return fail(
-        new HUBRequestError(
-          this.#redact(
-            `Cannot ${action} as the server answered ${status} with success false${
-              message === undefined ? "" : `: ${message}`
-            }`,
-          ),
-          {
-            method,
-            path,
-            status,
-            serverMessage: message === undefined
-              ? undefined
-              : this.#redact(message),
-            retriable: false,
-          },
-        ),
-      );
-    }
-    return { success: true, data: parsed.data, message };
-  }
-}
-
-function fail(error: HUBError): never {
-  throw error;
-}
-
-async function readCapped(
-  response: Response,
-  tooLarge: () => never,
-): Promise<string> {
-  const declared = Number(response.headers.get("content-length"));
-  if (Number.isFinite(declared) && declared > MAX_RESPONSE_BYTES) {
-    await response.body?.cancel().catch(() => {});
-    tooLarge();
-  }
-  if (response.body === null) return "";
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_RESPONSE_BYTES) {
-      await reader.cancel().catch(() => {});
-      tooLarge();
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return new TextDecoder().decode(bytes);
 }
