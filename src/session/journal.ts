@@ -122,7 +122,13 @@ export function serverJournalDir(root: string, apiRoot: string): string {
   const url = new URL(apiRoot);
   const port = url.port || (url.protocol === "https:" ? "443" : "80");
   const path = url.pathname.replace(/\/+$/, "");
-  return join(root, encodeName(`${url.hostname}:${port}${path}`, "."));
+  // The scheme is part of the name only for https, so that the common
+  // http case reads `127.0.0.1_3A8080`.
+  const scheme = url.protocol === "http:" ? "" : url.protocol;
+  return join(
+    root,
+    encodeName(`${scheme}${url.hostname}:${port}${path}`, "."),
+  );
 }
 
 /**

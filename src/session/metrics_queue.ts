@@ -8,6 +8,7 @@
 
 import type { MetricsJournal } from "./journal.ts";
 import type { EpochMetrics } from "../protocol/types.ts";
+import { epochProblem, metricsProblem } from "../protocol/metrics_rules.ts";
 
 /** A snapshot of pending epochs taken for one request. */
 export interface MetricsBatch {
@@ -81,15 +82,18 @@ export class MetricsQueue {
   /**
    * Queues (or replaces) the metrics of an epoch.
    *
-   * @param epoch Epoch number (a non-negative integer).
-   * @param metrics Flat map of metric name to finite number.
-   * @throws {RangeError} When the epoch is not a non-negative integer.
+   * @param epoch Epoch number (an integer from 0 to 99,999).
+   * @param metrics Flat map of metric name to number (NaN and Infinity are
+   * sent as `null`).
+   * @throws {RangeError} When the epoch is out of range, or the metrics break
+   * the protocol's bounds (count, name length, size).
    * @throws {TypeError} When a metric value is not a number.
    */
   add(epoch: number, metrics: EpochMetrics): void {
-    if (!Number.isInteger(epoch) || epoch < 0) {
+    const badEpoch = epochProblem(epoch);
+    if (badEpoch !== undefined) {
       throw new RangeError(
-        `Cannot queue metrics for epoch ${epoch}: the epoch must be a non-negative integer`,
+        `Cannot queue metrics for epoch ${epoch} as the epoch ${badEpoch}`,
       );
     }
     if (
@@ -100,6 +104,7 @@ export class MetricsQueue {
       );
     }
     const copy: EpochMetrics = {};
+    const wire: Record<string, number | null> = {};
     for (const [name, value] of Object.entries(metrics)) {
       if (typeof value !== "number") {
         throw new TypeError(
@@ -107,6 +112,16 @@ export class MetricsQueue {
         );
       }
       copy[name] = value;
+      // NaN and Infinity travel as null (JSON cannot carry them).
+      wire[name] = Number.isFinite(value) ? value : null;
+    }
+    // The server's own rules (protocol/metrics_rules.ts), checked here so that
+    // a bad epoch is refused now instead of being refused by the server later.
+    const problem = metricsProblem(wire);
+    if (problem !== undefined) {
+      throw new RangeError(
+        `Cannot queue the metrics of epoch ${epoch} as they ${problem.reason}`,
+      );
     }
     const version = this.#journal?.append(epoch, copy) ?? ++this.#version;
     this.#version = Math.max(this.#version, version);

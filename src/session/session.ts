@@ -556,9 +556,11 @@ export class HUBTrainingSession {
    * it does). O(1); never blocks; never throws on network or disk trouble.
    * Queuing an epoch again replaces its value.
    *
-   * @param epoch Epoch number (a non-negative integer).
-   * @param metrics Flat map of metric name to number.
-   * @throws {RangeError} When the epoch is not a non-negative integer.
+   * @param epoch Epoch number (an integer from 0 to 99,999).
+   * @param metrics Flat map of metric name to number; checked against the
+   * same rules as the server's (`protocol/metrics_rules.ts`).
+   * @throws {RangeError} When the epoch is out of range, or the metrics break
+   * the protocol's bounds (count, name length, size).
    * @throws {TypeError} When a value is not a number.
    * @throws {HUBError} When the session is closed.
    */
