@@ -131,4 +131,9 @@ export interface Logger {
   warn(message: string): void;
   /** Something failed and was not recovered. */
   error(message: string): void;
+  /**
+   * Details for whoever debugs a run, e.g. what was skipped for want of a
+   * Deno permission; optional.
+   */
+  debug?(message: string): void;
 }

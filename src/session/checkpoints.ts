@@ -11,7 +11,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { HUBError } from "../common/errors.ts";
-import { classifyFileError } from "./weights_file.ts";
+import { classifyFileError, readDenied } from "./weights_file.ts";
 
 /** What became of a checkpoint upload. */
 export type CheckpointOutcome =
@@ -122,6 +122,15 @@ export class CheckpointUploader {
       return Promise.resolve({ status: "skipped", epoch, reason: "closed" });
     }
     let snapshot: string;
+    const denied = readDenied(path);
+    if (denied !== undefined) {
+      return Promise.resolve({
+        status: "skipped",
+        epoch,
+        reason: "unreadable-file",
+        detail: denied.detail,
+      });
+    }
     try {
       const info = statSync(path);
       if (!info.isFile()) {

@@ -10,9 +10,11 @@
  */
 
 import { readFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { HUBConfigError } from "../common/errors.ts";
+import { granted, homeDir, readEnv } from "../common/permissions.ts";
+
+export { readEnv } from "../common/permissions.ts";
 import { assertSafeTransport } from "../common/safe_transport.ts";
 
 export { assertSafeTransport, isLoopback } from "../common/safe_transport.ts";
@@ -68,36 +70,6 @@ export interface ResolvedConfig {
   apiKey: string | undefined;
 }
 
-/**
- * Reads an environment variable on Deno, Bun or Node. On Deno without
- * `--allow-env`, or anywhere the variable cannot be read, it counts as unset.
- *
- * @param name Variable name.
- * @returns The value, or `undefined` when unset or unreadable.
- *
- * @example Read a variable
- * ```ts
- * import { readEnv } from "./config.ts";
- *
- * const root = readEnv("ULTRALYTICS_HUB_API") ?? "https://api.ultralytics.com";
- * console.log(root);
- * ```
- */
-export function readEnv(name: string): string | undefined {
-  try {
-    const deno =
-      (globalThis as { Deno?: { env: { get(n: string): string | undefined } } })
-        .Deno;
-    if (deno !== undefined) return deno.env.get(name);
-    const process =
-      (globalThis as { process?: { env: Record<string, string | undefined> } })
-        .process;
-    return process?.env[name];
-  } catch {
-    return undefined;
-  }
-}
-
 function normaliseRoot(value: string, what: string): string {
   let url: URL;
   try {
@@ -127,17 +99,19 @@ function defaultSettingsFile(
 ): string | undefined {
   const dir = env("YOLO_CONFIG_DIR");
   if (dir !== undefined && dir !== "") return join(dir, "settings.json");
-  try {
-    return join(homedir(), ".config", "Ultralytics", "settings.json");
-  } catch {
-    return undefined;
-  }
+  const home = homeDir();
+  return home === undefined
+    ? undefined
+    : join(home, ".config", "Ultralytics", "settings.json");
 }
 
 async function readSettingsKey(
   path: string | undefined,
 ): Promise<string | undefined> {
   if (path === undefined) return undefined;
+  if (!granted({ name: "read", path }, "reading the settings file")) {
+    return undefined;
+  }
   let text: string;
   try {
     text = await readFile(path, "utf8");

@@ -31,10 +31,9 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { unrefTimer } from "../common/timers.ts";
-import { readEnv } from "./config.ts";
+import { homeDir, readEnv } from "../common/permissions.ts";
 import type { EpochMetrics, Logger, ModelDocument } from "../protocol/types.ts";
 
 /** Options of {@linkcode MetricsJournal.open}. */
@@ -96,10 +95,13 @@ export function defaultJournalRoot(): string {
       (globalThis as { Deno?: { build: { os: string } } }).Deno?.build.os;
   let base = readEnv("XDG_CACHE_HOME");
   if (base === undefined || base === "") {
-    if (platform === "darwin") base = join(homedir(), "Library", "Caches");
+    // Without a home directory (or the permission to know it), a relative
+    // directory: nothing is ever prompted for.
+    const home = homeDir() ?? ".";
+    if (platform === "darwin") base = join(home, "Library", "Caches");
     else if (platform === "win32" || platform === "windows") {
-      base = readEnv("LOCALAPPDATA") ?? join(homedir(), "AppData", "Local");
-    } else base = join(homedir(), ".cache");
+      base = readEnv("LOCALAPPDATA") ?? join(home, "AppData", "Local");
+    } else base = join(home, ".cache");
   }
   return join(base, "hub-session", "journal");
 }

@@ -9,6 +9,7 @@
  */
 
 import { format as formatBytes } from "@std/fmt/bytes";
+import { readEnv } from "../common/permissions.ts";
 import type {
   Logger,
   ProgressCallback,
@@ -123,19 +124,10 @@ interface RuntimeGlobals {
   };
 }
 
-function readCI(g: RuntimeGlobals): string | undefined {
-  try {
-    if (g.Deno?.env !== undefined) return g.Deno.env.get("CI");
-  } catch {
-    return undefined; // No --allow-env: count it as unset.
-  }
-  return g.process?.env?.CI;
-}
-
 /** Whether standard error is a terminal (and `CI` is unset). */
 function stderrWriter(): ((text: string) => void) | undefined {
   const g = globalThis as RuntimeGlobals;
-  const ci = readCI(g);
+  const ci = readEnv("CI");
   if (ci !== undefined && ci !== "" && ci !== "0" && ci !== "false") {
     return undefined;
   }

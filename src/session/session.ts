@@ -29,6 +29,7 @@ import { HUBClient } from "../transport/client.ts";
 import type { UploadModelOptions, UploadResult } from "../transport/client.ts";
 import { sha256File } from "../common/hash.ts";
 import { sleepUnref } from "../common/timers.ts";
+import { granted, setPermissionDebug } from "../common/permissions.ts";
 import { readEnv, resolveConfig } from "./config.ts";
 import {
   HUBError,
@@ -251,6 +252,9 @@ export class HUBTrainingSession {
         : options.logger ?? consoleLogger(),
       [config.apiKey],
     );
+    if (typeof options.logger === "object") {
+      setPermissionDebug(options.logger.debug?.bind(options.logger));
+    }
     const transport = options.transport ?? new HUBClient({
       apiRoot: config.apiRoot,
       apiKey: config.apiKey,
@@ -421,6 +425,17 @@ export class HUBTrainingSession {
     }
     const id = this.#modelId;
     if (id === undefined) return undefined;
+    const root = this.#journalRoot;
+    if (
+      !granted({ name: "write", path: root }, "writing the journal") ||
+      !granted({ name: "read", path: root }, "reading the journal")
+    ) {
+      this.#logger.warn(
+        `Cannot use the journal in ${root} as Deno's read and write permissions for it are not granted (never prompted): metrics are kept in memory only; run with --allow-read --allow-write, or pass journal: false`,
+      );
+      this.#journalRoot = false;
+      return undefined;
+    }
     try {
       this.#journal = MetricsJournal.open(
         journalDir(this.#journalRoot, this.#apiRoot, id),

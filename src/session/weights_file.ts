@@ -9,6 +9,7 @@
 import { stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { HUBError } from "../common/errors.ts";
+import { granted } from "../common/permissions.ts";
 import type { Logger } from "../protocol/types.ts";
 
 /** Why a weights file cannot be used. */
@@ -25,6 +26,8 @@ export type UnusableReason = "missing" | "not-a-file" | "unreadable";
 export async function checkWeightsFile(
   path: string,
 ): Promise<{ reason: UnusableReason; detail: string } | undefined> {
+  const denied = readDenied(path);
+  if (denied !== undefined) return denied;
   try {
     const info = await stat(path);
     if (info.isFile()) return undefined;
@@ -93,5 +96,25 @@ export function classifyFileError(
     detail: `cannot be read (${
       typeof code === "string" ? code : (error as Error).message
     })`,
+  };
+}
+
+/**
+ * Says why a file may not be read when Deno's read permission is not
+ * granted (never prompting), or `undefined` when it may.
+ *
+ * @param path The file.
+ * @returns The reason and detail, or `undefined`.
+ */
+export function readDenied(
+  path: string,
+): { reason: UnusableReason; detail: string } | undefined {
+  if (granted({ name: "read", path }, "reading weights files")) {
+    return undefined;
+  }
+  return {
+    reason: "unreadable",
+    detail:
+      "cannot be read (Deno's read permission is not granted: run with --allow-read)",
   };
 }

@@ -7,7 +7,12 @@
  * @module
  */
 
-import { HUBRequestError, HUBTimeoutError } from "../common/errors.ts";
+import {
+  HUBConfigError,
+  HUBRequestError,
+  HUBTimeoutError,
+} from "../common/errors.ts";
+import { granted } from "../common/permissions.ts";
 import type { HUBError } from "../common/errors.ts";
 import { redact } from "../common/redact.ts";
 import type { MultipartBody } from "./multipart_body.ts";
@@ -145,6 +150,16 @@ export async function exchange(
   ctx.signal?.throwIfAborted();
 
   const { method, path, action } = call;
+  if (
+    ctx.fetch === globalThis.fetch &&
+    !granted({ name: "net", host: new URL(ctx.apiRoot).host }, "network access")
+  ) {
+    throw new HUBConfigError(
+      `Cannot ${action} as Deno's net permission for ${
+        new URL(ctx.apiRoot).host
+      } is not granted (the library never prompts for it): run with --allow-net`,
+    );
+  }
   const safePath = redactFor(ctx, path);
   const timer = new AbortController();
   const upload = call.upload;
