@@ -111,48 +111,75 @@ function raw(
     "",
   ].join("\r\n");
   return new Promise((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
+    let received = new Uint8Array();
+    let settled = false;
     const socket = connect(server.port, "127.0.0.1", () => {
       socket.write(head);
       if (bytes.length > 0) socket.write(bytes);
     });
-    socket.on("data", (chunk: Uint8Array) => chunks.push(chunk));
-    socket.on("error", reject);
+    const settle = (final: boolean): void => {
+      if (settled) return;
+      const reply = parseReply(new TextDecoder().decode(received), final);
+      if (reply === undefined) return;
+      settled = true;
+      socket.destroy();
+      resolve(reply);
+    };
+    socket.on("data", (chunk: Uint8Array) => {
+      const out = new Uint8Array(received.length + chunk.length);
+      out.set(received);
+      out.set(chunk, received.length);
+      received = out;
+      settle(false);
+    });
+    socket.on("error", (error) => {
+      if (!settled) reject(error);
+    });
     socket.on("close", () => {
-      const text = new TextDecoder().decode(
-        chunks.reduce((all, c) => {
-          const out = new Uint8Array(all.length + c.length);
-          out.set(all);
-          out.set(c, all.length);
-          return out;
-        }, new Uint8Array()),
-      );
-      const split = text.indexOf("\r\n\r\n");
-      const lines = text.slice(0, split).split("\r\n");
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(lines[0] ?? "")?.[1]);
-      const map = new Map<string, string>();
-      for (const line of lines.slice(1)) {
-        const colon = line.indexOf(":");
-        map.set(
-          line.slice(0, colon).trim().toLowerCase(),
-          line.slice(colon + 1).trim(),
-        );
-      }
-      let rest = text.slice(split + 4);
-      if (map.get("transfer-encoding") === "chunked") {
-        let out = "";
-        for (;;) {
-          const eol = rest.indexOf("\r\n");
-          const size = parseInt(rest.slice(0, eol), 16);
-          if (!(size > 0)) break;
-          out += rest.slice(eol + 2, eol + 2 + size);
-          rest = rest.slice(eol + 2 + size + 2);
-        }
-        rest = out;
-      }
-      resolve({ status, headers: map, body: rest });
+      settle(true);
+      if (!settled) reject(new Error("The connection closed without a reply"));
     });
   });
+}
+
+/** Parses a reply; `undefined` while it is incomplete (unless `final`). */
+function parseReply(text: string, final: boolean): RawReply | undefined {
+  const split = text.indexOf("\r\n\r\n");
+  if (split === -1) return undefined;
+  const lines = text.slice(0, split).split("\r\n");
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(lines[0] ?? "")?.[1]);
+  const map = new Map<string, string>();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    map.set(
+      line.slice(0, colon).trim().toLowerCase(),
+      line.slice(colon + 1).trim(),
+    );
+  }
+  let rest = text.slice(split + 4);
+  if (map.get("transfer-encoding") === "chunked") {
+    let out = "";
+    for (;;) {
+      const eol = rest.indexOf("\r\n");
+      if (eol === -1) {
+        return final ? { status, headers: map, body: out } : undefined;
+      }
+      const size = parseInt(rest.slice(0, eol), 16);
+      if (size === 0) break;
+      if (!(size > 0) || rest.length < eol + 2 + size + 2) {
+        return final ? { status, headers: map, body: out } : undefined;
+      }
+      out += rest.slice(eol + 2, eol + 2 + size);
+      rest = rest.slice(eol + 2 + size + 2);
+    }
+    return { status, headers: map, body: out };
+  }
+  const length = map.get("content-length");
+  if (length !== undefined && rest.length < Number(length) && !final) {
+    return undefined;
+  }
+  if (length === undefined && !final) return undefined;
+  return { status, headers: map, body: rest };
 }
 
 function envelope(reply: RawReply): Envelope {
@@ -252,21 +279,21 @@ describe("bodies over the limit", () => {
     await withServer(async (server) => {
       const id = await createModel(server);
       const boundary = randomBytes(8).toString("hex");
-      // Well above the limit plus any margin a runtime adds of its own.
-      const body = multipart(boundary, 0, new Uint8Array(3 * 1024 * 1024));
-      const reply = await fetch(`${server.url}/v1/models/${id}/upload`, {
-        method: "POST",
-        headers: {
+      // Declared well above the limit plus any margin a runtime adds of its
+      // own; the reply comes before the body is sent.
+      const reply = await raw(
+        server,
+        "POST",
+        `/v1/models/${id}/upload`,
+        {
+          host: `127.0.0.1:${server.port}`,
           "content-type": `multipart/form-data; boundary=${boundary}`,
+          "content-length": String(3 * 1024 * 1024),
         },
-        body,
-      });
-      assertEquals(reply.status, 413);
-      assertMatch(
-        reply.headers.get("content-type") ?? "",
-        /^application\/json/,
+        `--${boundary}\r\n`,
       );
-      const json = await reply.json() as Envelope;
+      assertEquals(reply.status, 413);
+      const json = envelope(reply);
       assertFalse(json.success);
       assertStringIncludes(json.message ?? "", "exceed");
     }, { maxUploadBytes: 1000 });
@@ -473,5 +500,118 @@ describe("an open server and cross-origin requests", () => {
       ) as Envelope;
       assert(uploaded.success, uploaded.message);
     });
+  });
+});
+
+/** Opens a connection and reports when the server closes it. */
+function openConnection(
+  server: HubServer,
+  onOpen: (write: (text: string) => boolean) => void,
+): { closed: Promise<void>; isClosed(): boolean; destroy(): void } {
+  let done = false;
+  let destroy = (): void => {};
+  const closed = new Promise<void>((resolve) => {
+    const socket = connect(server.port, "127.0.0.1", () => {
+      onOpen((text) => !done && socket.write(text));
+    });
+    destroy = () => socket.destroy();
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      done = true;
+      resolve();
+    });
+  });
+  return { closed, isClosed: () => done, destroy };
+}
+
+async function waitUntil(
+  condition: () => boolean,
+  what: string,
+  bound = 60_000,
+): Promise<void> {
+  const until = Date.now() + bound;
+  while (!condition()) {
+    if (Date.now() > until) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe("slow clients", () => {
+  test("connections that trickle headers or send nothing are closed", async () => {
+    await withServer(async (server) => {
+      const timers: ReturnType<typeof setInterval>[] = [];
+      const trickling = Array.from(
+        { length: 5 },
+        () =>
+          openConnection(server, (write) => {
+            write("GET /v1 HTTP/1.1\r\n");
+            let i = 0;
+            timers.push(setInterval(() => write(`x-slow-${i++}: 1\r\n`), 200));
+          }),
+      );
+      const silent = openConnection(server, () => {});
+      try {
+        await waitUntil(
+          () => trickling.every((c) => c.isClosed()) && silent.isClosed(),
+          "the server closes the slow connections",
+        );
+        // The server still serves everyone else.
+        const reply = await fetch(`${server.url}/v1`);
+        assertEquals(reply.status, 200);
+        await reply.body?.cancel();
+      } finally {
+        for (const timer of timers) clearInterval(timer);
+        for (const c of [...trickling, silent]) c.destroy();
+      }
+    }, { headerTimeout: 1000 });
+  });
+
+  test("an upload that takes longer than the header timeout is not cut", async () => {
+    await withServer(async (server) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(8).toString("hex");
+      const body = multipart(boundary, 2, randomBytes(64 * 1024));
+      let offset = 0;
+      const slices = 12;
+      const stream = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (offset >= body.length) {
+            controller.close();
+            return;
+          }
+          // Steady but slow: the whole body takes ~2.4 s.
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          const size = Math.ceil(body.length / slices);
+          controller.enqueue(body.slice(offset, offset + size));
+          offset += size;
+        },
+      });
+      const init: RequestInit & { duplex: "half" } = {
+        method: "POST",
+        headers: {
+          "content-type": `multipart/form-data; boundary=${boundary}`,
+        },
+        body: stream,
+        duplex: "half",
+      };
+      const reply = await fetch(`${server.url}/v1/models/${id}/upload`, init);
+      assertEquals(reply.status, 200, (await reply.json()).message);
+      // And a kept-alive connection serves the next request.
+      const again = await fetch(`${server.url}/v1/models/${id}`);
+      assertEquals(again.status, 200);
+      await again.body?.cancel();
+    }, { headerTimeout: 1000 });
+  });
+
+  test("serveHub() refuses timeouts that are not positive", async () => {
+    for (const bad of [0, -1, Number.NaN]) {
+      let error: unknown;
+      try {
+        await serveHub({ dataDir: "unused", headerTimeout: bad });
+      } catch (caught) {
+        error = caught;
+      }
+      assert(error instanceof RangeError, String(bad));
+    }
   });
 });

@@ -48,6 +48,11 @@ Options:
   --api-key-file FILE     accept the keys in FILE, one per line
                           (default: $HUB_API_KEY, else accept every request)
   --api-key KEY           accept KEY (repeatable): visible in ps, avoid it
+  --public-url URL        base URL clients reach the HUB at (behind a proxy);
+                          an open HUB also answers its host name
+  --allowed-host NAME     another host name an open HUB (no key) answers;
+                          repeatable (loopback names and IP addresses are
+                          always answered)
   -h, --help              show this help`,
   demo: `hub-session demo [options]
 

@@ -15,6 +15,7 @@ import {
   positionals,
   readKeys,
   text,
+  UsageError,
 } from "./args.ts";
 import { HELP } from "./help.ts";
 
@@ -60,8 +61,8 @@ export function onTermination(handler: () => void): () => void {
  */
 export async function serve(args: string[], io: Io): Promise<number> {
   const { values, positionals: rest } = parse("serve", args, {
-    string: ["port", "hostname", "data", "api-key-file"],
-    collect: ["api-key"],
+    string: ["port", "hostname", "data", "api-key-file", "public-url"],
+    collect: ["api-key", "allowed-host"],
     alias: { p: "port" },
   });
   if (values.help === true) {
@@ -73,11 +74,18 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const apiKeys = await readKeys(values, "api-key", io);
   const hostname = text(values, "hostname") ?? "127.0.0.1";
   const dataDir = resolve(text(values, "data") ?? ".hub-data");
+  const publicUrl = text(values, "public-url");
+  const allowedHosts = (values["allowed-host"] ?? []) as string[];
+  if (allowedHosts.some((host) => host.trim() === "")) {
+    throw new UsageError("--allowed-host must not be empty");
+  }
   io.signal?.throwIfAborted();
   const server = await serveHub({
     port,
     hostname,
     dataDir,
+    publicUrl,
+    allowedHosts,
     ...(apiKeys.length > 0 ? { apiKeys } : {}),
   });
   io.write(`HUB listening on ${server.url}`);

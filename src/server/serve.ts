@@ -7,6 +7,7 @@
 
 import { mkdir } from "node:fs/promises";
 import { createHubHandler, type HubHandlerOptions } from "./app.ts";
+import { guardConnections } from "./connection_guard.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends HubHandlerOptions {
@@ -22,6 +23,22 @@ export interface ServeHubOptions extends HubHandlerOptions {
    * @default {"127.0.0.1"}
    */
   hostname?: string | undefined;
+  /**
+   * Milliseconds a client may take to send a request's headers, however it
+   * trickles them; then the connection is closed (slowloris). On Bun, its
+   * own fixed limit of about 10 seconds applies instead.
+   *
+   * @default {10000}
+   */
+  headerTimeout?: number | undefined;
+  /**
+   * Milliseconds without a byte moving either way before a connection
+   * serving a request (or kept alive after one) is closed. Bun counts it in
+   * whole seconds, at most 255.
+   *
+   * @default {255000}
+   */
+  idleTimeout?: number | undefined;
   /**
    * Closes the server when aborted (see {@linkcode HubServer.close}).
    *
@@ -84,19 +101,44 @@ interface Listener {
   stop(): Promise<void>;
 }
 
+interface Timeouts {
+  headerTimeout: number;
+  idleTimeout: number;
+}
+
 function listen(
   port: number,
   hostname: string,
   handler: FetchHandler,
+  { headerTimeout, idleTimeout }: Timeouts,
 ): Listener {
   const deno = (globalThis as { Deno?: Partial<DenoServeApi> }).Deno;
   if (typeof deno?.serve === "function") {
-    const server = deno.serve({ port, hostname, onListen: () => {} }, handler);
+    // Deno.serve has no header or idle timeout: it listens on a loopback
+    // port of its own behind the connection guard, which has both.
+    const server = deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+      handler,
+    );
+    let guard;
+    try {
+      guard = guardConnections(server.addr.port, {
+        port,
+        hostname,
+        headerTimeout,
+        idleTimeout,
+      });
+    } catch (error) {
+      void server.shutdown();
+      throw error;
+    }
     return {
-      port: server.addr.port,
+      port: guard.port,
       stop: async () => {
+        guard.stopAccepting();
         await server.shutdown();
         await server.finished;
+        guard.closeAll();
       },
     };
   }
@@ -111,8 +153,8 @@ function listen(
       // bodyLimit, uploads by Content-Length and by the multipart reader's
       // count), and a route that reads no body never buffers one.
       maxRequestBodySize: Number.MAX_SAFE_INTEGER,
-      // Seconds without traffic before a connection is closed (Bun's max).
-      idleTimeout: 255,
+      // Seconds without traffic before a connection is closed (255 at most).
+      idleTimeout: Math.min(255, Math.max(1, Math.ceil(idleTimeout / 1000))),
       development: false,
     });
     return {
@@ -162,6 +204,8 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
   const {
     port = 0,
     hostname = "127.0.0.1",
+    headerTimeout = 10_000,
+    idleTimeout = 255_000,
     signal,
     ...handlerOptions
   } = options ?? {};
@@ -175,6 +219,18 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
       "Cannot start the HUB server as hostname is not a non-empty string",
     );
   }
+  for (
+    const [name, value] of [["headerTimeout", headerTimeout], [
+      "idleTimeout",
+      idleTimeout,
+    ]] as const
+  ) {
+    if (!Number.isFinite(value) || value <= 0) {
+      throw new RangeError(
+        `Cannot start the HUB server as ${name} is not a positive number of milliseconds: ${value}`,
+      );
+    }
+  }
   // Cancels uploads still being received when the server closes.
   const closing = new AbortController();
   const handler = createHubHandler({
@@ -185,7 +241,10 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
   });
   signal?.throwIfAborted();
   await mkdir(handlerOptions.dataDir, { recursive: true });
-  const listener = listen(port, hostname, handler);
+  const listener = listen(port, hostname, handler, {
+    headerTimeout,
+    idleTimeout,
+  });
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
