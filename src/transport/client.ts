@@ -19,6 +19,7 @@ import { HUBRequestError } from "../common/errors.ts";
 import { assertSafeTransport } from "../common/safe_transport.ts";
 import { consoleLogger } from "../common/logger.ts";
 import { createMultipartUpload } from "./multipart_body.ts";
+import { UPLOAD_FILE_PARTS } from "../protocol/upload.ts";
 import { AGENT } from "../common/version.ts";
 import { isRecord } from "./reply.ts";
 import {
@@ -480,7 +481,7 @@ export class HUBClient {
     options.signal?.throwIfAborted();
     this.#signal?.throwIfAborted();
 
-    const partName = type === "epoch" ? "last.pt" : "best.pt";
+    const partName = UPLOAD_FILE_PARTS[type];
     const upload = await createMultipartUpload({
       file,
       partName,

@@ -13,6 +13,7 @@ import {
   HUBTimeoutError,
 } from "../common/errors.ts";
 import { granted } from "../common/permissions.ts";
+import { CHECKSUM_MISMATCH } from "../protocol/upload.ts";
 import type { HUBError } from "../common/errors.ts";
 import { redact } from "../common/redact.ts";
 import type { MultipartBody } from "./multipart_body.ts";
@@ -306,7 +307,7 @@ function parseReply(
       return { success: false, data: undefined, message };
     }
     const checksum = status === 400 && message !== undefined &&
-      message.startsWith("Checksum mismatch");
+      message.startsWith(CHECKSUM_MISMATCH);
     const retriable = isRetriableStatus(status) || checksum;
     const retryAfter = parseRetryAfter(response.headers);
     const detail = message !== undefined

@@ -26,6 +26,7 @@ import type { FileHandle } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import type { Hash } from "node:crypto";
 import { HUBError } from "../common/errors.ts";
+import { CHECKSUM_FIELD } from "../protocol/upload.ts";
 import type { ProgressCallback, UploadProgress } from "../protocol/types.ts";
 
 const encoder = new TextEncoder();
@@ -444,7 +445,7 @@ export async function createMultipartUpload(
     partName,
     fileName = partName,
     contentType = "application/octet-stream",
-    checksumField = "sha256",
+    checksumField = CHECKSUM_FIELD,
     chunkSize = 1 << 20,
     highWaterMark = 2,
   } = options ?? {};
