@@ -29,6 +29,10 @@ import { createModelPayload } from "../src/session/session.ts";
 
 const MiB = 1024 * 1024;
 const SHARED_WRITERS = 5;
+/** Epochs per client's own model, then they are sent again. */
+const OWN_EPOCHS = 5000;
+/** Epochs per writer of the shared model: 5 × 1000 stay under 10,000. */
+const SHARED_EPOCHS = 1000;
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -212,14 +216,17 @@ async function runClient(index: number): Promise<void> {
   const writesShared = index < SHARED_WRITERS;
   for (let n = 0; performance.now() < deadline; n++) {
     const value = index * 1000 + n / 7;
+    // Epochs cycle within the bounds of a model (protocol/metrics_rules.ts):
+    // a re-sent epoch replaces the stored one, and the last value must win.
+    const own = n % OWN_EPOCHS;
     const sent = await timed(
       "metrics",
-      () => client.uploadMetrics(model, { [n]: { "train/loss": value } }),
+      () => client.uploadMetrics(model, { [own]: { "train/loss": value } }),
     );
-    if (sent.ok) ack(model, n, value);
+    if (sent.ok) ack(model, own, value);
     if (writesShared && performance.now() < deadline) {
       // Disjoint epoch ranges, so every acknowledged value must survive.
-      const epoch = index * 1_000_000 + n;
+      const epoch = index * SHARED_EPOCHS + n % SHARED_EPOCHS;
       const result = await timed(
         "shared metrics",
         () =>

@@ -87,21 +87,25 @@ export async function writeAtomic(
 /**
  * Appends text to a file and syncs it before returning.
  *
- * @param path The file (created when missing, then its directory synced).
+ * @param path The file (created when missing).
  * @param text The text.
+ * @param options `mayCreate`: the file may not exist yet, so its directory
+ * is synced too (skipped otherwise: one syscall less per append).
  * @returns When the text is durable.
  */
-export async function appendSynced(path: string, text: string): Promise<void> {
+export async function appendSynced(
+  path: string,
+  text: string,
+  options: { mayCreate?: boolean } = {},
+): Promise<void> {
   const handle = await open(path, "a");
-  let created = false;
   try {
-    created = (await handle.stat()).size === 0;
     await handle.appendFile(text, "utf8");
     await handle.datasync();
   } finally {
     await handle.close();
   }
-  if (created) await syncDir(dirname(path));
+  if (options.mayCreate === true) await syncDir(dirname(path));
 }
 
 /**

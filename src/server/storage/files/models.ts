@@ -519,7 +519,9 @@ export class FileModelStore implements ModelStore {
         );
       }
       try {
-        await appendSynced(this.#metricsPath(id), metricsLine(metrics, now));
+        await appendSynced(this.#metricsPath(id), metricsLine(metrics, now), {
+          mayCreate: entry.entries === 0,
+        });
       } catch (error) {
         // A partly written line is cut off when the model is loaded again.
         this.#forget(id);
