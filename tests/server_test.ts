@@ -530,7 +530,18 @@ describe("models", () => {
 
   test("DELETE soft-deletes by default and removes the files with hard=true", async () => {
     await withServer(async (server, dataDir) => {
+      const weights = async (id: string): Promise<void> => {
+        const boundary = randomBytes(16).toString("hex");
+        const reply = await upload(
+          server,
+          id,
+          multipart(boundary, epochParts(1, randomBytes(5_000))),
+          boundary,
+        );
+        assertEquals(reply.status, 200);
+      };
       const soft = await createModel(server);
+      await weights(soft);
       assertEquals(
         (await call(server, "DELETE", `/v1/models/${soft}?hard=false`)).status,
         200,
@@ -540,7 +551,10 @@ describe("models", () => {
         404,
       );
       assert((await stat(join(dataDir, "models", soft))).isDirectory());
+      // A soft-deleted model keeps its weights.
+      assertEquals((await blobsOf(dataDir, soft)).length, 1);
       const hard = await createModel(server);
+      await weights(hard);
       assertEquals(
         (await call(server, "DELETE", `/v1/models/${hard}?hard=true`)).status,
         200,
@@ -550,6 +564,7 @@ describe("models", () => {
         404,
       );
       await assertRejects(() => stat(join(dataDir, "models", hard)));
+      assertEquals(await blobsOf(dataDir, hard), []);
       const other = await createModel(server);
       assertEquals(
         (await call(server, "DELETE", `/v1/models/${other}?hard=maybe`)).status,
@@ -1111,6 +1126,42 @@ describe("replacing weights", () => {
       );
       assertEquals(await blobsOf(dataDir, id), [basename(last)]);
     });
+  });
+
+  test("opening the store collects blobs no document names and keeps those of soft-deleted models", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
+    try {
+      let live: string;
+      let soft: string;
+      const data = randomBytes(20_000);
+      {
+        await using server = await serveHub({ dataDir });
+        live = await createModel(server);
+        soft = await createModel(server);
+        for (const id of [live, soft]) {
+          const boundary = randomBytes(16).toString("hex");
+          await upload(
+            server,
+            id,
+            multipart(boundary, epochParts(1, data)),
+            boundary,
+          );
+        }
+        assertEquals(
+          (await call(server, "DELETE", `/v1/models/${soft}`)).status,
+          200,
+        );
+      }
+      // A blob a crash left published but never committed.
+      const orphan = join(dataDir, "weights", live, "f".repeat(64));
+      await writeFile(orphan, "never committed");
+      await using server = await serveHub({ dataDir });
+      assertEquals((await getDoc(server, live)).has_last_weights, true);
+      assertEquals(await blobsOf(dataDir, live), [sha256(data)]);
+      assertEquals(await blobsOf(dataDir, soft), [sha256(data)]);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   test("opening a data directory of the earlier layout moves the weights its documents name to content addresses", async () => {
