@@ -6,7 +6,8 @@
  * environment, a call of {@linkcode crashPoint} with that name
  * writes the marker file and then never resolves: the request stays stuck at
  * that instant until the test kills the process with SIGKILL. Without those
- * variables a call costs one environment lookup.
+ * variables a call costs one comparison (they are read once, and only when
+ * Deno's env permission is already granted).
  *
  * Internal to the local server; not part of the public API.
  *
@@ -15,6 +16,7 @@
 
 import { writeFileSync } from "node:fs";
 import process from "node:process";
+import { granted } from "../../common/permissions.ts";
 
 /** The points, in the order a weights commit passes them. */
 export const CRASH_POINTS = [
@@ -34,6 +36,29 @@ export const CRASH_POINTS = [
   "collect",
 ] as const;
 
+let target:
+  | { point?: string | undefined; marker?: string | undefined }
+  | undefined;
+
+/** Reads the variables once, without a Deno permission prompt. */
+function readTarget(): {
+  point?: string | undefined;
+  marker?: string | undefined;
+} {
+  if (!granted({ name: "env", variable: "HUB_TEST_CRASH_AT" }, "test hooks")) {
+    return {};
+  }
+  const point = process.env.HUB_TEST_CRASH_AT;
+  if (point === undefined || point === "") return {};
+  const marker = granted(
+      { name: "env", variable: "HUB_TEST_CRASH_MARKER" },
+      "test hooks",
+    )
+    ? process.env.HUB_TEST_CRASH_MARKER
+    : undefined;
+  return { point, marker };
+}
+
 /** One of {@linkcode CRASH_POINTS}. */
 export type CrashPoint = typeof CRASH_POINTS[number];
 
@@ -44,8 +69,9 @@ export type CrashPoint = typeof CRASH_POINTS[number];
  * @returns When the point is not the one named (at once).
  */
 export async function crashPoint(name: CrashPoint): Promise<void> {
-  if (process.env.HUB_TEST_CRASH_AT !== name) return;
-  const marker = process.env.HUB_TEST_CRASH_MARKER;
+  target ??= readTarget();
+  if (target.point !== name) return;
+  const marker = target.marker;
   if (marker !== undefined && marker !== "") writeFileSync(marker, name);
   await new Promise<never>(() => {});
 }
