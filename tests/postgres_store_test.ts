@@ -296,6 +296,8 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
         const store = await openPostgresModelStore(db.url, {
           connectTimeoutSeconds: 2,
         });
+        const heard: ModelChange[] = [];
+        const stopWatching = await store.watch((change) => heard.push(change));
         try {
           const { id } = await store.create(init, 1000);
           await store.upsertMetrics(id, new Map([[0, { a: 1 }]]), 1100);
@@ -333,7 +335,25 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
             30_000,
           );
           assertEquals(await store.epochCount(id), 2);
+          // The listener reconnects by itself: changes made through another
+          // pool after the restart are heard again.
+          const other = await openPostgresModelStore(db.url);
+          try {
+            await waitUntil(
+              async () => {
+                await other.update(id, (r) => {
+                  r.name = "after restart";
+                }, 2000);
+                return heard.some((c) => c.id === id && c.kind === "updated");
+              },
+              "a change after the restart is heard",
+              30_000,
+            );
+          } finally {
+            await other.close();
+          }
         } finally {
+          await stopWatching();
           await store.close();
           await db.drop();
         }

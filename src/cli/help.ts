@@ -45,6 +45,14 @@ Options:
   --port N                port to listen on; 0 picks a free one (default: 8080)
   --hostname HOST         interface to listen on (default: 127.0.0.1)
   --data DIR              data directory (default: ./.hub-data)
+  --database URL          keep models and metrics in PostgreSQL,
+                          postgres://USER@HOST[:PORT]/DB (default:
+                          $HUB_DATABASE_URL, else the data directory); the
+                          password only from $HUB_DATABASE_URL or $PGPASSWORD
+  --weights WHERE         keep weights in s3://BUCKET[/PREFIX] or a directory
+                          (default: $HUB_WEIGHTS_URL, else the data directory);
+                          S3 from $AWS_ENDPOINT_URL, $AWS_ACCESS_KEY_ID,
+                          $AWS_SECRET_ACCESS_KEY, $AWS_REGION
   --api-key-file FILE     accept the keys in FILE, one per line
                           (default: $HUB_API_KEY, else accept every request)
   --api-key KEY           accept KEY (repeatable): visible in ps, avoid it
@@ -53,7 +61,9 @@ Options:
   --allowed-host NAME     another host name an open HUB (no key) answers;
                           repeatable (loopback names and IP addresses are
                           always answered)
-  -h, --help              show this help`,
+  -h, --help              show this help
+
+Several processes may serve one HUB from the same database and weights.`,
   demo: `hub-session demo [options]
 
 Starts the embedded local HUB on a free port (data under --dir), creates a

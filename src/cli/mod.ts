@@ -122,6 +122,18 @@ export async function main(
   }
   const envKey = io.env("HUB_API_KEY");
   if (envKey !== undefined) secrets.push(envKey);
+  for (
+    const name of ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD"]
+  ) {
+    const value = io.env(name);
+    if (value !== undefined && value.length >= 4) secrets.push(value);
+  }
+  try {
+    const password = new URL(io.env("HUB_DATABASE_URL") ?? "").password;
+    if (password !== "") secrets.push(password, decodeURIComponent(password));
+  } catch {
+    // No database URL.
+  }
   const [command, ...rest] = args;
   try {
     if (command === undefined) {

@@ -18,6 +18,7 @@ import {
   UsageError,
 } from "./args.ts";
 import { HELP } from "./help.ts";
+import { describeStorage, storageFlags } from "./storage_flags.ts";
 
 /** Calls `handler` once on SIGINT or SIGTERM; returns a remover. */
 export function onTermination(handler: () => void): () => void {
@@ -61,7 +62,15 @@ export function onTermination(handler: () => void): () => void {
  */
 export async function serve(args: string[], io: Io): Promise<number> {
   const { values, positionals: rest } = parse("serve", args, {
-    string: ["port", "hostname", "data", "api-key-file", "public-url"],
+    string: [
+      "port",
+      "hostname",
+      "data",
+      "api-key-file",
+      "public-url",
+      "database",
+      "weights",
+    ],
     collect: ["api-key", "allowed-host"],
     alias: { p: "port" },
   });
@@ -73,7 +82,11 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const port = integer(values, "port", 0, 65_535) ?? 8080;
   const apiKeys = await readKeys(values, "api-key", io);
   const hostname = text(values, "hostname") ?? "127.0.0.1";
-  const dataDir = resolve(text(values, "data") ?? ".hub-data");
+  const { database, weights } = storageFlags(values, io);
+  const dataDir = database !== undefined && weights !== undefined &&
+      text(values, "data") === undefined
+    ? undefined
+    : resolve(text(values, "data") ?? ".hub-data");
   const publicUrl = text(values, "public-url");
   const allowedHosts = (values["allowed-host"] ?? []) as string[];
   if (allowedHosts.some((host) => host.trim() === "")) {
@@ -86,10 +99,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
     dataDir,
     publicUrl,
     allowedHosts,
+    database,
+    weights,
     ...(apiKeys.length > 0 ? { apiKeys } : {}),
   });
   io.write(`HUB listening on ${server.url}`);
-  io.write(`HUB data directory: ${dataDir}`);
+  for (const line of describeStorage({ dataDir, database, weights }, io)) {
+    io.write(line);
+  }
   io.write(
     apiKeys.length > 0
       ? `HUB accepts ${apiKeys.length} API key${

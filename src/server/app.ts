@@ -36,9 +36,12 @@ import { platformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
 import {
+  type HubStorage,
   ModelLimitError,
   StorageUnavailableError,
 } from "./storage/contract.ts";
+import { openHubStorage } from "./storage/open.ts";
+import { PostgresModelStore } from "./storage/postgres/store.ts";
 import { createWebApp } from "./web/app.ts";
 import { storeSource } from "./web/source.ts";
 
@@ -46,9 +49,35 @@ import { storeSource } from "./web/source.ts";
 export interface HubHandlerOptions {
   /**
    * Directory for models, metrics and weights; created when missing, and
-   * reloaded as is by a later server on the same directory.
+   * reloaded as is by a later server on the same directory. Needed unless
+   * `database` and `weights` are both given, or `storage`.
+   *
+   * @default {undefined}
    */
-  dataDir: string;
+  dataDir?: string | undefined;
+  /**
+   * PostgreSQL URL (`postgres://user@host[:port]/database`) that keeps model
+   * documents and metrics instead of `dataDir`; several server processes may
+   * share it. Its migrations are applied when the store opens.
+   *
+   * @default {undefined}
+   */
+  database?: string | undefined;
+  /**
+   * Where weights go instead of `dataDir`: `s3://<bucket>[/<prefix>]` (S3
+   * endpoint and credentials from `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+   * `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`) or a directory.
+   *
+   * @default {undefined}
+   */
+  weights?: string | undefined;
+  /**
+   * An opened storage pair to use instead of `dataDir`, `database` and
+   * `weights` (the caller closes it).
+   *
+   * @default {undefined}
+   */
+  storage?: HubStorage | undefined;
   /**
    * API keys the server accepts (`x-api-key` or `authorization: Bearer`).
    * When empty or missing, every request is accepted, with or without a key.
@@ -130,15 +159,32 @@ function changedModel(path: string): string | undefined {
   return match?.[1];
 }
 
+function checkLocation(name: string, value: unknown): void {
+  if (value !== undefined && (typeof value !== "string" || value === "")) {
+    throw new TypeError(
+      `Cannot create the HUB as ${name} is not a non-empty string`,
+    );
+  }
+}
+
 function validateOptions(options: HubHandlerOptions): void {
-  if (!isObject(options)) {
+  // Checked through an `unknown` copy: narrowing `options` itself to a
+  // record would lose the types of its fields.
+  const given: unknown = options;
+  if (!isObject(given)) {
     throw new TypeError(
       "Cannot create the HUB as options is not an object",
     );
   }
-  if (typeof options.dataDir !== "string" || options.dataDir === "") {
+  checkLocation("dataDir", options.dataDir);
+  checkLocation("database", options.database);
+  checkLocation("weights", options.weights);
+  if (
+    options.storage === undefined && options.dataDir === undefined &&
+    (options.database === undefined || options.weights === undefined)
+  ) {
     throw new TypeError(
-      "Cannot create the HUB as dataDir is not a non-empty string",
+      "Cannot create the HUB without dataDir unless database and weights are both given",
     );
   }
   if (options.apiKeys !== undefined) {
@@ -242,6 +288,8 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   validateOptions(options);
   const {
     dataDir,
+    database,
+    weights,
     apiKeys = [],
     maxUploadBytes = DEFAULT_MAX_UPLOAD_BYTES,
     publicUrl,
@@ -253,11 +301,35 @@ export function createHubApp(options: HubHandlerOptions): Hono {
     },
   } = options;
   const base = publicUrl?.replace(/\/+$/, "");
+  // One line per outage burst, not one per refused request.
+  let lastUnavailableLog = -Infinity;
+  const onUnavailable = (error: StorageUnavailableError): void => {
+    const at = performance.now();
+    if (at - lastUnavailableLog < 10_000) return;
+    lastUnavailableLog = at;
+    console.warn(`HUB: ${error.message}; answering 503 until it is back`);
+  };
   let storePromise: Promise<HubStore> | undefined;
+  const openStore = async (): Promise<HubStore> => {
+    if (
+      options.storage === undefined && dataDir !== undefined &&
+      database === undefined && weights === undefined
+    ) {
+      return await HubStore.openFiles(dataDir);
+    }
+    const storage = options.storage ??
+      await openHubStorage({ dataDir, database, weights });
+    const store = await HubStore.open(storage);
+    // Pages served by this process hear of changes made through others.
+    if (storage.models instanceof PostgresModelStore) {
+      await storage.models.watch((change) => web.live.notify(change.id));
+    }
+    return store;
+  };
   const hub: HubContext = {
     store: () => {
       if (storePromise === undefined) {
-        storePromise = HubStore.openFiles(dataDir);
+        storePromise = openStore();
         storePromise.catch(() => {
           storePromise = undefined;
         });
@@ -341,9 +413,16 @@ export function createHubApp(options: HubHandlerOptions): Hono {
         : error.getResponse();
     }
     if (error instanceof StorageUnavailableError) {
-      return fail(503, error.message, {
-        "retry-after": String(error.retryAfterSeconds),
-      });
+      // The database restarts or the object store cannot be reached: the
+      // client retries after the pause; the cause is for the operator.
+      onUnavailable(error);
+      return fail(
+        503,
+        "The HUB's storage is unavailable right now: retry later",
+        {
+          "retry-after": String(error.retryAfterSeconds),
+        },
+      );
     }
     if (error instanceof ModelLimitError) return fail(413, error.message);
     if (isBodyReadFailure(error)) {

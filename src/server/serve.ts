@@ -8,6 +8,7 @@
 import { mkdir } from "node:fs/promises";
 import { createHubHandler, type HubHandlerOptions } from "./app.ts";
 import { guardConnections } from "./connection_guard.ts";
+import { openHubStorage } from "./storage/open.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends HubHandlerOptions {
@@ -231,20 +232,44 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
       );
     }
   }
+  // Backends other than the embedded file store are opened now, so that a
+  // wrong URL or credential stops the start instead of the first request.
+  const { database, weights } = handlerOptions;
+  const owned = handlerOptions.storage === undefined &&
+      (database !== undefined || weights !== undefined)
+    ? await openHubStorage({
+      dataDir: handlerOptions.dataDir,
+      database,
+      weights,
+    })
+    : undefined;
   // Cancels uploads still being received when the server closes.
   const closing = new AbortController();
   const handler = createHubHandler({
     ...handlerOptions,
+    ...(owned === undefined ? {} : { storage: owned }),
     // An open server answers the name it is bound to (see allowedHosts).
     allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
     signal: closing.signal,
   });
-  signal?.throwIfAborted();
-  await mkdir(handlerOptions.dataDir, { recursive: true });
-  const listener = listen(port, hostname, handler, {
-    headerTimeout,
-    idleTimeout,
-  });
+  const release = async (): Promise<void> => {
+    await owned?.models.close();
+    await owned?.weights.close();
+  };
+  let listener: Listener;
+  try {
+    signal?.throwIfAborted();
+    if (handlerOptions.dataDir !== undefined) {
+      await mkdir(handlerOptions.dataDir, { recursive: true });
+    }
+    listener = listen(port, hostname, handler, {
+      headerTimeout,
+      idleTimeout,
+    });
+  } catch (error) {
+    await release();
+    throw error;
+  }
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
@@ -252,6 +277,7 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
       const stopped = listener.stop();
       closing.abort();
       await stopped;
+      await release();
     })();
     return closed;
   };

@@ -89,6 +89,8 @@ export interface ModelChange {
 }
 
 const CHANNEL = "hub_model_changes";
+/** How often the listening connection is checked by a probe, in ms. */
+export const PROBE_MS = 2000;
 const ID_ALPHABET =
   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
@@ -177,6 +179,12 @@ export async function openPostgresModelStore(
   });
   const store = new PostgresModelStore(sql, describeDatabase(url), {
     retryAfterSeconds,
+    listen: () =>
+      postgres(url, {
+        max: 1,
+        connect_timeout: connectTimeoutSeconds,
+        onnotice: () => {},
+      }),
   });
   try {
     if (apply) await store.run(() => migrate(sql));
@@ -196,6 +204,12 @@ export class PostgresModelStore implements ModelStore {
   #where: string;
   #retryAfterSeconds: number;
   #closed = false;
+  #connectListener: (() => Sql) | undefined;
+  #listener: Sql | undefined;
+  #watchers = new Set<(change: ModelChange) => void>();
+  #probeTimer: ReturnType<typeof setInterval> | undefined;
+  #probeId = "";
+  #probeSeen = true;
 
   /**
    * Wraps a pool (see {@linkcode openPostgresModelStore}).
@@ -207,11 +221,12 @@ export class PostgresModelStore implements ModelStore {
   constructor(
     sql: Sql,
     where: string,
-    options: { retryAfterSeconds: number },
+    options: { retryAfterSeconds: number; listen?: (() => Sql) | undefined },
   ) {
     this.#sql = sql;
     this.#where = where;
     this.#retryAfterSeconds = options.retryAfterSeconds;
+    this.#connectListener = options.listen;
   }
 
   /**
@@ -561,8 +576,15 @@ export class PostgresModelStore implements ModelStore {
 
   /**
    * Calls `listener` for every committed change of any model, made through
-   * any process on this database (`LISTEN hub_model_changes`). The listening
-   * connection reconnects by itself after the database restarted.
+   * any process on this database (`LISTEN hub_model_changes` on a connection
+   * of its own).
+   *
+   * The listening connection is checked every {@linkcode PROBE_MS} ms by a
+   * probe notification sent through the pool: when the probe does not come
+   * back (the database restarted, the connection broke), the listener
+   * connects and listens again, so live updates resume by themselves after an
+   * outage. Changes committed while no connection listened are not replayed
+   * (pages re-read the model on the next change).
    *
    * @param listener Receives each change.
    * @returns Stops listening.
@@ -570,20 +592,90 @@ export class PostgresModelStore implements ModelStore {
   async watch(
     listener: (change: ModelChange) => void,
   ): Promise<() => Promise<void>> {
-    const subscription = await this.run(() =>
-      this.#sql.listen(CHANNEL, (payload) => {
-        let change: ModelChange;
-        try {
-          change = JSON.parse(payload) as ModelChange;
-        } catch {
-          return;
-        }
-        listener(change);
-      })
-    );
+    if (this.#connectListener === undefined) {
+      throw new TypeError(
+        "Cannot watch changes on a store opened without a listen connection",
+      );
+    }
+    this.#watchers.add(listener);
+    if (this.#watchers.size === 1) {
+      try {
+        await this.run(() => this.#listen());
+      } catch (error) {
+        this.#watchers.delete(listener);
+        throw error;
+      }
+      this.#probeTimer = setInterval(() => void this.#probe(), PROBE_MS);
+      (this.#probeTimer as { unref?: () => void }).unref?.();
+    }
     return async () => {
-      await subscription.unlisten().catch(() => {});
+      this.#watchers.delete(listener);
+      if (this.#watchers.size === 0) await this.#stopListening();
     };
+  }
+
+  /** Opens a new listening connection, then drops the old one. */
+  async #listen(): Promise<void> {
+    const sql = this.#connectListener!();
+    try {
+      await sql.listen(CHANNEL, (payload) => this.#dispatch(payload));
+    } catch (error) {
+      await sql.end({ timeout: 0 }).catch(() => {});
+      throw error;
+    }
+    const old = this.#listener;
+    this.#listener = sql;
+    this.#probeSeen = true;
+    await old?.end({ timeout: 0 }).catch(() => {});
+  }
+
+  #dispatch(payload: string): void {
+    let message: Partial<ModelChange> & { probe?: string };
+    try {
+      message = JSON.parse(payload);
+    } catch {
+      return;
+    }
+    if (message.probe !== undefined) {
+      if (message.probe === this.#probeId) this.#probeSeen = true;
+      return;
+    }
+    if (typeof message.id !== "string" || typeof message.kind !== "string") {
+      return;
+    }
+    const change = { id: message.id, kind: message.kind } as ModelChange;
+    for (const watcher of this.#watchers) watcher(change);
+  }
+
+  /** Re-listens when the last probe did not come back, then sends one. */
+  async #probe(): Promise<void> {
+    if (this.#closed || this.#watchers.size === 0) return;
+    if (!this.#probeSeen) {
+      try {
+        await this.#listen();
+      } catch {
+        return; // Still unreachable: the next probe tries again.
+      }
+    }
+    this.#probeId = randomBytes(8).toString("hex");
+    this.#probeSeen = false;
+    try {
+      await this.#sql`
+        SELECT pg_notify(${CHANNEL}, ${
+        JSON.stringify({ probe: this.#probeId })
+      })`;
+    } catch {
+      // Unreachable: the probe is missed, and the listener is renewed once
+      // the database answers again.
+    }
+  }
+
+  async #stopListening(): Promise<void> {
+    clearInterval(this.#probeTimer);
+    this.#probeTimer = undefined;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.end({ timeout: 0 }).catch(() => {});
   }
 
   /**
@@ -594,6 +686,8 @@ export class PostgresModelStore implements ModelStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#watchers.clear();
+    await this.#stopListening();
     await this.#sql.end({ timeout: 5 });
   }
 }
