@@ -72,13 +72,6 @@ export interface HubHandlerOptions {
    */
   weights?: string | undefined;
   /**
-   * An opened storage pair to use instead of `dataDir`, `database` and
-   * `weights` (the caller closes it).
-   *
-   * @default {undefined}
-   */
-  storage?: HubStorage | undefined;
-  /**
    * API keys the server accepts (`x-api-key` or `authorization: Bearer`).
    * When empty or missing, every request is accepted, with or without a key.
    *
@@ -167,7 +160,10 @@ function checkLocation(name: string, value: unknown): void {
   }
 }
 
-function validateOptions(options: HubHandlerOptions): void {
+function validateOptions(
+  options: HubHandlerOptions,
+  storage: HubStorage | undefined,
+): void {
   // Checked through an `unknown` copy: narrowing `options` itself to a
   // record would lose the types of its fields.
   const given: unknown = options;
@@ -180,7 +176,7 @@ function validateOptions(options: HubHandlerOptions): void {
   checkLocation("database", options.database);
   checkLocation("weights", options.weights);
   if (
-    options.storage === undefined && options.dataDir === undefined &&
+    storage === undefined && options.dataDir === undefined &&
     (options.database === undefined || options.weights === undefined)
   ) {
     throw new TypeError(
@@ -285,7 +281,23 @@ function validateOptions(options: HubHandlerOptions): void {
  * ```
  */
 export function createHubApp(options: HubHandlerOptions): Hono {
-  validateOptions(options);
+  return createHubAppOn(options, undefined);
+}
+
+/**
+ * {@linkcode createHubApp} on a storage pair opened by the caller (who
+ * closes it), instead of the one `options` name. Internal: `serveHub` opens
+ * remote backends before it listens.
+ *
+ * @param options As for {@linkcode createHubApp}.
+ * @param given The opened storage, or `undefined` to open `options`' own.
+ * @returns The app.
+ */
+export function createHubAppOn(
+  options: HubHandlerOptions,
+  given: HubStorage | undefined,
+): Hono {
+  validateOptions(options, given);
   const {
     dataDir,
     database,
@@ -312,12 +324,12 @@ export function createHubApp(options: HubHandlerOptions): Hono {
   let storePromise: Promise<HubStore> | undefined;
   const openStore = async (): Promise<HubStore> => {
     if (
-      options.storage === undefined && dataDir !== undefined &&
+      given === undefined && dataDir !== undefined &&
       database === undefined && weights === undefined
     ) {
       return await HubStore.openFiles(dataDir);
     }
-    const storage = options.storage ??
+    const storage = given ??
       await openHubStorage({ dataDir, database, weights });
     const store = await HubStore.open(storage);
     // Pages served by this process hear of changes made through others.

@@ -6,7 +6,7 @@
  */
 
 import { mkdir } from "node:fs/promises";
-import { createHubHandler, type HubHandlerOptions } from "./app.ts";
+import { createHubAppOn, type HubHandlerOptions } from "./app.ts";
 import { guardConnections } from "./connection_guard.ts";
 import { openHubStorage } from "./storage/open.ts";
 
@@ -235,8 +235,7 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
   // Backends other than the embedded file store are opened now, so that a
   // wrong URL or credential stops the start instead of the first request.
   const { database, weights } = handlerOptions;
-  const owned = handlerOptions.storage === undefined &&
-      (database !== undefined || weights !== undefined)
+  const owned = database !== undefined || weights !== undefined
     ? await openHubStorage({
       dataDir: handlerOptions.dataDir,
       database,
@@ -245,13 +244,14 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     : undefined;
   // Cancels uploads still being received when the server closes.
   const closing = new AbortController();
-  const handler = createHubHandler({
+  const app = createHubAppOn({
     ...handlerOptions,
-    ...(owned === undefined ? {} : { storage: owned }),
     // An open server answers the name it is bound to (see allowedHosts).
     allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
     signal: closing.signal,
-  });
+  }, owned);
+  const handler = async (request: Request): Promise<Response> =>
+    await app.fetch(request);
   const release = async (): Promise<void> => {
     await owned?.models.close();
     await owned?.weights.close();
