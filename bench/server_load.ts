@@ -11,7 +11,14 @@
  * directory parses), then prints requests/s, p50/p99 latency, peak RSS and
  * errors.
  *
- * Run: `deno task load [--seconds 60] [--clients 20]`
+ * With `--live-pages N` the run is split in two halves: the first without
+ * any open model page, the second with N simulated pages open on the
+ * clients' models (each an event stream that re-fetches `?part=live` on
+ * every update, one fetch in flight, as the page's script does), and the
+ * report puts the two ingest rates side by side (`--live-pages 0` gives the
+ * control: the two halves with no page at all).
+ *
+ * Run: `deno task load [--seconds 60] [--clients 20] [--live-pages 50]`
  *
  * @module
  */
@@ -39,8 +46,17 @@ const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "60" },
     clients: { type: "string", default: "20" },
+    "live-pages": { type: "string" },
   },
 });
+/** Pages to open at half time; `--live-pages 0` measures the halves alone. */
+const splitRun = values["live-pages"] !== undefined;
+const livePages = Number(values["live-pages"] ?? "0");
+if (!(Number.isInteger(livePages) && livePages >= 0)) {
+  throw new RangeError(
+    "Cannot run the load bench: --live-pages must be a non-negative integer",
+  );
+}
 const seconds = Number(values.seconds);
 const clients = Number(values.clients);
 if (!(seconds > 0 && seconds <= 60) || !Number.isInteger(clients)) {
@@ -169,6 +185,8 @@ const own: string[] = [];
 for (let i = 0; i < clients; i++) own.push(await admin.createModel(payload));
 
 const latencies: number[] = [];
+/** Completion time of every successful request (for the two halves). */
+const completions: number[] = [];
 const errors = new Map<string, number>();
 /** model id -> epoch -> value the server acknowledged. */
 const acknowledged = new Map<string, Map<number, number>>();
@@ -191,6 +209,7 @@ async function timed<T>(
   try {
     const value = await fn();
     latencies.push(performance.now() - start);
+    completions.push(performance.now());
     return { ok: true, value };
   } catch (error) {
     const key = `${what}: ${
@@ -253,8 +272,85 @@ async function runClient(index: number): Promise<void> {
   }
 }
 
+// ------------------------------------------------- simulated live pages ---
+
+const half = started + seconds * 500;
+const pages = new AbortController();
+let pageUpdates = 0;
+let pageFetches = 0;
+let pageBytes = 0;
+
+/** One open model page: its event stream, and a re-fetch per update. */
+async function openPage(model: string): Promise<void> {
+  const signal = pages.signal;
+  const response = await fetch(`${apiRoot}/models/${model}`, {
+    headers: { accept: "text/html" },
+    signal,
+  });
+  pageBytes += (await response.arrayBuffer()).byteLength;
+  let fetching = false;
+  let pending = false;
+  const refresh = async (): Promise<void> => {
+    if (fetching) {
+      pending = true;
+      return;
+    }
+    fetching = true;
+    try {
+      do {
+        pending = false;
+        const part = await fetch(`${apiRoot}/models/${model}?part=live`, {
+          headers: { accept: "text/html" },
+          signal,
+        });
+        pageBytes += (await part.arrayBuffer()).byteLength;
+        pageFetches++;
+      } while (pending && !signal.aborted);
+    } finally {
+      fetching = false;
+    }
+  };
+  const events = await fetch(`${apiRoot}/models/${model}/events`, { signal });
+  const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
+  // Deno does not always end a read of a piped body when the fetch aborts.
+  signal.addEventListener("abort", () => reader.cancel().catch(() => {}), {
+    once: true,
+  });
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) !== -1) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (event.startsWith("event: update")) {
+        pageUpdates++;
+        refresh().catch(() => {});
+      }
+    }
+  }
+}
+
+const openPages: Promise<void>[] = [];
+const pagesTimer = livePages === 0 ? undefined : setTimeout(() => {
+  for (let i = 0; i < livePages; i++) {
+    openPages.push(
+      openPage(own[i % own.length]!).catch((error) => {
+        if (pages.signal.aborted) return;
+        const key = `live page: ${String(error).slice(0, 100)}`;
+        errors.set(key, (errors.get(key) ?? 0) + 1);
+      }),
+    );
+  }
+}, half - started);
+
 await Promise.all(Array.from({ length: clients }, (_, i) => runClient(i)));
 const elapsed = (performance.now() - started) / 1000;
+clearTimeout(pagesTimer);
+pages.abort();
+await Promise.all(openPages);
 clearInterval(sampler);
 
 // ------------------------------------------------------------ the checks ---
@@ -355,6 +451,23 @@ const rows: Array<[string, string]> = [
   ["RSS samples", String(rssSamples.length)],
   ["server exit code (SIGTERM)", String(exitCode)],
 ];
+if (splitRun) {
+  // Skip the first second of each half: the pages open at the half.
+  const rate = (from: number, to: number): number =>
+    completions.filter((t) => t >= from && t < to).length /
+    ((to - from) / 1000);
+  const without = rate(started + 1000, half);
+  const withPages = rate(half + 1000, deadline);
+  rows.push(
+    ["ingest requests/s, no page open", without.toFixed(1)],
+    [`ingest requests/s, ${livePages} live pages open`, withPages.toFixed(1)],
+    ["ratio (with pages / without)", (withPages / without).toFixed(2)],
+    [
+      "live pages: updates / part fetches / MiB read",
+      `${pageUpdates} / ${pageFetches} / ${(pageBytes / MiB).toFixed(1)}`,
+    ],
+  );
+}
 const width = Math.max(...rows.map(([k]) => k.length));
 console.log(`\nLocal HUB under load (${apiRoot})\n`);
 for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);

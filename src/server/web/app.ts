@@ -86,6 +86,9 @@ export interface WebApp {
   authorizes(c: Context): Promise<boolean>;
 }
 
+/** Most rendered live parts kept for the pages of models in training. */
+const LIVE_PART_CACHE = 64;
+
 /** Default {@linkcode WebAppOptions.stalledAfterMs}: 15 minutes. */
 export const DEFAULT_STALLED_AFTER_MS = 15 * 60 * 1000;
 
@@ -156,6 +159,11 @@ export function createWebApp(options: WebAppOptions): WebApp {
     );
   }
   const sessions = new SessionKeeper(apiKeys, now);
+  /** The rendered live part of each model, by version (shared by pages). */
+  const liveParts = new Map<
+    string,
+    { version: string; html: Promise<string | undefined> }
+  >();
   const summaries = new Map<
     string,
     { updatedAt: number; epochs: number; bestMap: number | undefined }
@@ -391,11 +399,32 @@ export function createWebApp(options: WebAppOptions): WebApp {
     const denied = await guard(c);
     if (denied !== undefined) return denied;
     const id = c.req.param("id");
+    if (c.req.query("part") === "live") {
+      // Every open page of a model asks for this after each update: render
+      // it once per change, not once per page.
+      const store = await source();
+      const record = await store.get(id);
+      if (record === undefined) return notFound(c, id);
+      const version = `${record.updatedAt}|${await store.epochCount(id)}`;
+      let cached = liveParts.get(id);
+      if (cached?.version !== version) {
+        const html = modelView(id).then((view) =>
+          view === undefined ? undefined : renderModelLive(view).value
+        );
+        cached = { version, html };
+        liveParts.delete(id);
+        liveParts.set(id, cached);
+        if (liveParts.size > LIVE_PART_CACHE) {
+          liveParts.delete(liveParts.keys().next().value!);
+        }
+        html.catch(() => liveParts.delete(id));
+      }
+      const part = await cached.html;
+      if (part === undefined) return notFound(c, id);
+      return page(c, part);
+    }
     const view = await modelView(id);
     if (view === undefined) return notFound(c, id);
-    if (c.req.query("part") === "live") {
-      return page(c, renderModelLive(view).value);
-    }
     return page(
       c,
       renderModelPage(view, {

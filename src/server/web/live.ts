@@ -4,10 +4,14 @@
  * every page watching that model gets a server-sent `update` event, then
  * fetches the changed part of the page.
  *
- * Notifications for one model are coalesced over
- * {@linkcode LiveHubOptions.coalesceMs} so a fast trainer costs an open page
- * at most a few events a second, and ingest never waits for a page: writing
- * an event only enqueues bytes on the page's stream.
+ * Notifications for one model are merged: the first change after a quiet
+ * spell reaches the pages after {@linkcode LiveHubOptions.coalesceMs}
+ * (so an epoch and its heartbeat make one event), and then at most one
+ * event per {@linkcode LiveHubOptions.minIntervalMs} follows, so a trainer
+ * posting hundreds of epochs a second costs an open page two updates a
+ * second while a real run (an epoch every few seconds) is shown at once.
+ * Ingest never waits for a page: writing an event only enqueues bytes on
+ * the page's stream.
  *
  * The event stream is a plain `ReadableStream` rather than Hono's
  * `streamSSE`: it must end when the server shuts down (a signal) and when the
@@ -19,8 +23,10 @@
 
 /** Options of {@linkcode LiveHub}. */
 export interface LiveHubOptions {
-  /** Delay that merges bursts of notifications for one model. @default {100} */
+  /** Delay that merges a burst of notifications for one model. @default {25} */
   coalesceMs?: number | undefined;
+  /** Shortest time between two events for one model. @default {500} */
+  minIntervalMs?: number | undefined;
   /** Interval of keep-alive comments on open streams. @default {25000} */
   keepAliveMs?: number | undefined;
 }
@@ -41,7 +47,9 @@ export interface LiveState {
 export class LiveHub {
   #listeners = new Map<string, Set<Listener>>();
   #pending = new Map<string, ReturnType<typeof setTimeout>>();
+  #lastSent = new Map<string, number>();
   #coalesceMs: number;
+  #minIntervalMs: number;
   #keepAliveMs: number;
 
   /**
@@ -50,8 +58,10 @@ export class LiveHub {
    * @param options Coalescing delay and keep-alive interval.
    */
   constructor(options: LiveHubOptions = {}) {
-    const { coalesceMs = 100, keepAliveMs = 25_000 } = options;
+    const { coalesceMs = 25, minIntervalMs = 500, keepAliveMs = 25_000 } =
+      options;
     this.#coalesceMs = coalesceMs;
+    this.#minIntervalMs = minIntervalMs;
     this.#keepAliveMs = keepAliveMs;
   }
 
@@ -70,12 +80,15 @@ export class LiveHub {
    */
   notify(id: string): void {
     if (!this.#listeners.has(id) || this.#pending.has(id)) return;
+    const since = performance.now() - (this.#lastSent.get(id) ?? -Infinity);
+    const wait = Math.max(this.#coalesceMs, this.#minIntervalMs - since);
     this.#pending.set(
       id,
       setTimeout(() => {
         this.#pending.delete(id);
+        this.#lastSent.set(id, performance.now());
         for (const listener of this.#listeners.get(id) ?? []) listener();
-      }, this.#coalesceMs),
+      }, wait),
     );
   }
 
@@ -93,6 +106,7 @@ export class LiveHub {
         const timer = this.#pending.get(id);
         if (timer !== undefined) clearTimeout(timer);
         this.#pending.delete(id);
+        this.#lastSent.delete(id);
       }
     };
   }
