@@ -13,6 +13,7 @@
  */
 
 import { Hono } from "hono";
+import { INSTANCE_HEADER, readInstanceId } from "./instance.ts";
 import { except } from "hono/combine";
 import { HTTPException } from "hono/http-exception";
 import { ApiKeys } from "./auth.ts";
@@ -376,6 +377,24 @@ export function createHubAppOn(
       ),
     );
   }
+  // Every API reply names this HUB, whatever address it is reached on (a
+  // HUB without a data directory has no place to keep its id: no header).
+  let instance: Promise<string | undefined> | undefined;
+  app.use("/v1/*", async (c, next) => {
+    if (dataDir === undefined) return await next();
+    instance ??= readInstanceId(dataDir).catch(() => {
+      instance = undefined; // a data directory not writable yet: no header
+      return undefined;
+    });
+    const id = await instance;
+    await next();
+    if (id === undefined) return;
+    try {
+      c.res.headers.set(INSTANCE_HEADER, id);
+    } catch {
+      // a reply with immutable headers goes without
+    }
+  });
   // Open model pages hear about every change the API stores.
   app.use("/v1/*", async (c, next) => {
     await next();

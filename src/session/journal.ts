@@ -23,6 +23,7 @@ import {
   fdatasync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmdirSync,
@@ -435,8 +436,13 @@ export class MetricsJournal {
     ) {
       rmSync(this.#dir, { recursive: true, force: true });
       // The server's directory goes too once its last model is delivered.
+      const serverDir = dirname(this.#dir);
       try {
-        rmdirSync(dirname(this.#dir));
+        const left = readdirSync(serverDir);
+        if (left.length === 1 && left[0] === SERVER_FILE) {
+          rmSync(join(serverDir, SERVER_FILE), { force: true });
+        }
+        rmdirSync(serverDir);
       } catch {
         // other models still have journals there
       }
@@ -450,6 +456,65 @@ function describeFsError(error: unknown): string {
   return typeof code === "string" && !message.includes(code)
     ? `${code}: ${message}`
     : message;
+}
+
+const SERVER_FILE = "server.json";
+
+/**
+ * Records which HUB a server directory belongs to (its address and instance
+ * id), so that its journals are found again when the same HUB comes back on
+ * another address.
+ *
+ * @param root Journal root.
+ * @param apiRoot API root the journals were written for.
+ * @param instanceId The HUB's instance id (`x-hub-instance`).
+ */
+export function recordServer(
+  root: string,
+  apiRoot: string,
+  instanceId: string,
+): void {
+  const dir = serverJournalDir(root, apiRoot);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, SERVER_FILE);
+  writeFileSync(`${file}.tmp`, JSON.stringify({ apiRoot, instanceId }));
+  renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * Lists the server directories of a journal root that belong to a HUB
+ * instance, whatever address they were written for.
+ *
+ * @param root Journal root.
+ * @param instanceId The HUB's instance id.
+ * @returns The directories and the address each was written for.
+ */
+export function serverDirsOfInstance(
+  root: string,
+  instanceId: string,
+): Array<{ dir: string; apiRoot: string }> {
+  const out: Array<{ dir: string; apiRoot: string }> = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return out;
+  }
+  for (const name of names.sort()) {
+    try {
+      const record = JSON.parse(
+        readFileSync(join(root, name, SERVER_FILE), "utf8"),
+      ) as { apiRoot?: unknown; instanceId?: unknown };
+      if (
+        record.instanceId === instanceId && typeof record.apiRoot === "string"
+      ) {
+        out.push({ dir: join(root, name), apiRoot: record.apiRoot });
+      }
+    } catch {
+      // no record: journals of a HUB that never named itself
+    }
+  }
+  return out;
 }
 
 /**

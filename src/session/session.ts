@@ -38,7 +38,12 @@ import {
   toHUBError,
 } from "../common/errors.ts";
 import { Heartbeat } from "./heartbeat.ts";
-import { defaultJournalRoot, journalDir, MetricsJournal } from "./journal.ts";
+import {
+  defaultJournalRoot,
+  journalDir,
+  MetricsJournal,
+  recordServer,
+} from "./journal.ts";
 import { parseIdentifier } from "./identifier.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
@@ -448,6 +453,15 @@ export class HUBTrainingSession {
         }): metrics are kept in memory only`,
       );
       return undefined;
+    }
+    // Name the HUB in the journal, to find it again on another address.
+    const instance = (this.#transport as { instanceId?: unknown }).instanceId;
+    if (typeof instance === "string") {
+      try {
+        recordServer(root, this.#apiRoot, instance);
+      } catch {
+        // without the record, sync finds the journal by address only
+      }
     }
     const restored = this.#metrics.attachJournal(this.#journal);
     if (restored.length > 0) {

@@ -17,8 +17,8 @@ import {
   defaultJournalRoot,
   deferredWeightsIn,
   dropDeferredWeights,
-  journalDir,
   MetricsJournal,
+  serverDirsOfInstance,
   serverJournalDir,
 } from "./journal.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
@@ -101,12 +101,6 @@ export async function syncJournal(
       `Cannot sync model "${options.modelId}" as it is not a 20-character model id`,
     );
   }
-  const serverDir = serverJournalDir(root, config.apiRoot);
-  let ids = modelDirsIn(serverDir);
-  if (options.modelId !== undefined) {
-    // Nothing for that model: no report (the command line says why).
-    ids = ids.includes(options.modelId) ? [options.modelId] : [];
-  }
   const client = new HUBClient({
     apiRoot: config.apiRoot,
     apiKey: config.apiKey,
@@ -119,17 +113,34 @@ export async function syncJournal(
     signal: options.signal,
     backoff: options.backoff,
   });
+  // Journals written for this address, then those of the same HUB reached
+  // on another address (a demo's random port), found by its instance id.
+  const dirs = [{ dir: serverJournalDir(root, config.apiRoot), moved: "" }];
+  await client.auth({ signal: options.signal }).catch(() => false);
+  if (client.instanceId !== undefined) {
+    for (const found of serverDirsOfInstance(root, client.instanceId)) {
+      if (found.dir !== dirs[0]!.dir) {
+        dirs.push({ dir: found.dir, moved: found.apiRoot });
+      }
+    }
+  }
   const reports: SyncModelReport[] = [];
-  for (const modelId of ids.sort()) {
-    reports.push(
-      await syncModel(
-        client,
-        runner,
-        logger,
-        journalDir(root, config.apiRoot, modelId),
-        modelId,
-      ),
-    );
+  for (const { dir, moved } of dirs) {
+    let ids = modelDirsIn(dir);
+    if (options.modelId !== undefined) {
+      // Nothing for that model: no report (the command line says why).
+      ids = ids.includes(options.modelId) ? [options.modelId] : [];
+    }
+    for (const modelId of ids.sort()) {
+      if (moved !== "") {
+        logger.info(
+          `Found the journal of model ${modelId} written for ${moved}: the same HUB (instance ${client.instanceId}) now answers on ${config.apiRoot}`,
+        );
+      }
+      reports.push(
+        await syncModel(client, runner, logger, join(dir, modelId), modelId),
+      );
+    }
   }
   for (const report of reports) {
     logger.info(

@@ -138,6 +138,7 @@ export class HUBClient {
   /** The agent name sent as `user-agent` and in heartbeats. */
   readonly agent: string;
   #apiKey: string | undefined;
+  #instanceId: string | undefined;
   #idToken: string | undefined;
   #fetch: typeof fetch;
   /** The runtime's own fetch: upload chunks may be released once sent. */
@@ -621,7 +622,19 @@ export class HUBClient {
       fetch: this.#fetch,
       signal: this.#signal,
       timeout: this.#timeout,
+      onInstance: (id) => {
+        this.#instanceId = id;
+      },
     };
+  }
+
+  /**
+   * The HUB's instance id from its latest reply (`x-hub-instance`): the same
+   * HUB keeps it across restarts and addresses. `undefined` until a reply
+   * named it.
+   */
+  get instanceId(): string | undefined {
+    return this.#instanceId;
   }
 
   #send(call: Call, options: RequestOptions): Promise<Envelope> {

@@ -14,6 +14,7 @@ import {
 } from "../common/errors.ts";
 import { granted } from "../common/permissions.ts";
 import { CHECKSUM_MISMATCH } from "../protocol/upload.ts";
+import { INSTANCE_HEADER } from "../protocol/instance.ts";
 import type { HUBError } from "../common/errors.ts";
 import { redact } from "../common/redact.ts";
 import type { MultipartBody } from "./multipart_body.ts";
@@ -42,6 +43,8 @@ export interface ExchangeContext {
   signal: AbortSignal | undefined;
   /** Default time limit in milliseconds. */
   timeout: number;
+  /** Receives the HUB's instance id from each reply that names it. */
+  onInstance?: ((id: string) => void) | undefined;
 }
 
 /** A reply's envelope. */
@@ -250,6 +253,8 @@ export async function exchange(
         `${ctx.apiRoot}${path}${call.query ?? ""}`,
         init,
       );
+      const instance = response.headers.get(INSTANCE_HEADER);
+      if (instance !== null && instance !== "") ctx.onInstance?.(instance);
       if (
         response.type === "opaqueredirect" ||
         (response.status >= 300 && response.status < 400)
