@@ -13,6 +13,7 @@ Train against a HUB, or run one. Commands:
   sync                    deliver what offline or crashed sessions left in the journal
   upload MODEL_ID FILE    upload final weights with a progress bar
   model MODEL_ID          print a model's document as JSON
+  migrate                 copy a data directory's HUB into PostgreSQL + S3
 
 Options:
   -h, --help              show this help (or a command's: hub-session <command> --help)
@@ -64,6 +65,23 @@ Options:
   -h, --help              show this help
 
 Several processes may serve one HUB from the same database and weights.`,
+  migrate: `hub-session migrate --database URL --weights WHERE [--data DIR]
+
+Copies the HUB kept in a data directory (the file store of serve --data) into
+PostgreSQL and S3 (or another directory), for several server processes to
+serve: every model with its id, document and metrics, every weights file
+checked by sha256, each model's epoch count compared. The data directory is
+left unchanged; running it again copies only what is missing.
+
+Options:
+  --data DIR              the data directory to copy (default: ./.hub-data)
+  --database URL          target PostgreSQL, postgres://USER@HOST[:PORT]/DB
+                          (default: $HUB_DATABASE_URL); the password only from
+                          $HUB_DATABASE_URL or $PGPASSWORD
+  --weights WHERE         target s3://BUCKET[/PREFIX] or directory (default:
+                          $HUB_WEIGHTS_URL); S3 from $AWS_ENDPOINT_URL,
+                          $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, $AWS_REGION
+  -h, --help              show this help`,
   demo: `hub-session demo [options]
 
 Starts the embedded local HUB on a free port (data under --dir), creates a

@@ -26,6 +26,7 @@ import { VERSION } from "../common/version.ts";
 import { type Io, UsageError } from "./args.ts";
 import { demo, model, sync, upload } from "./commands.ts";
 import { HELP, USAGE } from "./help.ts";
+import { migrate } from "./migrate.ts";
 import { serve } from "./serve.ts";
 
 /**
@@ -77,6 +78,7 @@ const COMMANDS: Record<string, (args: string[], io: Io) => Promise<number>> = {
   sync,
   upload,
   model,
+  migrate,
 };
 
 function oneLine(message: string, secrets: ReadonlyArray<string>): string {
@@ -157,7 +159,7 @@ export async function main(
       : undefined;
     if (run === undefined) {
       throw new UsageError(
-        `Unknown command "${command}": use serve, demo, sync, upload or model (see hub-session --help)`,
+        `Unknown command "${command}": use serve, demo, sync, upload, model or migrate (see hub-session --help)`,
       );
     }
     return await run(rest, io);
