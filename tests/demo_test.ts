@@ -1,12 +1,15 @@
 import { after, before, describe, test } from "node:test";
 import { assert, assertEquals, assertMatch, assertRejects } from "@std/assert";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import process from "node:process";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HUBClient } from "../src/transport/client.ts";
 import { DEMO_RATE_LIMITS, runDemo } from "../src/demo/run.ts";
 import { serveHub } from "../src/server/mod.ts";
+import { isDeno } from "./support/common.ts";
 
 let dir: string;
 
@@ -80,6 +83,60 @@ describe("runDemo()", () => {
     const left = await readdir(data);
     assert(left.includes("runs") && left.includes("models"), String(left));
     assert(!left.includes("journal"), String(left));
+  });
+
+  test("the closing advice serves the data again on the printed URLs, as typed", async () => {
+    const lines: string[] = [];
+    const summary = await runDemo({
+      epochs: 2,
+      dir: join(dir, "advice"),
+      trainer: { samples: 100, hidden: 4 },
+      write: (line) => lines.push(line),
+      logger: "quiet",
+    });
+    const index = lines.findIndex((l) => l.includes("serve this data again"));
+    const command = lines[index + 1]?.trim() ?? "";
+    const port = new URL(summary.hubUrl).port;
+    // No deno needed on PATH; the same port, so the printed URLs stay valid.
+    assertMatch(
+      command,
+      new RegExp(`^npx -y deno@2\\.9\\.6 task hub --port ${port} --data \\S+$`),
+    );
+    assertEquals(
+      lines[index + 2]?.trim(),
+      `then open ${summary.hubUrl}/models/${summary.modelId}`,
+    );
+    if (!isDeno) return; // the task runs on Deno; Bun checks the wording only
+    // Run it as typed, with this runtime instead of npx's download.
+    const args = command.split(" ").slice(3); // task hub --port ... --data ...
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    try {
+      let output = "";
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(output)), 60_000);
+        const onData = (chunk: Buffer): void => {
+          output += chunk;
+          if (/HUB accepts/.test(output)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        child.stdout.on("data", onData);
+        child.stderr.on("data", onData);
+      });
+      const reply = await fetch(
+        `${summary.hubUrl}/v1/models/${summary.modelId}`,
+      );
+      assertEquals(reply.status, 200);
+      await reply.body?.cancel();
+    } finally {
+      const closed = new Promise((resolve) => child.on("close", resolve));
+      process.kill(-child.pid!, "SIGTERM");
+      await closed;
+    }
   });
 
   test("trains against another HUB given by URL", async () => {

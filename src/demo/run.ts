@@ -187,6 +187,13 @@ export interface DemoSummary {
   durationMs: number;
 }
 
+/** Quotes a word for a POSIX shell when it needs it. */
+function shellWord(word: string): string {
+  return /^[\w./:@%+=-]+$/.test(word)
+    ? word
+    : `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
 function display(path: string): string {
   const rel = relative(process.cwd(), path);
   return rel === ""
@@ -473,11 +480,18 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
           display(join(dir, "weights", modelId))
         }/`,
       );
+      // A command that works as typed, from this checkout, without deno on
+      // PATH, on the same port so the URLs above stay valid.
+      const port = new URL(hubUrl).port;
       write(
-        `  the local HUB has stopped; serve this data again with: deno task hub --data ${
-          display(dir)
+        `  the local HUB has stopped; serve this data again on the same URLs with:`,
+      );
+      write(
+        `    npx -y deno@2.9.6 task hub --port ${port} --data ${
+          shellWord(display(dir))
         }`,
       );
+      write(`    then open ${hubUrl}/models/${modelId}`);
     }
     return summary;
   } finally {
