@@ -74,9 +74,13 @@ export function redactingLogger(
       // A broken logger must not break training.
     }
   };
-  return {
+  const guarded: Logger = {
     info: guard((m) => logger.info(m)),
     warn: guard((m) => logger.warn(m)),
     error: guard((m) => logger.error(m)),
   };
+  if (typeof logger.debug === "function") {
+    guarded.debug = guard((m) => logger.debug?.(m));
+  }
+  return guarded;
 }

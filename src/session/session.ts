@@ -796,7 +796,10 @@ export class HUBTrainingSession {
       return { path, size, sha256: await sha256File(path), deferred: true };
     }
     const reporter = options.onProgress === undefined
-      ? createProgressReporter({ label: `Uploading ${basename(path)}` })
+      ? createProgressReporter({
+        label: `Uploading ${basename(path)}`,
+        logger: this.#logger,
+      })
       : undefined;
     const onProgress = options.onProgress ?? reporter?.onProgress;
     try {
