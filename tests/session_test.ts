@@ -412,7 +412,9 @@ test("a stalled final upload times out per attempt and is retried", async () => 
     options({
       fetch,
       heartbeat: false,
-      budgets: { final: { attemptTimeout: 100 } },
+      // Long enough for a real attempt on a loaded machine; the stalled one
+      // is aborted when it passes.
+      budgets: { final: { attemptTimeout: 2_000 } },
     }),
   );
   const result = await session.uploadModel(3, file, {
