@@ -299,7 +299,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       samples: 6000,
       ...trainerOptions,
       epochs,
-      ...(signal === undefined ? {} : { signal }),
+      signal,
     });
     const args = trainer.args;
     write(
@@ -311,15 +311,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       webRoot: hubUrl,
       rateLimits,
       journal,
-      ...(logger === undefined ? {} : { logger }),
-      ...(signal === undefined ? {} : { signal }),
+      logger,
+      signal,
       ...(server === undefined
         ? (apiKey === undefined ? {} : { apiKey })
         : { settingsFile: false, env: () => undefined }),
     });
     const hooks = hubCallbacks(session, {
-      ...(logger === undefined ? {} : { logger }),
-      ...(onProgress === undefined ? {} : { onProgress }),
+      logger,
+      onProgress,
     });
 
     const modelId = await hooks.onPretrainRoutineStart(trainer);
@@ -387,7 +387,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     const client = new HUBClient({
       apiRoot: hubUrl,
       apiKey: server === undefined ? apiKey : undefined,
-      ...(signal === undefined ? {} : { signal }),
+      signal,
     });
     const stored = await client.listMetrics(modelId);
     const doc = await client.getModel(modelId);

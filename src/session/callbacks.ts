@@ -424,7 +424,7 @@ export function hubCallbacks(
       return {
         ...report,
         final,
-        ...(finalError === undefined ? {} : { finalError }),
+        finalError,
       };
     },
   };
