@@ -999,6 +999,53 @@ describe("uploads", () => {
     }, { maxUploadBytes: 100_000 });
   });
 
+  test("an upload to a model hard-deleted mid-body answers 404 and leaves no blob", async () => {
+    await withServer(async (server, dataDir) => {
+      const id = await createModel(server);
+      const boundary = randomBytes(16).toString("hex");
+      const whole = multipart(
+        boundary,
+        epochParts(1, randomBytes(2 * 1024 * 1024)),
+      );
+      let release: () => void = () => {};
+      const released = new Promise<void>((resolve) => release = resolve);
+      let step = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (step === 0) c.enqueue(whole.slice(0, 1024 * 1024));
+          else if (step === 1) {
+            await released;
+            c.enqueue(whole.slice(1024 * 1024));
+          } else c.close();
+          step++;
+        },
+      });
+      const init: StreamInit = {
+        method: "POST",
+        headers: {
+          "content-type": `multipart/form-data; boundary=${boundary}`,
+        },
+        body,
+        duplex: "half",
+      };
+      const pending = fetch(`${server.url}/v1/models/${id}/upload`, init);
+      await waitFor(
+        async () => (await listTemp(dataDir)).length === 1,
+        "the upload has reached the file part",
+      );
+      assertEquals(
+        (await call(server, "DELETE", `/v1/models/${id}?hard=true`)).status,
+        200,
+      );
+      release();
+      const reply = await pending;
+      assertEquals(reply.status, 404);
+      await reply.body?.cancel();
+      assertEquals(await blobsOf(dataDir, id), []);
+      assertEquals(await listTemp(dataDir), []);
+    });
+  });
+
   test("an upload aborted mid-body leaves no weights and no temporary file", async () => {
     await withServer(async (server, dataDir) => {
       const id = await createModel(server);

@@ -257,6 +257,15 @@ export class HubStore {
         if (kind === "best") record.status = "trained";
         else if (record.status === "new") record.status = "training";
       }, now);
+      if (result === undefined) {
+        // The model went away during the upload: nothing names the blob,
+        // unless a soft-deleted document holds the same bytes.
+        const kept = await this.models.get(id, { includeDeleted: true });
+        const named = Object.values(kept?.weights ?? {}).some((info) =>
+          info?.blob === blob.key
+        );
+        if (!named) await this.weights.delete(blob.key);
+      }
       await crashPoint("committed");
       return result;
     }).catch(async (error) => {
