@@ -119,3 +119,25 @@ export type {
   TrainArgs,
   UploadProgress,
 } from "./src/protocol/types.ts";
+export {
+  PlatformTransport,
+  type PlatformTransportOptions,
+  type PlatformUploadOptions,
+} from "./src/transport/platform/transport.ts";
+export {
+  PlatformClient,
+  type PlatformClientOptions,
+  type PlatformRequestOptions,
+} from "./src/transport/platform/client.ts";
+export {
+  type PlatformConfig,
+  type PlatformConfigOptions,
+  resolvePlatformConfig,
+} from "./src/transport/platform/config.ts";
+export {
+  DEFAULT_PLATFORM_URL,
+  isPlatformKey,
+  parsePlatformUri,
+  type PlatformModelUri,
+  slugify,
+} from "./src/protocol/platform.ts";

@@ -104,6 +104,11 @@ export interface HUBRequestErrorInit {
   retryAfter?: number | undefined;
   /** Whether sending the same request again may succeed. */
   retriable: boolean;
+  /**
+   * The error was already told to the user (logged once by whoever raised
+   * it), so request runners do not log it again. @default {false}
+   */
+  reported?: boolean | undefined;
   /** The underlying error, e.g. the `TypeError` of a failed `fetch`. */
   cause?: unknown | undefined;
 }
@@ -143,6 +148,8 @@ export class HUBRequestError extends HUBError {
   readonly retryAfter: number | undefined;
   /** Whether sending the same request again may succeed. */
   readonly retriable: boolean;
+  /** Already logged once where it was raised: not logged again. */
+  readonly reported: boolean;
 
   /**
    * Creates an error.
@@ -162,6 +169,7 @@ export class HUBRequestError extends HUBError {
     this.serverMessage = init.serverMessage;
     this.retryAfter = init.retryAfter;
     this.retriable = init.retriable;
+    this.reported = init.reported ?? false;
   }
 }
 

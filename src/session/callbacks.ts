@@ -103,6 +103,13 @@ export interface TrainerArgs {
 export interface PretrainTrainer {
   /** The trainer's arguments, sent to the HUB when the model is created. */
   readonly args: TrainerArgs;
+  /**
+   * The trainer's stop flag: the hooks set it to `true` when the server says
+   * the user stopped the run (the Ultralytics Platform's Stop, see
+   * `session.cancelled`). End training after the current epoch; the final
+   * upload in `onTrainEnd` is still made.
+   */
+  stop?: boolean | undefined;
 }
 
 /**
@@ -202,9 +209,10 @@ export interface HUBCallbacks {
    */
   onPretrainRoutineStart(trainer: PretrainTrainer): Promise<string>;
   /**
-   * Marks the start of training; warns when the session has no model yet.
-   * The reference restarted its rate-limit timers here; the session keeps
-   * its own, so nothing else is needed.
+   * Marks the start of training; warns when the session has no model yet,
+   * and sets the trainer's `stop` flag when the run was stopped on the server
+   * before it started. The reference restarted its rate-limit timers here;
+   * the session keeps its own, so nothing else is needed.
    */
   onPretrainRoutineEnd(): void;
   /**
@@ -327,8 +335,22 @@ export function hubCallbacks(
     ? consoleLogger(true)
     : given ?? consoleLogger();
 
+  // The trainer whose stop flag a server-side Stop sets.
+  let stoppable: PretrainTrainer | undefined;
+  const applyStop = (): void => {
+    if (stoppable === undefined || stoppable.stop === true) return;
+    stoppable.stop = true;
+    logger.info(
+      "Training was stopped from the server: ending after this epoch, the final weights are still uploaded",
+    );
+  };
+  session.cancelSignal.addEventListener("abort", applyStop, { once: true });
+
   return {
     async onPretrainRoutineStart(trainer: PretrainTrainer): Promise<string> {
+      if (typeof trainer === "object" && trainer !== null) {
+        stoppable = trainer;
+      }
       if (session.modelId !== undefined) return session.modelId;
       if (
         typeof trainer !== "object" || trainer === null ||
@@ -346,6 +368,9 @@ export function hubCallbacks(
     },
 
     onPretrainRoutineEnd(): void {
+      // A run stopped before it started: the trainer resets its flag while
+      // setting up, so it is set again here.
+      if (session.cancelled && stoppable !== undefined) stoppable.stop = true;
       if (session.modelId === undefined) {
         logger.warn(
           "Training starts without a HUB model: call onPretrainRoutineStart() first, or metrics and weights stay local",

@@ -6,10 +6,15 @@
  */
 
 import type { HUBError } from "../common/errors.ts";
-import type { HUBClient } from "../transport/client.ts";
+import type { HUBClient, RequestOptions } from "../transport/client.ts";
 import type { ConfigOptions } from "./config.ts";
 import type { BackoffOptions, BudgetOverrides } from "./request_runner.ts";
-import type { Logger, ProgressCallback } from "../protocol/types.ts";
+import type {
+  CreateModelPayload,
+  Logger,
+  ProgressCallback,
+  TrainArgs,
+} from "../protocol/types.ts";
 
 /** Minimum time between two uploads of each kind, in milliseconds. */
 export interface RateLimits {
@@ -28,14 +33,42 @@ export const DEFAULT_RATE_LIMITS: Readonly<RateLimits> = Object.freeze({
   heartbeat: 300_000,
 });
 
-/** What the session needs from a HUB: one transport per wire protocol. */
-export type SessionTransport = Pick<
-  HUBClient,
-  "getModel" | "createModel" | "uploadMetrics" | "uploadModel" | "heartbeat"
->;
+/**
+ * What the session needs from a server: one transport per wire protocol
+ * (the HUB v1 {@linkcode HUBClient}, the Ultralytics Platform's
+ * `PlatformTransport`), with two optional capabilities.
+ */
+export type SessionTransport =
+  & Pick<
+    HUBClient,
+    "getModel" | "uploadMetrics" | "uploadModel" | "heartbeat"
+  >
+  & {
+    /**
+     * Creates the model (or starts the run) from the create payload; the
+     * trainer's own arguments come along for protocols that send them.
+     */
+    createModel(
+      payload: CreateModelPayload,
+      options?: RequestOptions & { trainArgs?: TrainArgs | undefined },
+    ): Promise<string>;
+    /** The model's web page, when the server has its own address scheme. */
+    modelUrl?: ((id: string) => string) | undefined;
+    /** Aborted when the server says the user stopped the run. */
+    readonly cancelSignal?: AbortSignal | undefined;
+  };
 
 /** Options for `HUBTrainingSession.create`. */
 export interface SessionOptions extends ConfigOptions {
+  /**
+   * Ultralytics Platform base URL for a `ul://<owner>/<project>/<name>`
+   * identifier; else `ULTRALYTICS_PLATFORM_URL`, else
+   * `https://platform.ultralytics.com` (webhooks at `PLATFORM_API_URL` when
+   * set). The key comes from `apiKey`, else `ULTRALYTICS_API_KEY`.
+   *
+   * @default {undefined}
+   */
+  platformUrl?: string | undefined;
   /** `fetch` to use, e.g. to route through a proxy. @default {globalThis.fetch} */
   fetch?: typeof fetch | undefined;
   /** Aborts every request of the session. @default {undefined} */

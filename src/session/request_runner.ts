@@ -468,7 +468,8 @@ export class RequestRunner {
       // programming errors (TypeError, RangeError, ...) stay as they are.
       if (isRetriableError(error)) error = toHUBError(error, subject);
       this.stats.failed++;
-      if (logFailure) {
+      const reported = error instanceof HUBRequestError && error.reported;
+      if (logFailure && !reported) {
         this.#logger.error(
           `${subject} failed${
             attempt > 1 ? ` after ${attempt} attempts` : ""

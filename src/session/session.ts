@@ -45,6 +45,8 @@ import {
   recordServer,
 } from "./journal.ts";
 import { parseIdentifier } from "./identifier.ts";
+import { openPlatform } from "./open_platform.ts";
+import { parsePlatformUri } from "../protocol/platform.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
 import { MetricsPump } from "./metrics_pump.ts";
@@ -135,6 +137,7 @@ export class HUBTrainingSession {
   #apiRoot: string;
   #webRoot: string;
   #abort = new AbortController();
+  #neverCancelled = new AbortController().signal;
   #signal: AbortSignal;
   #modelId: string | undefined;
   #model: ModelDocument | undefined;
@@ -242,6 +245,22 @@ export class HUBTrainingSession {
     checkRateLimits(rateLimits);
     options.signal?.throwIfAborted();
     const env = options.env ?? readEnv;
+    const platformUri = parsePlatformUri(identifier);
+    if (platformUri !== undefined) {
+      // ul://<owner>/<project>/<name>: the Ultralytics Platform transport.
+      // The run starts with createModel(); the Platform has no heartbeat.
+      const platform = openPlatform(platformUri, options, env);
+      const session = new HUBTrainingSession({
+        transport: platform.transport,
+        logger: platform.logger,
+        rateLimits,
+        apiRoot: platform.webhooksUrl,
+        webRoot: platform.platformUrl,
+        options: { ...options, heartbeat: false },
+      });
+      session.#filename = identifier;
+      return session;
+    }
     // Roots first (the web root decides which model URLs parse), keys after.
     const base = await resolveConfig({
       ...options,
@@ -300,9 +319,9 @@ export class HUBTrainingSession {
 
   /** Web page of the model: `<webRoot>/models/<id>`. */
   get modelUrl(): string | undefined {
-    return this.#modelId === undefined
-      ? undefined
-      : `${this.#webRoot}/models/${this.#modelId}`;
+    const id = this.#modelId;
+    if (id === undefined) return undefined;
+    return this.#transport.modelUrl?.(id) ?? `${this.#webRoot}/models/${id}`;
   }
 
   /** API URL of the model: `<apiRoot>/v1/models/<id>`. */
@@ -340,6 +359,24 @@ export class HUBTrainingSession {
   /** Whether the heartbeat loop is running. */
   get alive(): boolean {
     return this.#heartbeat?.alive ?? false;
+  }
+
+  /**
+   * Whether the server said the user stopped the run (the Ultralytics
+   * Platform's `cancelled: true`): finish the current epoch, then upload the
+   * final weights and close as usual. Always `false` on a HUB v1 server.
+   */
+  get cancelled(): boolean {
+    return this.#transport.cancelSignal?.aborted ?? false;
+  }
+
+  /**
+   * Aborted when the server says the user stopped the run (see
+   * {@linkcode HUBTrainingSession.cancelled}); never aborted on a HUB v1
+   * server. The session's own requests go on: the final upload is still made.
+   */
+  get cancelSignal(): AbortSignal {
+    return this.#transport.cancelSignal ?? this.#neverCancelled;
   }
 
   /** Epochs queued but not yet acknowledged by the server. */
@@ -543,7 +580,8 @@ export class HUBTrainingSession {
     const id = await this.#runner.run(
       "other",
       `creating the model on ${this.#apiRoot}`,
-      ({ signal }) => this.#transport.createModel(payload, { signal }),
+      ({ signal }) =>
+        this.#transport.createModel(payload, { signal, trainArgs }),
     );
     this.#modelId = id;
     this.#trainArgs = { ...trainArgs };
@@ -795,6 +833,9 @@ export class HUBTrainingSession {
       );
       return { path, size, sha256: await sha256File(path), deferred: true };
     }
+    // The epochs go before the final weights: a server that closes the run
+    // on the final upload (the Platform's training_complete) has them all.
+    if (this.#metrics.size > 0) await this.#pump.upload();
     const reporter = options.onProgress === undefined
       ? createProgressReporter({
         label: `Uploading ${basename(path)}`,

@@ -9,6 +9,10 @@
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { HUBClient } from "../transport/client.ts";
+import { resolvePlatformConfig } from "../transport/platform/config.ts";
+import { PlatformTransport } from "../transport/platform/transport.ts";
+import { readEnv } from "./config.ts";
+import type { SessionTransport } from "./options.ts";
 import { resolveConfig } from "./config.ts";
 import type { ConfigOptions } from "./config.ts";
 import { type HUBError, toHUBError } from "../common/errors.ts";
@@ -29,6 +33,15 @@ import type { Logger } from "../protocol/types.ts";
 
 /** Options for {@linkcode syncJournal}. */
 export interface SyncJournalOptions extends ConfigOptions {
+  /**
+   * Deliver the journals of Ultralytics Platform runs (`ul://` sessions) to
+   * this Platform URL instead of a HUB's; the key comes from `apiKey`, else
+   * `ULTRALYTICS_API_KEY`. `true` takes `ULTRALYTICS_PLATFORM_URL`, else the
+   * hosted Platform.
+   *
+   * @default {undefined}
+   */
+  platformUrl?: string | true | undefined;
   /** Journal root. @default {defaultJournalRoot()} */
   journal?: string | undefined;
   /** Deliver only this model's journal. @default {every model of the server} */
@@ -88,7 +101,18 @@ export interface SyncModelReport {
 export async function syncJournal(
   options: SyncJournalOptions = {},
 ): Promise<SyncModelReport[]> {
-  const config = await resolveConfig(options);
+  const platform = options.platformUrl === undefined
+    ? undefined
+    : resolvePlatformConfig({
+      platformUrl: options.platformUrl === true
+        ? undefined
+        : options.platformUrl,
+      apiKey: options.apiKey,
+      env: options.env ?? readEnv,
+    });
+  const config = platform === undefined
+    ? await resolveConfig(options)
+    : { apiRoot: platform.webhooksUrl, apiKey: platform.apiKey };
   const root = options.journal ?? defaultJournalRoot();
   const logger = redactingLogger(
     options.logger === "quiet"
@@ -101,13 +125,26 @@ export async function syncJournal(
       `Cannot sync model "${options.modelId}" as it is not a 20-character model id`,
     );
   }
-  const client = new HUBClient({
-    apiRoot: config.apiRoot,
-    apiKey: config.apiKey,
-    logger,
-    fetch: options.fetch,
-    signal: options.signal,
-  });
+  const client = platform === undefined
+    ? new HUBClient({
+      apiRoot: config.apiRoot,
+      apiKey: config.apiKey,
+      logger,
+      fetch: options.fetch,
+      signal: options.signal,
+    })
+    : undefined;
+  // A Platform run's transport knows its model id: its events name it.
+  const transportFor = (modelId: string): SessionTransport =>
+    client ?? new PlatformTransport({
+      webhooksUrl: platform!.webhooksUrl,
+      platformUrl: platform!.platformUrl,
+      apiKey: platform!.apiKey,
+      modelId,
+      logger,
+      fetch: options.fetch,
+      signal: options.signal,
+    });
   const runner = new RequestRunner({
     logger,
     signal: options.signal,
@@ -116,8 +153,8 @@ export async function syncJournal(
   // Journals written for this address, then those of the same HUB reached
   // on another address (a demo's random port), found by its instance id.
   const dirs = [{ dir: serverJournalDir(root, config.apiRoot), moved: "" }];
-  await client.auth({ signal: options.signal }).catch(() => false);
-  if (client.instanceId !== undefined) {
+  await client?.auth({ signal: options.signal }).catch(() => false);
+  if (client?.instanceId !== undefined) {
     for (const found of serverDirsOfInstance(root, client.instanceId)) {
       if (found.dir !== dirs[0]!.dir) {
         dirs.push({ dir: found.dir, moved: found.apiRoot });
@@ -134,11 +171,17 @@ export async function syncJournal(
     for (const modelId of ids.sort()) {
       if (moved !== "") {
         logger.info(
-          `Found the journal of model ${modelId} written for ${moved}: the same HUB (instance ${client.instanceId}) now answers on ${config.apiRoot}`,
+          `Found the journal of model ${modelId} written for ${moved}: the same HUB (instance ${client?.instanceId}) now answers on ${config.apiRoot}`,
         );
       }
       reports.push(
-        await syncModel(client, runner, logger, join(dir, modelId), modelId),
+        await syncModel(
+          transportFor(modelId),
+          runner,
+          logger,
+          join(dir, modelId),
+          modelId,
+        ),
       );
     }
   }
@@ -157,7 +200,7 @@ export async function syncJournal(
 }
 
 async function syncModel(
-  client: HUBClient,
+  client: SessionTransport,
   runner: RequestRunner,
   logger: Logger,
   dir: string,

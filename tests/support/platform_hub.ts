@@ -9,7 +9,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { serveHub } from "../../src/server/mod.ts";
+import { startFaultProxy } from "./fault_proxy.ts";
+import type { FaultProxy, FaultProxyOptions } from "./fault_proxy.ts";
 import type { HubServer } from "../../src/server/mod.ts";
 
 /** A Platform key for tests (never a real one). */
@@ -32,8 +36,20 @@ export interface PlatformHub {
   events(modelId: string): Promise<Array<Record<string, unknown>>>;
   /** Presses "Stop" on a run through the API. */
   stop(modelId: string): Promise<Response>;
-  /** Stops the server and removes the temp dir. */
+  /** The fault proxy in front of the HUB, when one was asked for. */
+  proxy: FaultProxy | undefined;
+  /** Where clients go: the proxy's URL when there is one, else `url`. */
+  clientUrl: string;
+  /** Stops the server (and the proxy) and removes the temp dir. */
   close(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((go) => server.listen(0, "127.0.0.1", go));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((go) => server.close(go));
+  return port;
 }
 
 /**
@@ -42,11 +58,33 @@ export interface PlatformHub {
  * @param options `apiKeys` the HUB accepts (default: the test key).
  */
 export async function startPlatformHub(
-  options: { apiKeys?: string[]; dir?: string; port?: number } = {},
+  options: {
+    apiKeys?: string[];
+    dir?: string;
+    port?: number;
+    /** A fault proxy in front; the HUB's upload URLs point at it too. */
+    proxy?: Omit<FaultProxyOptions, "upstream">;
+  } = {},
 ): Promise<PlatformHub> {
-  const { apiKeys = [TEST_PLATFORM_KEY], port = 0 } = options;
+  const { apiKeys = [TEST_PLATFORM_KEY] } = options;
   const dir = options.dir ?? await mkdtemp(join(tmpdir(), "platform-hub-"));
-  const hub = await serveHub({ port, dataDir: join(dir, "hub"), apiKeys });
+  let port = options.port ?? 0;
+  let proxy: FaultProxy | undefined;
+  if (options.proxy !== undefined) {
+    // The proxy needs the HUB's address and the HUB the proxy's (for the
+    // signed upload URLs): reserve the HUB's port first.
+    if (port === 0) port = await freePort();
+    proxy = await startFaultProxy({
+      ...options.proxy,
+      upstream: `http://127.0.0.1:${port}`,
+    });
+  }
+  const hub = await serveHub({
+    port,
+    dataDir: join(dir, "hub"),
+    apiKeys,
+    ...(proxy === undefined ? {} : { publicUrl: proxy.url }),
+  });
 
   const auth = { authorization: `Bearer ${apiKeys[0] ?? TEST_PLATFORM_KEY}` };
   const get = async (path: string): Promise<Record<string, unknown>> => {
@@ -64,6 +102,8 @@ export async function startPlatformHub(
     webhooksUrl: `${hub.url}/api/webhooks`,
     dir,
     hub,
+    proxy,
+    clientUrl: proxy?.url ?? hub.url,
     get,
     async events(modelId) {
       const data = await get(`/api/platform/models/${modelId}/events`);
@@ -78,6 +118,7 @@ export async function startPlatformHub(
       });
     },
     async close() {
+      await proxy?.close();
       await hub.close();
       if (options.dir === undefined) {
         await rm(dir, { recursive: true, force: true });

@@ -418,6 +418,7 @@ export class PlatformClient {
             status,
             serverMessage: safe,
             retriable: false,
+            reported: true,
           },
         );
         this.#logger.error(this.#unauthorized.message);

@@ -26,6 +26,7 @@ import type {
   PlatformRequestOptions,
 } from "./client.ts";
 import { platformEnvironment } from "./environment.ts";
+import { jsonSafe } from "../../protocol/platform.ts";
 import type {
   EpochEndData,
   PlatformEnvironment,
@@ -46,10 +47,10 @@ import type {
 
 /** Options of the {@linkcode PlatformTransport} constructor. */
 export interface PlatformTransportOptions extends PlatformClientOptions {
-  /** Project, `owner/slug`. */
-  project: string;
-  /** Run name (a slug). */
-  name: string;
+  /** Project, `owner/slug`; may be left out when `modelId` is given. */
+  project?: string | undefined;
+  /** Run name (a slug); may be left out when `modelId` is given. */
+  name?: string | undefined;
   /** Platform base URL, for model page links. @default {the webhooks root's origin} */
   platformUrl?: string | undefined;
   /** Called once when the server answers `cancelled: true`. @default {undefined} */
@@ -218,9 +219,9 @@ function argsFromPayload(payload: CreateModelPayload): TrainArgs {
 export class PlatformTransport {
   /** The client the transport sends with. */
   readonly client: PlatformClient;
-  /** Project, `owner/slug`. */
+  /** Project, `owner/slug` (`""` when only the model id was given). */
   readonly project: string;
-  /** Requested run name. */
+  /** Requested run name (`""` when only the model id was given). */
   readonly name: string;
   #platformUrl: string;
   #logger: Logger;
@@ -231,6 +232,7 @@ export class PlatformTransport {
   #runId: string | undefined;
   #cancel = new AbortController();
   #fitness = new Map<number, number>();
+  #delivered = new Map<number, string>();
   #lastMetrics: { epoch: number; metrics: EpochMetrics } | undefined;
   #final:
     | { file: string; size: number; sha256: string; path: string }
@@ -252,19 +254,33 @@ export class PlatformTransport {
       modelId,
       ...rest
     } = options;
-    if (typeof project !== "string" || !/^[^/\s]+\/[a-z0-9-]+$/.test(project)) {
+    if (
+      modelId !== undefined && (typeof modelId !== "string" || modelId === "")
+    ) {
+      throw new TypeError(
+        "Cannot report to the Platform as 'modelId' is not a non-empty string",
+      );
+    }
+    if (
+      (project !== undefined || modelId === undefined) &&
+      (typeof project !== "string" || !/^[^/\s]+\/[a-z0-9-]+$/.test(project))
+    ) {
       throw new TypeError(
         `Cannot report to the Platform as the project "${project}" is not "<owner>/<slug>"`,
       );
     }
-    if (typeof name !== "string" || !/^[a-z0-9-]{1,128}$/.test(name)) {
+    if (
+      (name !== undefined || modelId === undefined) &&
+      (typeof name !== "string" || !/^[a-z0-9-]{1,128}$/.test(name))
+    ) {
       throw new TypeError(
         `Cannot report to the Platform as the name "${name}" is not a slug ([a-z0-9-], at most 128 characters)`,
       );
     }
+
     this.client = new PlatformClient(rest);
-    this.project = project;
-    this.name = name;
+    this.project = project ?? "";
+    this.name = name ?? "";
     this.#platformUrl = (platformUrl ?? new URL(this.client.webhooksUrl).origin)
       .replace(/\/+$/, "");
     this.#logger = rest.logger ?? consoleLogger();
@@ -305,6 +321,9 @@ export class PlatformTransport {
    * @returns The URL.
    */
   modelUrl(_id?: string): string {
+    if (this.project === "") {
+      return `${this.#platformUrl}/models/${this.#modelId ?? _id ?? ""}`;
+    }
     return `${this.#platformUrl}/${this.project}/${this.modelSlug}`;
   }
 
@@ -371,14 +390,13 @@ export class PlatformTransport {
       }
       return `${this.project}/${this.name}`;
     }
-    this.#logger.info(`View model at ${this.modelUrl()}`);
     return this.#modelId;
   }
 
   /**
    * Sends one `epoch_end` per epoch, in ascending order, and notes a
-   * `cancelled: true` reply. Rejects at the first failure (earlier epochs
-   * were delivered; sending them again is harmless).
+   * `cancelled: true` reply. Rejects at the first failure; an epoch already
+   * acknowledged with the same values is not sent again.
    *
    * @param epochs Metrics by epoch.
    * @param options Signal and timeout.
@@ -389,6 +407,11 @@ export class PlatformTransport {
   ): Promise<void> {
     for (const epoch of [...epochs.keys()].sort((a, b) => a - b)) {
       const all = epochs.get(epoch)!;
+      // An epoch is one request: when a batch is sent again after a failure,
+      // the epochs the server already acknowledged with these values are
+      // not sent twice, so that every retry makes progress.
+      const key = JSON.stringify(jsonSafe(all));
+      if (this.#delivered.get(epoch) === key) continue;
       const data = epochEndData(epoch, all);
       if (typeof data.fitness === "number" && Number.isFinite(data.fitness)) {
         this.#fitness.set(epoch, data.fitness);
@@ -402,6 +425,7 @@ export class PlatformTransport {
         options,
       );
       this.#adopt(reply);
+      this.#delivered.set(epoch, key);
       if (this.#lastMetrics === undefined || epoch >= this.#lastMetrics.epoch) {
         this.#lastMetrics = { epoch, metrics: all };
       }
