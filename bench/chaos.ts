@@ -12,7 +12,13 @@
  * the seconds from the end of training to exit. Targets: 100 %, match,
  * exit <= 10 s.
  *
- * Run: `deno task chaos [--seed N] [--runtime deno|bun|both] [--epochs N]`
+ * With `--mode platform` the same run reports through the Ultralytics
+ * Platform transport (`ul://chaos/bench/run`, events, upload URLs and signed
+ * `PUT`s) to the local HUB's Platform endpoints, through the same proxy;
+ * `--mode both` runs both protocols side by side.
+ *
+ * Run: `deno task chaos [--seed N] [--runtime deno|bun|both] [--epochs N]
+ * [--mode hub|platform|both]`
  *
  * @module
  */
@@ -26,12 +32,16 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { sha256File } from "../src/common/hash.ts";
 import { parseArgs } from "node:util";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 
 const MiB = 1024 * 1024;
 const FINAL_BYTES = 64 * MiB;
 /** Target duration of one epoch (TinyTrainer's ~15 ms padded with a sleep). */
 const EPOCH_MS = 70;
 const OUTAGE_MS = 10_000;
+/** A well-formed Platform key: the bench's HUB is open, any key passes. */
+const PLATFORM_KEY = "ul_" + "0".repeat(40);
 
 interface ChildResult {
   epochsTrained: number;
@@ -47,6 +57,7 @@ interface ChildResult {
 
 interface RunFigures {
   runtime: string;
+  mode: string;
   epochsOnServer: number;
   epochsTrained: number;
   wrongValues: number;
@@ -104,18 +115,29 @@ async function child(
   // generation does not count in the time after training).
   const finalPath = join(dir, "best.pt");
   await writeFile(finalPath, randomBytes(FINAL_BYTES));
-  const session = await HUBTrainingSession.create(modelId, {
-    apiRoot,
-    webRoot: apiRoot,
-    settingsFile: false,
-    env: () => undefined,
-    logger,
-    journal: join(dir, "journal"),
-    rateLimits: { metrics: 50, ckpt: 1_000, heartbeat: 2_000 },
-    timeout: 5_000,
-    budgets: { metrics: { attemptTimeout: 5_000 } },
-    backoff: { minTimeout: 250, maxTimeout: 4_000 },
-  });
+  const platform = modelId === "platform";
+  const session = await HUBTrainingSession.create(
+    platform ? "ul://chaos/bench/run" : modelId,
+    {
+      apiRoot,
+      webRoot: apiRoot,
+      platformUrl: apiRoot,
+      apiKey: platform ? PLATFORM_KEY : undefined,
+      settingsFile: false,
+      env: () => undefined,
+      logger,
+      journal: join(dir, "journal"),
+      rateLimits: { metrics: 50, ckpt: 1_000, heartbeat: 2_000 },
+      timeout: 5_000,
+      budgets: { metrics: { attemptTimeout: 5_000 } },
+      backoff: { minTimeout: 250, maxTimeout: 4_000 },
+    },
+  );
+  if (platform) {
+    // training_started: the run (and its model id) exists from here on.
+    const id = await session.createModel({ data: "two-spirals", epochs });
+    console.log(`MODEL ${id}`);
+  }
   const trainer = new TinyTrainer({ epochs, seed: 7 });
   const sent: Record<string, Record<string, number>> = {};
   const outcomes: Promise<{ status: string }>[] = [];
@@ -172,6 +194,14 @@ async function child(
 
 // --------------------------------------------------------------- parent ---
 
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((go) => server.listen(0, "127.0.0.1", go));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((go) => server.close(go));
+  return port;
+}
+
 function runtimeCommand(runtime: string, script: string): [string, string[]] {
   if (runtime === "bun") return ["npx", ["-y", "bun@1.4.5", script]];
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
@@ -180,6 +210,7 @@ function runtimeCommand(runtime: string, script: string): [string, string[]] {
 
 async function runOnce(
   runtime: string,
+  mode: string,
   seed: number,
   epochs: number,
 ): Promise<RunFigures> {
@@ -190,8 +221,30 @@ async function runOnce(
   const dir = await mkdtemp(join(tmpdir(), "hub-chaos-"));
   let serverErrors = 0;
   const serverErrorKinds = new Map<string, number>();
+  // The proxy needs the HUB's address, and the HUB the proxy's (the
+  // Platform's signed upload URLs point at it): reserve the HUB's port.
+  const hubPort = await freePort();
+  const training = epochs * EPOCH_MS;
+  // Two outages inside training (child start-up takes about a second).
+  const first = 1_500 + Math.round(training * 0.15);
+  const second = Math.max(
+    first + OUTAGE_MS + 1_000,
+    1_500 + Math.round(training * 0.55),
+  );
+  const proxy = await startFaultProxy({
+    upstream: `http://127.0.0.1:${hubPort}`,
+    seed,
+    faultRate: 0.3,
+    latencyMs: 300,
+    retryAfterSeconds: 1,
+    outages: [
+      { start: first, end: first + OUTAGE_MS },
+      { start: second, end: second + OUTAGE_MS },
+    ],
+  });
   const hub = await serveHub({
-    port: 0,
+    port: hubPort,
+    publicUrl: proxy.url,
     dataDir: join(dir, "hub"),
     onError: (error: unknown) => {
       serverErrors++;
@@ -204,27 +257,9 @@ async function runOnce(
   const direct = new HUBClient({ apiRoot: hub.url });
   const notes: string[] = [];
   try {
-    const modelId = await direct.createModel(
+    let modelId = mode === "platform" ? "platform" : await direct.createModel(
       createModelPayload("mlp.yaml", { data: "two-spirals", epochs }),
     );
-    const training = epochs * EPOCH_MS;
-    // Two outages inside training (child start-up takes about a second).
-    const first = 1_500 + Math.round(training * 0.15);
-    const second = Math.max(
-      first + OUTAGE_MS + 1_000,
-      1_500 + Math.round(training * 0.55),
-    );
-    const proxy = await startFaultProxy({
-      upstream: hub.url,
-      seed,
-      faultRate: 0.3,
-      latencyMs: 300,
-      retryAfterSeconds: 1,
-      outages: [
-        { start: first, end: first + OUTAGE_MS },
-        { start: second, end: second + OUTAGE_MS },
-      ],
-    });
     const script = fileURLToPath(import.meta.url);
     const [command, args] = runtimeCommand(runtime, script);
     let trainingEnd: number | undefined;
@@ -248,7 +283,9 @@ async function runOnce(
         while ((newline = buffered.indexOf("\n")) >= 0) {
           const line = buffered.slice(0, newline);
           buffered = buffered.slice(newline + 1);
-          if (line.startsWith("TRAINING_END ")) {
+          if (line.startsWith("MODEL ")) {
+            modelId = line.slice(6);
+          } else if (line.startsWith("TRAINING_END ")) {
             trainingEnd = Number(line.slice(13));
           } else if (line.startsWith("RESULT ")) {
             result = JSON.parse(line.slice(7));
@@ -345,6 +382,7 @@ async function runOnce(
     delete other.failed;
     return {
       runtime,
+      mode,
       epochsOnServer: present,
       epochsTrained: Object.keys(sent).length,
       wrongValues: wrong,
@@ -364,6 +402,7 @@ async function runOnce(
       notes,
     };
   } finally {
+    await proxy.close();
     await hub.close();
     await rm(dir, { recursive: true, force: true });
   }
@@ -401,13 +440,15 @@ function printTable(runs: RunFigures[], seed: number, epochs: number): void {
   const width = Math.max(...rows.map(([name]) => name.length));
   const cols = runs.map((r) =>
     Math.max(
-      r.runtime.length,
+      r.runtime.length + 1 + r.mode.length,
       ...rows.map(([, get]) => get(r).length),
     )
   );
   console.log(
     `${"".padEnd(width)} | ${
-      runs.map((r, i) => r.runtime.padEnd(cols[i] ?? 0)).join(" | ")
+      runs.map((r, i) => `${r.runtime} ${r.mode}`.padEnd(cols[i] ?? 0)).join(
+        " | ",
+      )
     }`,
   );
   console.log(
@@ -452,6 +493,7 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "1" },
       runtime: { type: "string", default: "both" },
       epochs: { type: "string", default: "500" },
+      mode: { type: "string", default: "hub" },
     },
   });
   const seed = Number(values.seed);
@@ -471,10 +513,20 @@ async function main(): Promise<void> {
       );
     }
   }
+  const modes = values.mode === "both" ? ["hub", "platform"] : [values.mode];
+  for (const mode of modes) {
+    if (mode !== "hub" && mode !== "platform") {
+      throw new TypeError(
+        `Cannot run the chaos bench in mode "${mode}": use hub, platform or both`,
+      );
+    }
+  }
   const runs: RunFigures[] = [];
-  for (const runtime of runtimes) {
-    console.log(`Running ${epochs} epochs on ${runtime}...`);
-    runs.push(await runOnce(runtime, seed, epochs));
+  for (const mode of modes) {
+    for (const runtime of runtimes) {
+      console.log(`Running ${epochs} epochs on ${runtime} (${mode})...`);
+      runs.push(await runOnce(runtime, mode ?? "hub", seed, epochs));
+    }
   }
   printTable(runs, seed, epochs);
 }
