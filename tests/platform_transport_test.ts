@@ -287,6 +287,52 @@ describe("PlatformTransport against the local HUB", () => {
     assertEquals((doc.platform as Record<string, unknown>).cancelled, true);
   });
 
+  test("the model page of a running Platform run has a Stop button that stops it", async () => {
+    const t = transport("button");
+    const id = await t.startRun({ epochs: 5 });
+    await t.sendEpochs(new Map([[0, { loss: 1 }]]));
+    const key = { "x-api-key": TEST_PLATFORM_KEY };
+    const before = await fetch(`${hub.url}/models/${id}`, {
+      headers: { ...key, accept: "text/html" },
+    });
+    const html = await before.text();
+    assertStringIncludes(html, `action="/models/${id}/stop"`);
+    assertStringIncludes(html, "ada/road-signs/button");
+    // A form posted from another site is refused.
+    const forged = await fetch(`${hub.url}/models/${id}/stop`, {
+      method: "POST",
+      headers: {
+        ...key,
+        origin: "https://elsewhere.example",
+        "content-type": "application/x-www-form-urlencoded",
+      },
+      body: "",
+    });
+    assertEquals(forged.status, 403);
+    await forged.body?.cancel();
+    await t.sendEpochs(new Map([[1, { loss: 0.9 }]]));
+    assertEquals(t.cancelled, false);
+    const pressed = await fetch(`${hub.url}/models/${id}/stop`, {
+      method: "POST",
+      headers: {
+        ...key,
+        origin: hub.url,
+        "content-type": "application/x-www-form-urlencoded",
+      },
+      body: "",
+      redirect: "manual",
+    });
+    assertEquals(pressed.status, 303);
+    await pressed.body?.cancel();
+    await t.sendEpochs(new Map([[2, { loss: 0.8 }]]));
+    assertEquals(t.cancelled, true);
+    const after = await (await fetch(`${hub.url}/models/${id}`, {
+      headers: { ...key, accept: "text/html" },
+    })).text();
+    assertStringIncludes(after, "Stop requested");
+    assert(!after.includes(`action="/models/${id}/stop"`));
+  });
+
   test("a 401 stops every later send with one clear error that never shows the key", async () => {
     const logger = captureLogger();
     let requests = 0;

@@ -33,7 +33,7 @@ import { fileRoutes } from "./routes/files.ts";
 import { heartbeatRoutes } from "./routes/heartbeat.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
-import { platformRoutes } from "./routes/platform.ts";
+import { createPlatformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
 import {
@@ -356,11 +356,22 @@ export function createHubAppOn(
     origin: (request) => base ?? new URL(request.url).origin,
     browserSession: (c) => web.authorizes(c),
   };
+  const platform = createPlatformRoutes({
+    hub: async (request) => {
+      internal.add(request);
+      return await app.fetch(request);
+    },
+    internalKey: apiKeys[0],
+    now,
+    publicUrl: base,
+  });
   const web = createWebApp({
     source: async () => storeSource(await hub.store()),
     apiKeys,
     now,
     signal,
+    // The model page's Stop button of a Platform run.
+    stopRun: (id) => platform.stop(id),
   });
 
   const app = new Hono({ strict: false });
@@ -414,18 +425,7 @@ export function createHubAppOn(
   app.route("/", web.app);
   app.get("/", () => healthReply());
   // The Platform endpoints store runs through the routes above.
-  app.route(
-    "/",
-    platformRoutes({
-      hub: async (request) => {
-        internal.add(request);
-        return await app.fetch(request);
-      },
-      internalKey: apiKeys[0],
-      now,
-      publicUrl: base,
-    }),
-  );
+  app.route("/", platform.app);
   for (const [path, allow] of ALLOWED) {
     app.all(path, (c) =>
       fail(

@@ -214,7 +214,15 @@ export class HUBTrainingSession {
    * heartbeat. For a `.pt`/`.yaml` file name no model exists yet: call
    * {@linkcode HUBTrainingSession.createModel} with the training arguments.
    *
-   * @param identifier Model page URL, `<key>_<id>`, model id, or `.pt`/`.yaml` file name.
+   * `ul://<owner>/<project>/<name>` reports to the Ultralytics Platform
+   * instead (options `platformUrl` and `apiKey`, else
+   * `ULTRALYTICS_PLATFORM_URL` and `ULTRALYTICS_API_KEY`): `createModel()`
+   * starts the run, and everything after works as for a HUB. That protocol
+   * is taken from the Python trainer's behaviour and tested against the
+   * local HUB's Platform endpoints only; the live Platform could not be
+   * reached from our test machines.
+   *
+   * @param identifier Model page URL, `<key>_<id>`, model id, `.pt`/`.yaml` file name, or `ul://<owner>/<project>/<name>`.
    * @param options Roots, credentials, limits and hooks.
    * @returns The open session.
    * @throws {HUBModelError} When the identifier is malformed, or the model is

@@ -143,6 +143,47 @@ class Refusal extends Error {
  * ```
  */
 export function platformRoutes(options: PlatformRoutesOptions): Hono {
+  return createPlatformRoutes(options).app;
+}
+
+/** The Platform endpoints and the "Stop" of a run, for the web app's button. */
+export interface PlatformRoutes {
+  /** The endpoints as a Hono app, to mount at the HUB's root. */
+  app: Hono;
+  /**
+   * Stops a run: the next `epoch_end` reply says `cancelled: true`.
+   *
+   * @param id Model id of the run.
+   * @returns `false` when the model is not a Platform run.
+   */
+  stop(id: string): Promise<boolean>;
+}
+
+/**
+ * The Platform endpoints (see {@linkcode platformRoutes}) with a `stop()`
+ * for callers that already checked who asks, such as the model page's Stop
+ * button.
+ *
+ * @param options The HUB handler to store runs through, and limits.
+ * @returns The app and `stop()`.
+ *
+ * @example Stop a run that does not exist
+ * ```ts
+ * import { createPlatformRoutes } from "./platform.ts";
+ * import { createHubHandler } from "../mod.ts";
+ * import { mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dataDir = await mkdtemp(join(tmpdir(), "hub-"));
+ * const routes = createPlatformRoutes({ hub: createHubHandler({ dataDir }) });
+ * console.assert(await routes.stop("a".repeat(20)) === false);
+ * await rm(dataDir, { recursive: true, force: true });
+ * ```
+ */
+export function createPlatformRoutes(
+  options: PlatformRoutesOptions,
+): PlatformRoutes {
   const {
     hub,
     internalKey,
@@ -362,6 +403,19 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
     return run;
   };
 
+  const stop = async (
+    run: RunState,
+    auth: string | undefined,
+  ): Promise<void> => {
+    if (run.cancelled) return;
+    run.cancelled = true;
+    run.platform.stoppedAt = new Date(now()).toISOString();
+    await persist(run, auth);
+  };
+  const internalAuth = internalKey === undefined
+    ? undefined
+    : `Bearer ${internalKey}`;
+
   const app = new Hono();
 
   app.onError((error) => {
@@ -536,9 +590,7 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
     const run = await load(c.req.param("id"), auth);
     // The key must be good for this model even when the run is cached.
     await expect("GET", `/v1/models/${run.id}`, auth);
-    run.cancelled = true;
-    run.platform.stoppedAt = new Date(now()).toISOString();
-    await persist(run, auth);
+    await stop(run, auth);
     return reply(200, { success: true, data: { id: run.id, cancelled: true } });
   });
 
@@ -552,7 +604,20 @@ export function platformRoutes(options: PlatformRoutesOptions): Hono {
     return reply(200, { success: true, data: { events: run.events } });
   });
 
-  return app;
+  return {
+    app,
+    async stop(id: string): Promise<boolean> {
+      let run: RunState;
+      try {
+        run = await load(id, internalAuth);
+      } catch (error) {
+        if (error instanceof Refusal && error.status === 404) return false;
+        throw error;
+      }
+      await stop(run, internalAuth);
+      return true;
+    },
+  };
 }
 
 function targetOf(

@@ -71,6 +71,29 @@ export interface WebAppOptions {
   pageSize?: number | undefined;
   /** Ends open event streams, e.g. when the server shuts down. @default {undefined} */
   signal?: AbortSignal | undefined;
+  /**
+   * Stops an Ultralytics Platform run (its next `epoch_end` reply says
+   * `cancelled: true`); with it, the page of a running Platform run shows a
+   * Stop button. @default {undefined}
+   */
+  stopRun?: ((id: string) => Promise<boolean>) | undefined;
+}
+
+/** What the model page shows of an Ultralytics Platform run. */
+function platformRun(
+  record: ModelRecord,
+  stoppable: boolean,
+): ModelView["run"] {
+  const platform = record.extra.platform;
+  if (typeof platform !== "object" || platform === null) return undefined;
+  const p = platform as Record<string, unknown>;
+  return {
+    project: String(p.project ?? ""),
+    slug: String(p.slug ?? ""),
+    stopped: p.cancelled === true,
+    finished: p.completedAt !== undefined,
+    stoppable,
+  };
 }
 
 /** The web app and what the rest of the server needs from it. */
@@ -147,6 +170,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
     stalledAfterMs = DEFAULT_STALLED_AFTER_MS,
     pageSize = 50,
     signal,
+    stopRun,
   } = options;
   if (!(Number.isFinite(stalledAfterMs) && stalledAfterMs > 0)) {
     throw new RangeError(
@@ -251,6 +275,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
       weights,
       now: now(),
       stalledAfterMs,
+      run: platformRun(record, stopRun !== undefined),
     };
   }
 
@@ -431,6 +456,17 @@ export function createWebApp(options: WebAppOptions): WebApp {
         logout: sessions.keyed && !sessions.checkHeaders(c.req.raw),
       }).value,
     );
+  });
+
+  // The Stop button of a Platform run: a same-origin form (csrf), checked
+  // like the page itself.
+  app.post("/models/:id/stop", csrf(), async (c) => {
+    const denied = await guard(c);
+    if (denied !== undefined) return denied;
+    const id = c.req.param("id");
+    if (stopRun === undefined || !await stopRun(id)) return notFound(c, id);
+    live.notify(id);
+    return c.redirect(`/models/${encodeURIComponent(id)}`, 303);
   });
 
   app.get("/models/:id/events", async (c) => {

@@ -72,6 +72,19 @@ export interface ModelView {
   now: number;
   /** A training model without news for longer than this is stalled. */
   stalledAfterMs: number;
+  /** The Ultralytics Platform run the model stores, if it is one. */
+  run?: {
+    /** Project, `owner/slug`. */
+    project: string;
+    /** The run's slug. */
+    slug: string;
+    /** The user pressed Stop. */
+    stopped: boolean;
+    /** `training_complete` arrived. */
+    finished: boolean;
+    /** The server can stop it (shows the Stop button). */
+    stoppable: boolean;
+  } | undefined;
 }
 
 /** Metric that decides the best epoch, when a model reports it. */
@@ -348,6 +361,22 @@ ${dataTable(view, keys)}
 </div>`;
 }
 
+/** The Platform run line and, while it runs, its Stop button. */
+function renderRun(view: ModelView, path: string): Html {
+  const run = view.run;
+  if (run === undefined) return markup``;
+  const what =
+    markup`<p class="muted">Ultralytics Platform run <code>${run.project}/${run.slug}</code></p>`;
+  if (run.finished) return what;
+  if (run.stopped) {
+    return markup`${what}
+<p role="status">Stop requested: the trainer ends after its current epoch and still uploads its final weights.</p>`;
+  }
+  if (!run.stoppable) return what;
+  return markup`${what}
+<form method="post" action="${path}/stop"><button type="submit">Stop training</button></form>`;
+}
+
 /**
  * Renders the whole model page.
  *
@@ -379,6 +408,7 @@ export function renderModelPage(
     script: true,
     body: markup`<h1 id="title">${title}</h1>
 <p class="muted"><code>${view.id}</code> · <a href="/v1${path}">JSON document</a></p>
+${renderRun(view, path)}
 <div id="live-root" data-events="${path}/events" data-part="${path}?part=live">
 ${renderModelLive(view)}
 </div>`,

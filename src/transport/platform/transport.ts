@@ -64,6 +64,8 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
    * @default {undefined}
    */
   modelId?: string | undefined;
+  /** `epoch_end` requests in flight at once when a batch is sent. @default {4} */
+  concurrency?: number | undefined;
 }
 
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
@@ -233,6 +235,7 @@ export class PlatformTransport {
   #cancel = new AbortController();
   #fitness = new Map<number, number>();
   #delivered = new Map<number, string>();
+  #concurrency: number;
   #lastMetrics: { epoch: number; metrics: EpochMetrics } | undefined;
   #final:
     | { file: string; size: number; sha256: string; path: string }
@@ -252,6 +255,7 @@ export class PlatformTransport {
       onCancel,
       environment,
       modelId,
+      concurrency = 4,
       ...rest
     } = options;
     if (
@@ -287,6 +291,12 @@ export class PlatformTransport {
     this.#onCancel = onCancel;
     this.#environment = environment;
     if (modelId !== undefined) this.#modelId = modelId;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError(
+        `Cannot report to the Platform with a concurrency of ${concurrency}: pass an integer >= 1`,
+      );
+    }
+    this.#concurrency = concurrency;
   }
 
   /** The model id the server answered, once it did. */
@@ -394,9 +404,10 @@ export class PlatformTransport {
   }
 
   /**
-   * Sends one `epoch_end` per epoch, in ascending order, and notes a
-   * `cancelled: true` reply. Rejects at the first failure; an epoch already
-   * acknowledged with the same values is not sent again.
+   * Sends one `epoch_end` per epoch, oldest first and a few at a time
+   * (`concurrency`), and notes a `cancelled: true` reply. Rejects when any
+   * failed, after trying the whole batch; an epoch already acknowledged
+   * with the same values is not sent again.
    *
    * @param epochs Metrics by epoch.
    * @param options Signal and timeout.
@@ -405,6 +416,9 @@ export class PlatformTransport {
     epochs: ReadonlyMap<number, EpochMetrics>,
     options: PlatformRequestOptions = {},
   ): Promise<void> {
+    const jobs: Array<
+      { epoch: number; all: EpochMetrics; key: string; data: EpochEndData }
+    > = [];
     for (const epoch of [...epochs.keys()].sort((a, b) => a - b)) {
       const all = epochs.get(epoch)!;
       // An epoch is one request: when a batch is sent again after a failure,
@@ -418,17 +432,48 @@ export class PlatformTransport {
       }
       const best = this.#best(epoch);
       if (best !== undefined) data.best_fitness = best.fitness;
-      const reply = await this.client.sendEvent(
-        "epoch_end",
-        data,
-        this.#target(),
-        options,
-      );
-      this.#adopt(reply);
-      this.#delivered.set(epoch, key);
-      if (this.#lastMetrics === undefined || epoch >= this.#lastMetrics.epoch) {
-        this.#lastMetrics = { epoch, metrics: all };
+      jobs.push({ epoch, all, key, data });
+    }
+    // A few requests at a time, oldest epochs first (the Python client sends
+    // from a thread pool too): a backlog after an outage drains in a
+    // fraction of the time, and one slow request does not hold the rest.
+    let next = 0;
+    const failures: unknown[] = [];
+    const worker = async (): Promise<void> => {
+      while (next < jobs.length) {
+        const job = jobs[next++]!;
+        try {
+          const reply = await this.client.sendEvent(
+            "epoch_end",
+            job.data,
+            this.#target(),
+            options,
+          );
+          this.#adopt(reply);
+          this.#delivered.set(job.epoch, job.key);
+          const last = this.#lastMetrics;
+          if (last === undefined || job.epoch >= last.epoch) {
+            this.#lastMetrics = { epoch: job.epoch, metrics: job.all };
+          }
+        } catch (error) {
+          failures.push(error);
+          // A refused key or an abort ends the batch; other failures leave
+          // the rest of the batch to be tried in this attempt.
+          if (this.client.unauthorized !== undefined) return;
+          if (options.signal?.aborted) return;
+        }
       }
+    };
+    await Promise.all(
+      Array.from(
+        { length: Math.min(this.#concurrency, jobs.length) },
+        worker,
+      ),
+    );
+    if (failures.length > 0) {
+      throw failures.find((e) =>
+        e instanceof HUBRequestError && !e.retriable
+      ) ?? failures[0];
     }
   }
 
