@@ -406,8 +406,9 @@ export class PlatformTransport {
   /**
    * Sends one `epoch_end` per epoch, oldest first and a few at a time
    * (`concurrency`), and notes a `cancelled: true` reply. Rejects when any
-   * failed, after trying the whole batch; an epoch already acknowledged
-   * with the same values is not sent again.
+   * failed, after the whole batch was tried, or sooner when more requests
+   * failed than succeeded (a server that is down); an epoch already
+   * acknowledged with the same values is not sent again.
    *
    * @param epochs Metrics by epoch.
    * @param options Signal and timeout.
@@ -438,9 +439,16 @@ export class PlatformTransport {
     // from a thread pool too): a backlog after an outage drains in a
     // fraction of the time, and one slow request does not hold the rest.
     let next = 0;
+    let sent = 0;
     const failures: unknown[] = [];
     const worker = async (): Promise<void> => {
-      while (next < jobs.length) {
+      // More failures than successes (and at least as many as requests in
+      // flight) end the attempt: a server that is down is not sent the whole
+      // backlog on every retry, one that drops a share of requests is.
+      while (
+        next < jobs.length &&
+        (failures.length < this.#concurrency || failures.length <= sent)
+      ) {
         const job = jobs[next++]!;
         try {
           const reply = await this.client.sendEvent(
@@ -451,6 +459,7 @@ export class PlatformTransport {
           );
           this.#adopt(reply);
           this.#delivered.set(job.epoch, job.key);
+          sent++;
           const last = this.#lastMetrics;
           if (last === undefined || job.epoch >= last.epoch) {
             this.#lastMetrics = { epoch: job.epoch, metrics: job.all };
