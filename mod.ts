@@ -135,9 +135,20 @@ export {
   resolvePlatformConfig,
 } from "./src/transport/platform/config.ts";
 export {
+  type CheckpointSavedData,
   DEFAULT_PLATFORM_URL,
+  type EpochEndData,
   isPlatformKey,
   parsePlatformUri,
+  type PlatformEnvironment,
+  type PlatformEventName,
+  type PlatformEventReply,
+  type PlatformModelInfo,
   type PlatformModelUri,
+  type PlatformTarget,
   slugify,
+  type TrainingCompleteData,
+  type TrainingStartedData,
+  type UploadUrlReply,
 } from "./src/protocol/platform.ts";
+export type { SignedPutResult } from "./src/transport/platform/signed_put.ts";

@@ -18,7 +18,6 @@ import { sha256File } from "../src/common/hash.ts";
 import { startPlatformHub, TEST_PLATFORM_KEY } from "./support/platform_hub.ts";
 import type { PlatformHub } from "./support/platform_hub.ts";
 import { captureLogger, quietLogger, waitUntil } from "./support/common.ts";
-import { startFaultProxy } from "./support/fault_proxy.ts";
 import type { SessionOptions } from "../src/session/session.ts";
 
 let hub: PlatformHub;
@@ -64,11 +63,6 @@ async function storedEpochs(id: string): Promise<number[]> {
 }
 
 async function storedSha(id: string): Promise<string> {
-  const doc = await hub.get(`/v1/models/${id}`) as {
-    weights_info?: unknown;
-    platform?: { results?: { modelSize?: number } };
-  };
-  void doc;
   const response = await fetch(`${hub.url}/v1/models/${id}/files/best.pt`, {
     headers: { authorization: `Bearer ${TEST_PLATFORM_KEY}` },
   });

@@ -258,6 +258,9 @@ export class HUBTrainingSession {
       // ul://<owner>/<project>/<name>: the Ultralytics Platform transport.
       // The run starts with createModel(); the Platform has no heartbeat.
       const platform = openPlatform(platformUri, options, env);
+      if (typeof options.logger === "object") {
+        setPermissionDebug(options.logger.debug?.bind(options.logger));
+      }
       const session = new HUBTrainingSession({
         transport: platform.transport,
         logger: platform.logger,

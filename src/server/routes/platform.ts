@@ -219,7 +219,7 @@ export function createPlatformRoutes(
     if (auth !== undefined) headers.authorization = auth;
     if (json !== undefined) headers["content-type"] = "application/json";
     const response = await hub(
-      new Request(`http://hub.internal${path}`, {
+      new Request(`http://127.0.0.1${path}`, {
         method,
         headers,
         ...(json === undefined ? {} : { body: JSON.stringify(json) }),
@@ -767,7 +767,7 @@ async function forwardUpload(
   try {
     response = await hub(
       new Request(
-        `http://hub.internal/v1/models/${token.modelId}/upload`,
+        `http://127.0.0.1/v1/models/${token.modelId}/upload`,
         init,
       ),
     );
