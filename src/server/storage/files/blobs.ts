@@ -101,6 +101,8 @@ class FileBlobWriter implements BlobWriter {
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
   #syncError: unknown;
+  /** Called once the writer is finished or aborted (drops listeners). */
+  onClose: (() => void) | undefined;
 
   constructor(
     store: FileBlobStore,
@@ -201,6 +203,7 @@ class FileBlobWriter implements BlobWriter {
         }
       }
       await crashPoint("blob-published");
+      this.onClose?.();
       return { key, sha256, size: this.#size };
     } catch (error) {
       if (!published) await this.abort();
@@ -210,6 +213,7 @@ class FileBlobWriter implements BlobWriter {
 
   async abort(): Promise<void> {
     this.#closed = true;
+    this.onClose?.();
     await this.#syncing;
     const handle = this.#handle;
     this.#handle = undefined;
@@ -332,9 +336,11 @@ export class FileBlobStore implements BlobStore {
     const path = join(this.#partial, randomBytes(12).toString("hex"));
     const handle = await open(path, "wx");
     const writer = new FileBlobWriter(this, prefix, path, handle, maxBytes);
-    signal?.addEventListener("abort", () => void writer.abort(), {
-      once: true,
-    });
+    if (signal !== undefined) {
+      const onAbort = (): void => void writer.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      writer.onClose = () => signal.removeEventListener("abort", onAbort);
+    }
     return writer;
   }
 
