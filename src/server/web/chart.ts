@@ -33,8 +33,8 @@ export interface ChartGroup {
 }
 
 const WIDTH = 600;
-const HEIGHT = 220;
-const LEFT = 56;
+const HEIGHT = 240;
+const LEFT = 60;
 const RIGHT = 12;
 const TOP = 12;
 const BOTTOM = 26;
@@ -267,11 +267,13 @@ export function renderChart(options: ChartOptions): Html {
   let bestMark = "";
   if (best !== undefined && best >= e0 && best <= e1) {
     const bx = round(x(frame, best));
+    // The label sits left of the line when the line is near the right edge.
+    const right = Number(bx) > WIDTH - RIGHT - 60;
     bestMark = `<line class="best" x1="${bx}" x2="${bx}" y1="${TOP}" y2="${
       HEIGHT - BOTTOM
-    }"/><text class="besttext" x="${bx}" y="${
-      TOP + 10
-    }" dx="3">best ${best}</text>`;
+    }"/><text class="besttext" x="${bx}" y="${TOP + 10}" dx="${
+      right ? -4 : 4
+    }" text-anchor="${right ? "end" : "start"}">best ${best}</text>`;
   }
   const id = `chart-${index}`;
   const last = epochs[epochs.length - 1];

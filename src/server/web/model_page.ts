@@ -298,7 +298,7 @@ export function renderModelLive(view: ModelView): Html {
     ? none
     : markup`${
       ago(view.heartbeat.lastSeen, view.now)
-    } <span class="muted">(${view.heartbeat.agent})</span>`;
+    }<br><span class="muted">${view.heartbeat.agent}</span>`;
   const created = new Date(view.createdAt).toISOString().slice(0, 16)
     .replace("T", " ");
   const facts = [

@@ -38,7 +38,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;border:1px solid currentColor;font-size:.85em;font-weight:600}
 .st-training{color:var(--accent)}.st-trained{color:var(--ok)}.st-new{color:var(--muted)}.stalled{color:var(--warn)}
 progress{width:100%;max-width:16rem;height:.6rem;accent-color:var(--accent);vertical-align:middle}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,30rem),1fr));gap:1rem}
 figure.chart{margin:0;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.5rem .6rem;min-width:0}
 figure.chart figcaption{font-weight:600;font-size:.95em}
 figure.chart svg{display:block;width:100%;height:auto;touch-action:pan-y}
@@ -46,11 +46,11 @@ figure.chart svg{display:block;width:100%;height:auto;touch-action:pan-y}
 .legend i{display:inline-block;width:.9em;height:.2em;vertical-align:middle;margin-right:.3em;background:currentColor}
 .readout{display:block;min-height:1.3em;font-size:.8em;color:var(--muted)}
 svg .grid{stroke:var(--grid);stroke-width:1}
-svg .axis{fill:var(--muted);font-size:11px}
+svg .axis{fill:var(--muted);font-size:13px}
 svg .line{fill:none;stroke-width:1.6;stroke-linejoin:round;stroke-linecap:round}
 svg .dot{stroke:none}
 svg .best{stroke:var(--ok);stroke-width:1.2;stroke-dasharray:4 3}
-svg .besttext{fill:var(--ok);font-size:11px}
+svg .besttext{fill:var(--ok);font-size:13px}
 svg .cursor{stroke:var(--muted);stroke-width:1;visibility:hidden}
 svg.active .cursor{visibility:visible}
 ${
