@@ -1679,7 +1679,8 @@ describe("pages", () => {
       assert(text.includes("train/box_loss"));
       const rows = [...text.matchAll(/<tr><th scope="row">(\d+)<\/th>/g)]
         .map((m) => Number(m[1]));
-      assertEquals(rows, Array.from({ length: 60 }, (_, i) => i));
+      // Pages count epochs from 1 (epoch key 0 is "epoch 1").
+      assertEquals(rows, Array.from({ length: 60 }, (_, i) => i + 1));
       assert(text.includes("60 / 3 epochs"), "epochs completed of configured");
       assert(text.includes(`href="/v1/models/${id}"`));
       assert(text.includes(`href="/v1/models/${id}/files/last.pt"`));

@@ -95,6 +95,26 @@ describe("web pages on an open server", () => {
     );
   });
 
+  test("pages are gzipped for browsers that accept it, event streams never", async () => {
+    const id = await createModel(server.store, "gzip", 300);
+    const epochs: Record<number, ReturnType<typeof trainingMetrics>> = {};
+    for (let e = 0; e < 50; e++) epochs[e] = trainingMetrics(e);
+    await server.addEpochs(id, epochs);
+    const page = await fetch(`${server.url}/models/${id}`, {
+      headers: { ...HTML, "accept-encoding": "gzip" },
+    });
+    assertEquals(page.headers.get("content-encoding"), "gzip");
+    assertStringIncludes(await page.text(), "Best epoch");
+    const controller = new AbortController();
+    const events = await fetch(`${server.url}/models/${id}/events`, {
+      headers: { "accept-encoding": "gzip" },
+      signal: controller.signal,
+    });
+    assertEquals(events.headers.get("content-encoding"), null);
+    controller.abort();
+    await events.body?.cancel().catch(() => {});
+  });
+
   test("an empty model name still gets a clickable link on the list page", async () => {
     const id = await createModel(server.store, "   ", 3);
     const list = await (await fetch(`${server.url}/?q=`, { headers: HTML }))
@@ -128,9 +148,11 @@ describe("web pages on an open server", () => {
     assertEquals((page.match(/<svg /g) ?? []).length, 5);
     assertStringIncludes(page, "120 / 300 epochs");
     assertStringIncludes(page, "<dt>parameters</dt><dd>3157200</dd>");
-    // The highest mAP50-95 of trainingMetrics() in 0..119 is at epoch 115.
-    assertStringIncludes(page, "Best epoch: 115");
-    assertStringIncludes(page, ">best 115</text>");
+    // The highest mAP50-95 of trainingMetrics() in 0..119 is at epoch key
+    // 115: the page counts from 1, as the trainer's console does.
+    assertStringIncludes(page, "Best epoch: 116");
+    assertStringIncludes(page, ">best 116</text>");
+    assertStringIncludes(page, "120 epochs, 1 to 120.");
     assertEquals((page.match(/<tr><th scope="row">/g) ?? []).length, 120);
   });
 
@@ -161,7 +183,7 @@ describe("web pages on an open server", () => {
     });
     const csv = await (await fetch(`${server.url}/models/${id}/metrics.csv`))
       .text();
-    assertEquals(csv, `epoch,'=cmd(),"a,b"\r\n0,1,2\r\n1,NaN,\r\n`);
+    assertEquals(csv, `epoch,'=cmd(),"a,b"\r\n1,1,2\r\n2,NaN,\r\n`);
     const json = await (await fetch(`${server.url}/models/${id}/metrics.json`))
       .json();
     assertEquals(json, [

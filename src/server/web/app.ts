@@ -17,6 +17,7 @@
 
 import { Hono } from "hono";
 import type { Context } from "hono";
+import { compress } from "hono/compress";
 import { csrf } from "hono/csrf";
 import { wantsHtml } from "../reply.ts";
 import type { ModelStore } from "../storage/contract.ts";
@@ -108,6 +109,13 @@ export interface WebApp {
    */
   authorizes(c: Context): Promise<boolean>;
 }
+
+/**
+ * What pages (and the CSV download) add to an epoch key of the API: the
+ * trainer posts epoch 0 for its first epoch and prints it as "1/300", so
+ * the pages say "epoch 1" too. The JSON download keeps the API's keys.
+ */
+export const DISPLAY_EPOCH_OFFSET = 1;
 
 /** Most rendered live parts kept for the pages of models in training. */
 const LIVE_PART_CACHE = 64;
@@ -240,14 +248,19 @@ export function createWebApp(options: WebAppOptions): WebApp {
     const store = await source();
     const record = await store.get(id);
     if (record === undefined) return undefined;
-    const metrics = await store.listMetrics(id) ?? [];
+    // Pages count epochs from 1, as the trainer's console does; the API
+    // keys them from 0 (see DISPLAY_EPOCH_OFFSET).
+    const metrics = (await store.listMetrics(id) ?? []).map((entry) => ({
+      epoch: entry.epoch + DISPLAY_EPOCH_OFFSET,
+      metrics: entry.metrics,
+    }));
     const weights: WeightsView[] = [];
     for (const kind of ["last", "best"] as const) {
       const info = record.weights[kind];
       if (info === undefined) continue;
       weights.push({
         kind,
-        epoch: info.epoch,
+        epoch: info.epoch + DISPLAY_EPOCH_OFFSET,
         size: info.size,
         sha256: info.sha256,
         url: `/v1/models/${encodeURIComponent(record.id)}/files/${kind}.pt`,
@@ -312,6 +325,14 @@ export function createWebApp(options: WebAppOptions): WebApp {
   }
 
   const app = new Hono();
+  // Pages and assets compress well (a 300-epoch page to about a fifth);
+  // the event stream and weights are never compressed.
+  const compressed = compress({
+    contentTypeFilter: /^text\/(?:html|css|javascript)/,
+  });
+  app.use("/", compressed);
+  app.use("/models/:id", compressed);
+  app.use("/web/*", compressed);
 
   app.get(STYLE_PATH, () =>
     new Response(STYLE_CSS, {
@@ -524,7 +545,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
     for (const { epoch, metrics: values } of metrics) {
       lines.push(
         [
-          String(epoch),
+          String(epoch + DISPLAY_EPOCH_OFFSET),
           ...keys.map((k) => {
             const v = values[k];
             return v === undefined ? "" : v === null ? "NaN" : String(v);

@@ -8,8 +8,9 @@
  * client script re-fetches just that part (`?part=live`) when the server
  * sends an update event.
  *
- * Epochs are shown with the numbers the trainer sent (Ultralytics counts
- * from 0); "N / M" counts stored epochs against the configured epochs.
+ * The view's epochs are display numbers, counted from 1 as the trainer's
+ * console counts them (the web app adds `DISPLAY_EPOCH_OFFSET` to the API's
+ * keys); "N / M" counts stored epochs against the configured epochs.
  *
  * @module
  */
