@@ -22,8 +22,8 @@ import { csrf } from "hono/csrf";
 import { wantsHtml } from "../reply.ts";
 import type { ModelStore } from "../storage/contract.ts";
 import type { ModelRecord } from "../storage/records.ts";
-import { metricKeys } from "./chart.ts";
 import { CLIENT_JS } from "./client.ts";
+import { DISPLAY_EPOCH_OFFSET, metricsDownload } from "./downloads.ts";
 import { markup } from "./html.ts";
 import {
   PAGE_HEADERS,
@@ -110,12 +110,8 @@ export interface WebApp {
   authorizes(c: Context): Promise<boolean>;
 }
 
-/**
- * What pages (and the CSV download) add to an epoch key of the API: the
- * trainer posts epoch 0 for its first epoch and prints it as "1/300", so
- * the pages say "epoch 1" too. The JSON download keeps the API's keys.
- */
-export const DISPLAY_EPOCH_OFFSET = 1;
+/** How long the list page trusts a model document it read. */
+const RECORD_CACHE_MS = 5_000;
 
 /** Most rendered live parts kept for the pages of models in training. */
 const LIVE_PART_CACHE = 64;
@@ -137,14 +133,6 @@ async function* allIds(store: WebSource): AsyncGenerator<string> {
     yield* page.items;
     cursor = page.next;
   } while (cursor !== undefined);
-}
-
-function csvCell(value: string): string {
-  // A leading formula character is neutralised (spreadsheet injection).
-  const text = /^[=+\-@\t\r]/.test(value) && !/^-?\d/.test(value)
-    ? `'${value}`
-    : value;
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 /**
@@ -191,6 +179,30 @@ export function createWebApp(options: WebAppOptions): WebApp {
     );
   }
   const sessions = new SessionKeeper(apiKeys, now);
+  /**
+   * Model documents as the list page last read them: dropped on every
+   * change this server stores, and re-read after RECORD_CACHE_MS anyway
+   * (another server on a shared backend may have changed them).
+   */
+  const recordCache = new Map<
+    string,
+    { record: ModelRecord; readAt: number }
+  >();
+  live.onEveryChange((id) => recordCache.delete(id));
+  async function cachedRecord(
+    store: WebSource,
+    id: string,
+  ): Promise<ModelRecord | undefined> {
+    const hit = recordCache.get(id);
+    const clock = performance.now();
+    if (hit !== undefined && clock - hit.readAt < RECORD_CACHE_MS) {
+      return hit.record;
+    }
+    const record = await store.get(id);
+    if (record === undefined) recordCache.delete(id);
+    else recordCache.set(id, { record, readAt: clock });
+    return record;
+  }
   /** The rendered live part of each model, by version (shared by pages). */
   const liveParts = new Map<
     string,
@@ -385,13 +397,18 @@ export function createWebApp(options: WebAppOptions): WebApp {
     const query = (c.req.query("q") ?? "").trim().slice(0, 200);
     const needle = query.toLowerCase();
     const records: ModelRecord[] = [];
+    const seen = new Set<string>();
     for await (const id of allIds(store)) {
-      const record = await store.get(id);
+      seen.add(id);
+      const record = await cachedRecord(store, id);
       if (record === undefined) continue;
       if (needle !== "" && !record.name.toLowerCase().includes(needle)) {
         continue;
       }
       records.push(record);
+    }
+    for (const id of [...recordCache.keys()]) {
+      if (!seen.has(id)) recordCache.delete(id);
     }
     records.sort((a, b) =>
       b.updatedAt - a.updatedAt || b.createdAt - a.createdAt
@@ -525,37 +542,11 @@ export function createWebApp(options: WebAppOptions): WebApp {
       ? undefined
       : await store.listMetrics(id);
     if (metrics === undefined) return notFound(c, id);
-    const headers = {
-      "cache-control": "no-store",
-      "x-content-type-options": "nosniff",
-      "content-disposition": `attachment; filename="${id}-metrics.${
-        c.req.param("format")
-      }"`,
-    };
-    if (c.req.param("format") === "json") {
-      return new Response(JSON.stringify(metrics), {
-        headers: {
-          ...headers,
-          "content-type": "application/json; charset=utf-8",
-        },
-      });
-    }
-    const keys = metricKeys(metrics);
-    const lines = [["epoch", ...keys].map(csvCell).join(",")];
-    for (const { epoch, metrics: values } of metrics) {
-      lines.push(
-        [
-          String(epoch + DISPLAY_EPOCH_OFFSET),
-          ...keys.map((k) => {
-            const v = values[k];
-            return v === undefined ? "" : v === null ? "NaN" : String(v);
-          }),
-        ].map(csvCell).join(","),
-      );
-    }
-    return new Response(lines.join("\r\n") + "\r\n", {
-      headers: { ...headers, "content-type": "text/csv; charset=utf-8" },
-    });
+    return metricsDownload(
+      id,
+      metrics,
+      c.req.param("format") as "csv" | "json",
+    );
   });
 
   return { app, live, authorizes };

@@ -48,6 +48,7 @@ export class LiveHub {
   #listeners = new Map<string, Set<Listener>>();
   #pending = new Map<string, ReturnType<typeof setTimeout>>();
   #lastSent = new Map<string, number>();
+  #everyChange = new Set<(id: string) => void>();
   #coalesceMs: number;
   #minIntervalMs: number;
   #keepAliveMs: number;
@@ -73,12 +74,25 @@ export class LiveHub {
   }
 
   /**
+   * Calls `listener` synchronously with the id of every change notified,
+   * e.g. to drop a cached copy of the model.
+   *
+   * @param listener Receives the model id.
+   * @returns Stops the calls.
+   */
+  onEveryChange(listener: (id: string) => void): () => void {
+    this.#everyChange.add(listener);
+    return () => this.#everyChange.delete(listener);
+  }
+
+  /**
    * Tells the pages watching a model that it changed. Cheap when nobody
    * watches.
    *
    * @param id Model id.
    */
   notify(id: string): void {
+    for (const listener of this.#everyChange) listener(id);
     if (!this.#listeners.has(id) || this.#pending.has(id)) return;
     const since = performance.now() - (this.#lastSent.get(id) ?? -Infinity);
     const wait = Math.max(this.#coalesceMs, this.#minIntervalMs - since);
