@@ -5,11 +5,12 @@
  * network.
  *
  * The session is the conductor; each job lives in its own file: options and
- * reports (`options.ts`), the metrics pump (`metrics_pump.ts`), checkpoints
- * (`checkpoints.ts`), the final weights file (`weights_file.ts`), the
- * heartbeat (`heartbeat.ts`), the journal (`journal.ts`) and the request
- * runner (`request_runner.ts`). What stays here (~900 lines, half of it the
- * documentation of the public methods) is the order in which they run.
+ * reports (`options.ts`), the metrics pump (`metrics_pump.ts`), checkpoint
+ * and final uploads (`weights_uploads.ts`, `checkpoints.ts`,
+ * `weights_file.ts`), the heartbeat (`heartbeat.ts`), the journal
+ * (`journal.ts`) and the request runner (`request_runner.ts`). What stays
+ * here (~800 lines, half of it the documentation of the public methods) is
+ * the order in which they run.
  *
  * Failure policy: a call that needs the server (`create()` on a model id,
  * `createModel()`, the final upload) throws a {@linkcode HUBError} subclass
@@ -23,20 +24,11 @@
  * @module
  */
 
-import { basename } from "node:path";
-import { stat } from "node:fs/promises";
 import { HUBClient } from "../transport/client.ts";
-import type { UploadModelOptions, UploadResult } from "../transport/client.ts";
-import { sha256File } from "../common/hash.ts";
 import { sleepUnref } from "../common/timers.ts";
 import { granted, setPermissionDebug } from "../common/permissions.ts";
 import { readEnv, resolveConfig } from "./config.ts";
-import {
-  HUBError,
-  HUBModelError,
-  HUBRequestError,
-  toHUBError,
-} from "../common/errors.ts";
+import { HUBError, HUBModelError, HUBRequestError } from "../common/errors.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   defaultJournalRoot,
@@ -50,11 +42,9 @@ import { parsePlatformUri } from "../protocol/platform.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
 import { MetricsPump } from "./metrics_pump.ts";
-import { CheckpointUploader } from "./checkpoints.ts";
+import { WeightsUploads } from "./weights_uploads.ts";
 import type { CheckpointOutcome } from "./checkpoints.ts";
-import { createProgressReporter } from "./progress.ts";
 import { isRetriableError, RequestRunner } from "./request_runner.ts";
-import { resolveFinalPath } from "./weights_file.ts";
 import { createModelPayload } from "../protocol/model_payload.ts";
 import {
   checkRateLimits,
@@ -130,7 +120,7 @@ export class HUBTrainingSession {
   #runner: RequestRunner;
   #metrics = new MetricsQueue();
   #pump: MetricsPump;
-  #checkpoints: CheckpointUploader;
+  #weights: WeightsUploads;
   #heartbeat: Heartbeat | undefined;
   #heartbeatEnabled: boolean;
   #rateLimits: RateLimits;
@@ -144,8 +134,6 @@ export class HUBTrainingSession {
   #filename: string | undefined;
   #trainArgs: TrainArgs = {};
   #modelFile: string | undefined;
-  #lastCkptUpload = -Infinity;
-  #rateLimitSaid = false;
   #closed: Promise<FlushReport> | undefined;
   #journalRoot: string | false;
   #journal: MetricsJournal | undefined;
@@ -190,21 +178,21 @@ export class HUBTrainingSession {
       modelId: () => this.#modelId,
       held: () => this.#offline,
     });
-    this.#checkpoints = new CheckpointUploader({
-      send: (job) =>
-        this.#runner.run(
-          "checkpoint",
-          `checkpoint upload of epoch ${job.epoch}`,
-          ({ signal }) =>
-            this.#sendWeights({
-              epoch: job.epoch,
-              file: job.path,
-              type: "epoch",
-              isBest: job.isBest,
-              signal,
-            }),
-        ),
-      toError: (error) => toHUBError(error, "Checkpoint upload failed"),
+    this.#weights = new WeightsUploads({
+      runner: this.#runner,
+      transport: this.#transport,
+      logger: this.#logger,
+      interval: this.#rateLimits.ckpt,
+      modelId: () => this.#modelId,
+      modelUrl: () => this.modelUrl,
+      offline: () => this.#offline,
+      closed: () => this.#closed !== undefined,
+      journal: () => this.#openJournal(),
+      // The epochs go before the final weights: a server that closes the run
+      // on the final upload (the Platform's training_complete) has them all.
+      beforeFinal: async () => {
+        if (this.#metrics.size > 0) await this.#pump.upload();
+      },
     });
   }
 
@@ -716,181 +704,10 @@ export class HUBTrainingSession {
       );
     }
     if (options.final === true) {
-      return this.#uploadFinal(epoch, weightsPath, options);
+      this.#assertOpen("upload the final weights");
+      return this.#weights.final(epoch, weightsPath, options);
     }
-    return this.#uploadCheckpoint(epoch, weightsPath, options);
-  }
-
-  #uploadCheckpoint(
-    epoch: number,
-    path: string,
-    options: UploadModelCallOptions,
-  ): Promise<CheckpointOutcome> {
-    if (this.#closed !== undefined) {
-      return Promise.resolve({ status: "skipped", epoch, reason: "closed" });
-    }
-    if (this.#modelId === undefined) {
-      this.#logger.warn(
-        `Checkpoint of epoch ${epoch} not uploaded: the session has no model yet (call createModel() first)`,
-      );
-      return Promise.resolve({ status: "skipped", epoch, reason: "no-model" });
-    }
-    if (this.#offline) {
-      return Promise.resolve(this.#defer(epoch, path, options, "checkpoint"));
-    }
-    const now = performance.now();
-    if (
-      options.force !== true &&
-      now - this.#lastCkptUpload < this.#rateLimits.ckpt
-    ) {
-      this.#sayRateLimited(epoch, now);
-      return Promise.resolve({
-        status: "skipped",
-        epoch,
-        reason: "rate-limit",
-      });
-    }
-    const outcome = this.#checkpoints.submit(
-      epoch,
-      path,
-      options.isBest ?? false,
-    );
-    void outcome.then((result) => {
-      if (result.status === "skipped") this.#warnSkipped(result, path);
-    });
-    this.#lastCkptUpload = now;
-    return outcome;
-  }
-
-  /** Says once, at info level, that checkpoints are rate-limited. */
-  #sayRateLimited(epoch: number, now: number): void {
-    if (this.#rateLimitSaid) return;
-    this.#rateLimitSaid = true;
-    const limit = this.#rateLimits.ckpt;
-    const next = Math.ceil((this.#lastCkptUpload + limit - now) / 1000);
-    this.#logger.info(
-      `Checkpoints are rate-limited to one every ${
-        formatSeconds(limit / 1000)
-      } (rateLimits.ckpt): the checkpoint of epoch ${epoch} is skipped, the next one may go in ${
-        formatSeconds(next)
-      }; the final weights are always uploaded (said once)`,
-    );
-  }
-
-  #warnSkipped(outcome: CheckpointOutcome, path: string): void {
-    if (outcome.status !== "skipped") return;
-    if (outcome.reason === "missing-file") {
-      this.#logger.warn(
-        `Model upload issue: missing checkpoint ${path} (epoch ${outcome.epoch})`,
-      );
-    } else if (outcome.reason === "unreadable-file") {
-      this.#logger.warn(
-        `Model upload issue: checkpoint ${path} (epoch ${outcome.epoch}) ${
-          outcome.detail ?? "cannot be read"
-        }: check the path and its permissions`,
-      );
-    }
-  }
-
-  #defer(
-    epoch: number,
-    path: string,
-    options: UploadModelCallOptions,
-    kind: "checkpoint" | "final",
-  ): CheckpointOutcome {
-    const journal = this.#openJournal();
-    try {
-      if (journal === undefined) throw new Error("no journal");
-      journal.deferWeights(path, {
-        kind,
-        epoch,
-        isBest: options.isBest ?? false,
-        map: options.map ?? 0,
-      });
-      return { status: "deferred", epoch };
-    } catch {
-      if (kind === "checkpoint") {
-        this.#logger.warn(
-          `Model upload issue: missing checkpoint ${path} (epoch ${epoch})`,
-        );
-      }
-      return { status: "skipped", epoch, reason: "missing-file" };
-    }
-  }
-
-  async #uploadFinal(
-    epoch: number,
-    weightsPath: string,
-    options: UploadModelCallOptions,
-  ): Promise<FinalUploadResult> {
-    this.#assertOpen("upload the final weights");
-    const id = this.#modelId;
-    if (id === undefined) {
-      throw new HUBModelError(
-        "Cannot upload the final weights as the session has no model: call createModel() first",
-      );
-    }
-    const path = await resolveFinalPath(weightsPath, this.#logger);
-    if (this.#offline) {
-      const outcome = this.#defer(epoch, path, options, "final");
-      if (outcome.status !== "deferred") {
-        throw new HUBError(
-          `Cannot keep ${path} in the journal: check that it is readable`,
-        );
-      }
-      const { size } = await stat(path);
-      this.#logger.info(
-        `Final weights kept in the journal: deliver them with syncJournal()`,
-      );
-      return { path, size, sha256: await sha256File(path), deferred: true };
-    }
-    // The epochs go before the final weights: a server that closes the run
-    // on the final upload (the Platform's training_complete) has them all.
-    if (this.#metrics.size > 0) await this.#pump.upload();
-    const reporter = options.onProgress === undefined
-      ? createProgressReporter({
-        label: `Uploading ${basename(path)}`,
-        logger: this.#logger,
-      })
-      : undefined;
-    const onProgress = options.onProgress ?? reporter?.onProgress;
-    try {
-      const result = await this.#runner.run(
-        "final",
-        `final upload of ${basename(path)}`,
-        ({ signal }) =>
-          this.#sendWeights({
-            epoch,
-            file: path,
-            type: "final",
-            map: options.map ?? 0,
-            onProgress,
-            signal,
-          }),
-        { signal: options.signal },
-      );
-      reporter?.done();
-      this.#logger.info(`Final weights uploaded: ${this.modelUrl}`);
-      return {
-        path,
-        size: result.size,
-        sha256: result.sha256,
-        deferred: false,
-      };
-    } catch (error) {
-      reporter?.done();
-      throw error;
-    }
-  }
-
-  #sendWeights(options: UploadModelOptions): Promise<UploadResult> {
-    const id = this.#modelId;
-    if (id === undefined) {
-      return Promise.reject(
-        new HUBModelError("Cannot upload weights as the session has no model"),
-      );
-    }
-    return this.#transport.uploadModel(id, options);
+    return this.#weights.checkpoint(epoch, weightsPath, options);
   }
 
   /**
@@ -920,7 +737,7 @@ export class HUBTrainingSession {
       ) {
         await this.#pump.upload();
       }
-      await this.#checkpoints.idle();
+      await this.#weights.idle();
       await this.#pump.idle();
     })();
     const stop = new AbortController();
@@ -944,7 +761,7 @@ export class HUBTrainingSession {
       settled: outcome === "done" && rest.settled,
       pendingEpochs: this.#metrics.pendingEpochs,
       rejectedEpochs: this.#metrics.rejectedEpochs,
-      failedUploads: [...this.#checkpoints.failures],
+      failedUploads: [...this.#weights.failures],
       pendingRequests: rest.pending,
     };
   }
@@ -964,7 +781,7 @@ export class HUBTrainingSession {
       this.#abort.abort(new HUBError("The session was closed"));
       this.#runner.abort(new HUBError("The session was closed"));
       await this.#heartbeat?.stop();
-      await this.#checkpoints.close();
+      await this.#weights.close();
       this.#metrics.detachJournal();
       await this.#journal?.close({
         pending: report.pendingEpochs.length,
@@ -1005,11 +822,4 @@ export class HUBTrainingSession {
       );
     }
   }
-}
-
-function formatSeconds(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 120) return `${s} s`;
-  const m = Math.round(s / 60);
-  return m < 120 ? `${m} min` : `${Math.round(m / 60)} h`;
 }
