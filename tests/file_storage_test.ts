@@ -10,7 +10,7 @@
 import { describe, test } from "node:test";
 import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
 import { createHash, randomFillSync } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_EPOCHS_PER_MODEL } from "../src/protocol/metrics_rules.ts";
@@ -170,6 +170,30 @@ describe("file blob store", () => {
       await blobs.delete(expected[0]!);
       await blobs.delete(expected[0]!); // a missing key is fine
       assertEquals((await keys(blobs, "")).length, 9);
+    });
+  });
+
+  test("opening a shared directory keeps another process's upload in progress and deletes stale ones", async () => {
+    await withDir(async (dir) => {
+      const first = await FileBlobStore.open(dir);
+      const data = random(10_000);
+      const writer = await first.createWriter("m/");
+      await writer.write(data);
+      const stale = join(dir, ".partial", "left-by-a-dead-process");
+      await writeFile(stale, "old");
+      const old = new Date(Date.now() - 2 * 3_600_000);
+      await utimes(stale, old, old);
+      // A second server process on the same volume starts.
+      await FileBlobStore.open(dir, { staleAfterMs: 3_600_000 });
+      assertEquals((await readdir(join(dir, ".partial"))).length, 1);
+      const blob = await writer.finish(sha256(data));
+      assertEquals(await keys(first, "m/"), [blob.key]);
+      // The embedded store owns its directory: every leftover goes.
+      const other = await first.createWriter("m/");
+      await other.write(data);
+      await FileBlobStore.open(dir);
+      assertEquals(await readdir(join(dir, ".partial")), []);
+      await other.abort(); // closes its handle; its file is already gone
     });
   });
 

@@ -105,6 +105,9 @@ export async function openHubStorage(
       ? await openS3BlobStore(s3)
       : await FileBlobStore.open(
         where?.kind === "files" ? where.dir : join(dataDir!, "weights"),
+        // Beside PostgreSQL the directory may be a volume other server
+        // processes write to: keep their uploads in progress.
+        { staleAfterMs: database === undefined ? 0 : 3_600_000 },
       );
     return { models, weights: blobs };
   } catch (error) {

@@ -298,12 +298,38 @@ export class FileBlobStore implements BlobStore {
    * deleted.
    *
    * @param root The directory.
+   * @param options `staleAfterMs`: when several processes share the
+   * directory (a shared volume), only partial files untouched for this long
+   * are deleted, so that one process opening does not delete the uploads
+   * another is receiving. Default `0`: this process owns the directory and
+   * every partial file is a leftover.
    * @returns The store.
    */
-  static async open(root: string): Promise<FileBlobStore> {
+  static async open(
+    root: string,
+    options: { staleAfterMs?: number | undefined } = {},
+  ): Promise<FileBlobStore> {
+    const { staleAfterMs = 0 } = options;
     const store = new FileBlobStore(root);
     await mkdir(root, { recursive: true });
-    await rm(store.#partial, { recursive: true, force: true });
+    if (staleAfterMs <= 0) {
+      await rm(store.#partial, { recursive: true, force: true });
+    } else {
+      const cutoff = Date.now() - staleAfterMs;
+      let names: string[] = [];
+      try {
+        names = await readdir(store.#partial);
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+      for (const name of names) {
+        const path = join(store.#partial, name);
+        const info = await stat(path).catch(() => undefined);
+        if (info !== undefined && info.mtimeMs < cutoff) {
+          await rm(path, { force: true, recursive: true });
+        }
+      }
+    }
     await mkdir(store.#partial, { recursive: true });
     return store;
   }
