@@ -126,6 +126,7 @@ describe("PlatformTransport against the local HUB", () => {
           "metrics/mAP50(B)": 0.2 * (epoch + 1),
           "metrics/mAP50-95(B)": 0.1 * (epoch + 1),
           "val/odd": epoch === 1 ? NaN : 0.5,
+          ...(epoch === 2 ? { "system/ram_gb": 1.5 } : {}),
           ...(epoch === 0
             ? {
               "model/parameters": 3_000_000,
@@ -203,6 +204,9 @@ describe("PlatformTransport against the local HUB", () => {
     assertEquals(e1!.data.modelInfo, undefined);
     assertEquals(e1!.data.metrics["val/odd"], null);
     assertEquals(e2!.data.epoch, 2);
+    assertEquals(e2!.data.system, { ram_gb: 1.5 });
+    assertEquals(e1!.data.system, undefined);
+    assertEquals(e2!.data.metrics["system/ram_gb"], undefined);
     const fitness = (e: number): number =>
       0.1 * (0.2 * (e + 1)) + 0.9 * (0.1 * (e + 1));
     assertEquals(e2!.data.fitness, fitness(2));
@@ -271,6 +275,21 @@ describe("PlatformTransport against the local HUB", () => {
     const later = await client.sendEvent("training_started", data, target);
     assert(later.modelId !== first.modelId);
     assertEquals(later.modelSlug, "resent-2");
+  });
+
+  test("a run stopped before it starts is answered cancelled: true by training_started", async () => {
+    const first = transport("early-stop");
+    const id = await first.startRun({ epochs: 3 });
+    assertEquals((await hub.stop(id)).status, 200);
+    let cancels = 0;
+    const resumed = transport("early-stop", {
+      modelId: id,
+      onCancel: () => cancels++,
+    });
+    assertEquals(await resumed.startRun({ epochs: 3 }), id);
+    assert(resumed.cancelled);
+    assert(resumed.cancelSignal.aborted);
+    assertEquals(cancels, 1);
   });
 
   test("a Stop on the HUB answers cancelled: true at the next epoch_end, once to the hook", async () => {
@@ -447,6 +466,41 @@ describe("The signed PUT", () => {
     assertEquals(headers["x-api-key"], undefined);
     const got = Buffer.concat(chunks);
     assertEquals(sha256(got), sha256(bytes));
+  });
+
+  test("the HUB refuses an upload URL used after it expired", async () => {
+    let clock = Date.now();
+    const timed = await startPlatformHub({ now: () => clock });
+    try {
+      const t = new PlatformTransport({
+        webhooksUrl: timed.webhooksUrl,
+        apiKey: TEST_PLATFORM_KEY,
+        project: "ada/road-signs",
+        name: "late",
+        logger: quietLogger,
+      });
+      await t.startRun({ epochs: 1 });
+      const url = await t.client.requestUpload("last.pt", {
+        modelId: t.modelId!,
+      }, t.runId);
+      clock += 15 * 60_000 + 1;
+      await writeFile(join(dir, "late.pt"), "late");
+      const late = await assertRejects(
+        () => putSignedFile(url.uploadUrl, join(dir, "late.pt")),
+        HUBRequestError,
+      );
+      assertEquals([late.status, late.retriable], [403, false]);
+      assertStringIncludes(late.message, "expired");
+      // A fresh URL works: uploadWeights asks for one on every attempt.
+      const sent = await t.uploadWeights({
+        epoch: 0,
+        file: join(dir, "late.pt"),
+        type: "epoch",
+      });
+      assertEquals(sent.size, 4);
+    } finally {
+      await timed.close();
+    }
   });
 
   test("the HUB refuses a chunked PUT, a used URL and a foreign token", async () => {

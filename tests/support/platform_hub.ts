@@ -64,6 +64,8 @@ export async function startPlatformHub(
     port?: number;
     /** A fault proxy in front; the HUB's upload URLs point at it too. */
     proxy?: Omit<FaultProxyOptions, "upstream">;
+    /** The HUB's clock, ms since the epoch. */
+    now?: () => number;
   } = {},
 ): Promise<PlatformHub> {
   const { apiKeys = [TEST_PLATFORM_KEY] } = options;
@@ -84,6 +86,7 @@ export async function startPlatformHub(
     dataDir: join(dir, "hub"),
     apiKeys,
     ...(proxy === undefined ? {} : { publicUrl: proxy.url }),
+    ...(options.now === undefined ? {} : { now: options.now }),
   });
 
   const auth = { authorization: `Bearer ${apiKeys[0] ?? TEST_PLATFORM_KEY}` };
