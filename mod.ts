@@ -93,7 +93,7 @@ export type {
   RequestBudget,
   RequestKind,
 } from "./src/session/request_runner.ts";
-export { defaultJournalRoot } from "./src/session/journal.ts";
+export { defaultJournalRoot } from "./src/session/journal_paths.ts";
 export {
   syncJournal,
   type SyncJournalOptions,

@@ -13,7 +13,7 @@ import { resolveConfig } from "../session/config.ts";
 import { runDemo } from "../demo/run.ts";
 import { HUBModelError, HUBRequestError } from "../common/errors.ts";
 import { isModelId } from "../session/identifier.ts";
-import { defaultJournalRoot } from "../session/journal.ts";
+import { defaultJournalRoot } from "../session/journal_paths.ts";
 import { createProgressReporter } from "../session/progress.ts";
 import { RequestRunner } from "../session/request_runner.ts";
 import { listJournals, syncJournal } from "../session/sync.ts";

@@ -15,7 +15,7 @@ import type { TrainEndReport } from "../session/callbacks.ts";
 import type { CheckpointOutcome } from "../session/checkpoints.ts";
 import { HUBClient } from "../transport/client.ts";
 import { HUBError } from "../common/errors.ts";
-import { serverJournalDir } from "../session/journal.ts";
+import { serverJournalDir } from "../session/journal_paths.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { serveHub } from "../server/mod.ts";
 import type { HubServer } from "../server/mod.ts";

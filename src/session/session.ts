@@ -30,12 +30,12 @@ import { granted, setPermissionDebug } from "../common/permissions.ts";
 import { readEnv, resolveConfig } from "./config.ts";
 import { HUBError, HUBModelError, HUBRequestError } from "../common/errors.ts";
 import { Heartbeat } from "./heartbeat.ts";
+import { MetricsJournal } from "./journal.ts";
 import {
   defaultJournalRoot,
   journalDir,
-  MetricsJournal,
   recordServer,
-} from "./journal.ts";
+} from "./journal_paths.ts";
 import { parseIdentifier } from "./identifier.ts";
 import { openPlatform } from "./open_platform.ts";
 import { parsePlatformUri } from "../protocol/platform.ts";

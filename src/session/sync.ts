@@ -18,13 +18,15 @@ import type { ConfigOptions } from "./config.ts";
 import { type HUBError, toHUBError } from "../common/errors.ts";
 import { isModelId } from "./identifier.ts";
 import {
-  defaultJournalRoot,
   deferredWeightsIn,
   dropDeferredWeights,
   MetricsJournal,
+} from "./journal.ts";
+import {
+  defaultJournalRoot,
   serverDirsOfInstance,
   serverJournalDir,
-} from "./journal.ts";
+} from "./journal_paths.ts";
 import { consoleLogger, redactingLogger } from "../common/logger.ts";
 import { MetricsQueue } from "./metrics_queue.ts";
 import { MetricsPump } from "./metrics_pump.ts";
