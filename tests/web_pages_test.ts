@@ -605,6 +605,39 @@ describe("the web app mounted in the HUB", () => {
     }
   });
 
+  test("closing the HUB ends open event streams instead of waiting for them", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hub-web-mount-"));
+    const hub = await serveHub({ dataDir: dir });
+    try {
+      const created = await fetch(`${hub.url}/v1/models`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          lineage: { architecture: { name: "yolov8n" }, parent: {} },
+          meta: { name: "closing" },
+        }),
+      });
+      const { data: { id } } = await created.json();
+      const events = await fetch(`${hub.url}/models/${id}/events`);
+      const reader = events.body!.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let text = "";
+      const ended = (async () => {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return true;
+          text += value;
+        }
+      })().catch(() => true);
+      await waitUntil(() => text.includes("event: update"), "the first event");
+      await hub.close();
+      assertEquals(await ended, true);
+    } finally {
+      await hub.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a logged-in browser downloads weights with its cookie alone", async () => {
     const dir = await mkdtemp(join(tmpdir(), "hub-web-mount-"));
     const hub = await serveHub({ dataDir: dir, apiKeys: [KEY] });
