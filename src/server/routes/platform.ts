@@ -13,7 +13,8 @@
  * - `POST /api/platform/models/{id}/stop` stops a run (the next
  *   `epoch_end` reply says `cancelled: true`);
  * - `GET /api/platform/models/{id}/events` lists the events received since
- *   the server started (newest 10,000), to inspect a run.
+ *   the server started (newest 10,000 of the 256 runs last started or
+ *   reported to), to inspect a run.
  *
  * Each run is stored as an ordinary model through the HUB's own v1 API (the
  * `hub` handler): `training_started` creates it, `epoch_end` posts the
@@ -84,6 +85,8 @@ interface UploadToken {
 }
 
 const MAX_EVENTS = 10_000;
+/** Runs whose state and received events are kept in memory (oldest go first). */
+const MAX_RUNS = 256;
 const MAX_JSON_BYTES = 8 * 1024 * 1024;
 const EVENTS: ReadonlySet<string> = new Set<PlatformEventName>([
   "training_started",
@@ -202,6 +205,14 @@ export function createPlatformRoutes(
     );
   }
   const runs = new Map<string, RunState>();
+  const remember = (run: RunState): void => {
+    runs.set(run.id, run);
+    // A forgotten run is read back from its document at its next event.
+    for (const old of runs.keys()) {
+      if (runs.size <= MAX_RUNS) break;
+      runs.delete(old);
+    }
+  };
   const bySlug = new Map<string, string>();
   const tokens = new Map<string, UploadToken>();
   // A training_started sent again (its reply was lost) must not start a
@@ -299,7 +310,7 @@ export function createPlatformRoutes(
       platform: { ...platform },
       write: Promise.resolve(),
     };
-    runs.set(id, run);
+    remember(run);
     bySlug.set(`${run.project}\n${run.slug}`, id);
     return run;
   };
@@ -396,7 +407,7 @@ export function createPlatformRoutes(
       },
       write: Promise.resolve(),
     };
-    runs.set(id, run);
+    remember(run);
     bySlug.set(`${project}\n${slug}`, id);
     starts.set(`${project}\n${name}`, { digest, id, at: now() });
     await persist(run, auth);
