@@ -638,7 +638,7 @@ describe("the web app mounted in the HUB", () => {
     }
   });
 
-  test("a logged-in browser downloads weights with its cookie alone", async () => {
+  test("a logged-in browser downloads weights and reads documents with its cookie alone", async () => {
     const dir = await mkdtemp(join(tmpdir(), "hub-web-mount-"));
     const hub = await serveHub({ dataDir: dir, apiKeys: [KEY] });
     try {
@@ -691,6 +691,19 @@ describe("the web app mounted in the HUB", () => {
       });
       assertEquals(download.status, 200);
       assertEquals(await download.text(), "WEIGHTS");
+      // The page's JSON document link opens too; writes still need the key.
+      const document = await fetch(`${hub.url}/v1/models/${id}`, {
+        headers: { cookie },
+      });
+      assertEquals(document.status, 200);
+      assertEquals((await document.json()).data.name, "weights");
+      const write = await fetch(`${hub.url}/v1/models/${id}`, {
+        method: "PATCH",
+        headers: { cookie, "content-type": "application/json" },
+        body: JSON.stringify({ meta: { name: "changed" } }),
+      });
+      assertEquals(write.status, 401);
+      await write.body?.cancel();
     } finally {
       await hub.close();
       await rm(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@
 
 import type { Buffer } from "node:buffer";
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { hubError } from "./errors.ts";
 
 function digest(value: string): Buffer {
@@ -80,11 +80,24 @@ function presentedKey(request: Request): string | undefined {
  * Refuses a request without a configured key with a JSON 401.
  *
  * @param keys The server's keys.
+ * @param readSession For read-only routes: also accepts a browser logged in
+ * to the web app (its `SameSite=Strict` session cookie), so that the links
+ * of a model page (its JSON document) open in the browser.
  * @returns The middleware.
  */
-export function requireKey(keys: ApiKeys): MiddlewareHandler {
+export function requireKey(
+  keys: ApiKeys,
+  readSession?: ((c: Context) => Promise<boolean>) | undefined,
+): MiddlewareHandler {
   return async (c, next) => {
-    if (!keys.accepts(c.req.raw)) throw hubError(401, UNAUTHENTICATED);
+    if (
+      !keys.accepts(c.req.raw) &&
+      !(readSession !== undefined &&
+        (c.req.method === "GET" || c.req.method === "HEAD") &&
+        await readSession(c))
+    ) {
+      throw hubError(401, UNAUTHENTICATED);
+    }
     await next();
   };
 }

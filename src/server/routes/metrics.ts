@@ -31,11 +31,15 @@ export function metricsRoutes(hub: HubContext): Hono {
     if (updated === undefined) throw modelNotFound(id);
     return ok({ epochs }, "Model metrics uploaded");
   });
-  app.get("/v1/models/:id/metrics", requireKey(hub.keys), async (c) => {
-    const id = c.req.param("id");
-    const list = await (await hub.store()).listMetrics(id);
-    if (list === undefined) throw modelNotFound(id);
-    return ok(list as StoredEpochMetrics[], "Model metrics found");
-  });
+  app.get(
+    "/v1/models/:id/metrics",
+    requireKey(hub.keys, hub.browserSession),
+    async (c) => {
+      const id = c.req.param("id");
+      const list = await (await hub.store()).listMetrics(id);
+      if (list === undefined) throw modelNotFound(id);
+      return ok(list as StoredEpochMetrics[], "Model metrics found");
+    },
+  );
   return app;
 }

@@ -29,20 +29,24 @@ export function modelRoutes(hub: HubContext): Hono {
     const record = await store.create(readNewModel(body), hub.now());
     return ok({ id: record.id }, "Model created");
   });
-  app.get("/v1/models/:id", requireKey(hub.keys), async (c) => {
-    const id = c.req.param("id");
-    const store = await hub.store();
-    const record = await findModel(store, id);
-    return ok(
-      renderDocument(
-        record,
-        hub.origin(c.req.raw),
-        withToken,
-        await store.epochCount(id),
-      ),
-      "Model found",
-    );
-  });
+  app.get(
+    "/v1/models/:id",
+    requireKey(hub.keys, hub.browserSession),
+    async (c) => {
+      const id = c.req.param("id");
+      const store = await hub.store();
+      const record = await findModel(store, id);
+      return ok(
+        renderDocument(
+          record,
+          hub.origin(c.req.raw),
+          withToken,
+          await store.epochCount(id),
+        ),
+        "Model found",
+      );
+    },
+  );
   app.patch(
     "/v1/models/:id",
     requireKey(hub.keys),
