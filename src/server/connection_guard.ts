@@ -16,8 +16,11 @@
  *   either direction for `idleTimeout` (and that is not waiting to write) is
  *   closed, as Bun's `idleTimeout` does.
  *
- * The relay copies every byte once more; measured on the load and upload
- * benches (see the README's Measured section).
+ * The relay copies every byte once more. Measured on a busy 2-core machine
+ * against the same code without it: no loss on `deno task load` (small
+ * requests), about +0.1 s of CPU per 256 MiB uploaded with `curl -F`. A
+ * connection's read buffer starts at 16 KiB and grows to 256 KiB only while
+ * bytes stream in bulk, so idle and slow connections stay small.
  *
  * @module
  */
@@ -61,7 +64,9 @@ interface DenoNet {
   connect(options: { port: number; hostname: string }): Promise<DenoConn>;
 }
 
-const CHUNK_BYTES = 256 * 1024;
+/** Read size of a new connection, grown up to MAX_CHUNK_BYTES by bulk transfers. */
+const FIRST_CHUNK_BYTES = 16 * 1024;
+const MAX_CHUNK_BYTES = 256 * 1024;
 /** How often deadlines are checked. */
 const SWEEP_MS = 250;
 
@@ -135,7 +140,7 @@ async function pump(
   to: DenoConn,
   onChunk: (chunk: Uint8Array) => void,
 ): Promise<void> {
-  const buffer = new Uint8Array(CHUNK_BYTES);
+  let buffer = new Uint8Array(FIRST_CHUNK_BYTES);
   try {
     for (;;) {
       const n = await from.read(buffer);
@@ -150,6 +155,11 @@ async function pump(
         relay.writing--;
       }
       relay.lastActivity = performance.now();
+      // A full read means a bulk transfer: read more per call (fewer
+      // operations), while idle and slow connections keep a small buffer.
+      if (n === buffer.length && buffer.length < MAX_CHUNK_BYTES) {
+        buffer = new Uint8Array(buffer.length * 4);
+      }
     }
     await to.closeWrite().catch(() => {});
   } catch {
