@@ -11,6 +11,8 @@
  * Debian's `chromium` (see `tests/support/web.ts`), driven by puppeteer-core.
  * Render time is the navigation's `loadEventEnd - responseStart` (the page
  * parsed, styled, laid out and its script run), median of `--runs` loads.
+ * The live update delay runs from posting an epoch through the API to the
+ * open page showing it (its event, the re-fetch and the swap).
  *
  * Run: `deno task bench:web [--runs 7] [--screenshots]`
  *
@@ -152,6 +154,30 @@ async function render(id: string): Promise<Timing> {
 const r1000 = await render(big);
 const r300 = await render(typical);
 
+// ------------------------------------------------------ live update delay ---
+
+// An open page of a training model; each epoch posted through the API (one
+// a second, as a fast trainer would) until the page shows it.
+const livePage = await browser.newPage();
+await livePage.goto(`${hub.url}/models/${shown}`, { waitUntil: "load" });
+const delays: number[] = [];
+for (let e = 214; e < 214 + runs; e++) {
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const start = performance.now();
+  await client.uploadMetrics(shown, {
+    [e]: trainingMetrics(e) as Record<string, number>,
+  });
+  await livePage.waitForFunction(
+    (n) =>
+      document.getElementById("live")?.getAttribute("data-epochs") ===
+        String(n),
+    { polling: "raf", timeout: 10_000 },
+    e + 1,
+  );
+  delays.push(performance.now() - start);
+}
+await livePage.close();
+
 // ---------------------------------------------------- list of 1,000 models ---
 
 for (let i = 0; i < 997; i++) {
@@ -205,6 +231,12 @@ const rows: Array<[string, string]> = [
     `${r300.load.toFixed(0)} ms (${r300.points} points drawn)`,
   ],
   ["ratio 1,000x15 / 300x13", (r1000.load / r300.load).toFixed(2)],
+  [
+    "live update: epoch posted -> shown on an open page",
+    `${median(delays).toFixed(0)} ms (max ${
+      Math.max(...delays).toFixed(0)
+    } ms)`,
+  ],
   [
     "300-epoch page: HTML",
     `${kib(html300.raw)} (${kib(html300.gzip)} gzipped)`,
