@@ -31,9 +31,12 @@
  *    {@linkcode BlobStore.createWriter}. Nothing is visible under any key
  *    while it is written.
  * 2. {@linkcode BlobWriter.finish} checks the sha256 (when the client sent
- *    one), makes the bytes durable and visible under the key
- *    `<prefix><sha256>`. Keys are content addresses: the bytes under a key
- *    never change, so a reader of a key always gets the bytes it names.
+ *    one), makes the bytes durable and visible under a key it returns:
+ *    `<prefix><sha256>` (a content address) where the backend can publish
+ *    under a name chosen at the end, else `<prefix>` and a name unique to
+ *    this upload (S3 multipart uploads: renaming would copy the data). Either
+ *    way the bytes under a key never change, so a reader of a key always
+ *    gets the bytes it names.
  * 3. {@linkcode DocumentStore.update} records the key and the sha256 in the
  *    model's document. That write is the single commit point: before it, the
  *    document (and so every reader) describes the previous weights, whose
@@ -281,7 +284,7 @@ export interface ModelStore extends DocumentStore, MetricsStore {
 
 /** A blob as stored. */
 export interface BlobInfo {
-  /** Its key, `<prefix><sha256>` for a blob from {@linkcode BlobWriter}. */
+  /** Its key, as {@linkcode BlobWriter.finish} returned it. */
   key: string;
   /** Size in bytes. */
   size: number;
@@ -291,7 +294,10 @@ export interface BlobInfo {
 
 /** A blob just written by {@linkcode BlobWriter.finish}. */
 export interface StoredBlob {
-  /** Its key: the writer's prefix followed by `sha256`. */
+  /**
+   * Its key: the writer's prefix followed by `sha256`, or by a name unique
+   * to this upload (see {@linkcode BlobWriter.finish}). Record this key.
+   */
   key: string;
   /** Lowercase hex sha256 of the bytes, computed while they streamed in. */
   sha256: string;
@@ -335,10 +341,12 @@ export interface BlobWriter {
 
   /**
    * Completes the blob: checks `expectedSha256` (lowercase hex) when given,
-   * makes the bytes durable, and publishes them under `<prefix><sha256>`
-   * atomically (the key holds all of the bytes or does not exist). When the
-   * key already exists it holds the same bytes, and it stays (its
-   * `modifiedAt` is refreshed so a collector's grace period restarts).
+   * makes the bytes durable, and publishes them atomically (the key holds
+   * all of the bytes or does not exist) under `<prefix><sha256>`, or under
+   * `<prefix>` and a name unique to this upload where publishing under a
+   * name chosen at the end would copy the data (S3 multipart uploads). When
+   * a content address already exists it holds the same bytes, and it stays
+   * (its `modifiedAt` is refreshed so a collector's grace period restarts).
    * On a checksum mismatch it rejects with {@linkcode BlobChecksumError},
    * nothing is published, and the writer is aborted.
    *
@@ -396,14 +404,16 @@ export interface BlobRead {
  * Weights and other immutable blobs, by key.
  *
  * Keys are `/`-separated segments of `[A-Za-z0-9._-]` not starting with a
- * dot; the server uses `<model id>/<sha256>`.
+ * dot; the server writes under `<model id>/` and records the key
+ * {@linkcode BlobWriter.finish} returns.
  */
 export interface BlobStore {
   /** Short name of the implementation for logs, e.g. `files`, `s3`. */
   readonly kind: string;
 
   /**
-   * Starts writing a blob that will be published under `<prefix><sha256>`.
+   * Starts writing a blob that will be published under `<prefix>` (see
+   * {@linkcode BlobWriter.finish} for the rest of the key).
    *
    * @param prefix Key prefix, e.g. `<model id>/`.
    * @param options Size limit, signal (aborting it aborts the writer).
