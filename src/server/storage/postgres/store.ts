@@ -89,8 +89,10 @@ export interface ModelChange {
 }
 
 const CHANNEL = "hub_model_changes";
-/** How often the listening connection is checked by a probe, in ms. */
-export const PROBE_MS = 2000;
+/** How often {@linkcode PostgresModelStore.watch} looks for changes, in ms. */
+export const WATCH_MS = 500;
+/** Changes are looked for this far back, for clocks of other processes. */
+const WATCH_WINDOW_MS = 10_000;
 const ID_ALPHABET =
   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
@@ -179,12 +181,6 @@ export async function openPostgresModelStore(
   });
   const store = new PostgresModelStore(sql, describeDatabase(url), {
     retryAfterSeconds,
-    listen: () =>
-      postgres(url, {
-        max: 1,
-        connect_timeout: connectTimeoutSeconds,
-        onnotice: () => {},
-      }),
   });
   try {
     if (apply) await store.run(() => migrate(sql));
@@ -204,12 +200,11 @@ export class PostgresModelStore implements ModelStore {
   #where: string;
   #retryAfterSeconds: number;
   #closed = false;
-  #connectListener: (() => Sql) | undefined;
-  #listener: Sql | undefined;
   #watchers = new Set<(change: ModelChange) => void>();
-  #probeTimer: ReturnType<typeof setInterval> | undefined;
-  #probeId = "";
-  #probeSeen = true;
+  #watchTimer: ReturnType<typeof setInterval> | undefined;
+  #polling: Promise<void> | undefined;
+  /** Model id -> the `updated_at` last reported (within the window). */
+  #seen = new Map<string, number>();
 
   /**
    * Wraps a pool (see {@linkcode openPostgresModelStore}).
@@ -221,12 +216,11 @@ export class PostgresModelStore implements ModelStore {
   constructor(
     sql: Sql,
     where: string,
-    options: { retryAfterSeconds: number; listen?: (() => Sql) | undefined },
+    options: { retryAfterSeconds: number },
   ) {
     this.#sql = sql;
     this.#where = where;
     this.#retryAfterSeconds = options.retryAfterSeconds;
-    this.#connectListener = options.listen;
   }
 
   /**
@@ -575,107 +569,73 @@ export class PostgresModelStore implements ModelStore {
   }
 
   /**
-   * Calls `listener` for every committed change of any model, made through
-   * any process on this database (`LISTEN hub_model_changes` on a connection
-   * of its own).
+   * Calls `listener` for the committed changes of any model, made through
+   * any process on this database: every {@linkcode WATCH_MS} ms the pool
+   * looks for models whose `updated_at` moved (documents, metrics,
+   * heartbeats and deletions all move it). Several changes of one model
+   * between two looks are reported once, as `updated`.
    *
-   * The listening connection is checked every {@linkcode PROBE_MS} ms by a
-   * probe notification sent through the pool: when the probe does not come
-   * back (the database restarted, the connection broke), the listener
-   * connects and listens again, so live updates resume by themselves after an
-   * outage. Changes committed while no connection listened are not replayed
-   * (pages re-read the model on the next change).
+   * Why not `LISTEN`: every committed change also sends `NOTIFY
+   * hub_model_changes` (for other tools), but the `postgres` client's
+   * listening connection, when closed during a database outage, keeps
+   * reconnecting after `end()` and holds the process open; a query on the
+   * pool recovers by itself after a restart and holds nothing.
    *
    * @param listener Receives each change.
-   * @returns Stops listening.
+   * @returns Stops watching.
    */
   async watch(
     listener: (change: ModelChange) => void,
   ): Promise<() => Promise<void>> {
-    if (this.#connectListener === undefined) {
-      throw new TypeError(
-        "Cannot watch changes on a store opened without a listen connection",
-      );
-    }
     this.#watchers.add(listener);
     if (this.#watchers.size === 1) {
       try {
-        await this.run(() => this.#listen());
+        await this.run(() => this.#poll(false));
       } catch (error) {
         this.#watchers.delete(listener);
         throw error;
       }
-      this.#probeTimer = setInterval(() => void this.#probe(), PROBE_MS);
-      (this.#probeTimer as { unref?: () => void }).unref?.();
+      this.#watchTimer = setInterval(() => {
+        this.#polling ??= this.#poll(true).catch(() => {
+          // Unreachable now: the next look tries again.
+        }).finally(() => {
+          this.#polling = undefined;
+        });
+      }, WATCH_MS);
+      (this.#watchTimer as { unref?: () => void }).unref?.();
     }
     return async () => {
       this.#watchers.delete(listener);
-      if (this.#watchers.size === 0) await this.#stopListening();
+      if (this.#watchers.size === 0) await this.#stopWatching();
     };
   }
 
-  /** Opens a new listening connection, then drops the old one. */
-  async #listen(): Promise<void> {
-    const sql = this.#connectListener!();
-    try {
-      await sql.listen(CHANNEL, (payload) => this.#dispatch(payload));
-    } catch (error) {
-      await sql.end({ timeout: 0 }).catch(() => {});
-      throw error;
+  /** Looks for moved `updated_at`; reports them unless `report` is false. */
+  async #poll(report: boolean): Promise<void> {
+    const since = Date.now() - WATCH_WINDOW_MS;
+    const rows = await this.#sql<
+      { id: string; updated_at: string; deleted_at: string | null }[]
+    >`
+      SELECT id, updated_at, deleted_at FROM hub_models
+      WHERE updated_at > ${since}`;
+    const current = new Map<string, number>();
+    for (const row of rows) {
+      const at = Number(row.updated_at);
+      current.set(row.id, at);
+      if (!report || this.#seen.get(row.id) === at) continue;
+      const change: ModelChange = {
+        id: row.id,
+        kind: row.deleted_at !== null ? "deleted" : "updated",
+      };
+      for (const watcher of this.#watchers) watcher(change);
     }
-    const old = this.#listener;
-    this.#listener = sql;
-    this.#probeSeen = true;
-    await old?.end({ timeout: 0 }).catch(() => {});
+    this.#seen = current;
   }
 
-  #dispatch(payload: string): void {
-    let message: Partial<ModelChange> & { probe?: string };
-    try {
-      message = JSON.parse(payload);
-    } catch {
-      return;
-    }
-    if (message.probe !== undefined) {
-      if (message.probe === this.#probeId) this.#probeSeen = true;
-      return;
-    }
-    if (typeof message.id !== "string" || typeof message.kind !== "string") {
-      return;
-    }
-    const change = { id: message.id, kind: message.kind } as ModelChange;
-    for (const watcher of this.#watchers) watcher(change);
-  }
-
-  /** Re-listens when the last probe did not come back, then sends one. */
-  async #probe(): Promise<void> {
-    if (this.#closed || this.#watchers.size === 0) return;
-    if (!this.#probeSeen) {
-      try {
-        await this.#listen();
-      } catch {
-        return; // Still unreachable: the next probe tries again.
-      }
-    }
-    this.#probeId = randomBytes(8).toString("hex");
-    this.#probeSeen = false;
-    try {
-      await this.#sql`
-        SELECT pg_notify(${CHANNEL}, ${
-        JSON.stringify({ probe: this.#probeId })
-      })`;
-    } catch {
-      // Unreachable: the probe is missed, and the listener is renewed once
-      // the database answers again.
-    }
-  }
-
-  async #stopListening(): Promise<void> {
-    clearInterval(this.#probeTimer);
-    this.#probeTimer = undefined;
-    const listener = this.#listener;
-    this.#listener = undefined;
-    await listener?.end({ timeout: 0 }).catch(() => {});
+  async #stopWatching(): Promise<void> {
+    clearInterval(this.#watchTimer);
+    this.#watchTimer = undefined;
+    await this.#polling;
   }
 
   /**
@@ -687,7 +647,7 @@ export class PostgresModelStore implements ModelStore {
     if (this.#closed) return;
     this.#closed = true;
     this.#watchers.clear();
-    await this.#stopListening();
+    await this.#stopWatching();
     await this.#sql.end({ timeout: 5 });
   }
 }
