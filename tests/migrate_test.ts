@@ -74,7 +74,7 @@ if (haveServices("migrate into PostgreSQL + S3", ["postgres", "s3"])) {
             entry.last = sha256(last);
           }
           if (m === 2) {
-            const best = randomBytes(9 * 1024 * 1024);
+            const best = randomBytes(17 * 1024 * 1024); // a multipart upload in S3
             await writeFile(join(dir, "best.pt"), best);
             await client.uploadModel(id, {
               epoch: epochs - 1,

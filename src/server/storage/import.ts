@@ -118,11 +118,30 @@ export async function importHub(
       if (original === undefined) continue; // deleted meanwhile
       const record = structuredClone(original);
       const metrics = await source.models.listMetrics(id, { signal }) ?? [];
+      // What an earlier run already copied: the target's document names it
+      // (the target may have stored it under another key than the source).
+      const earlier = await target.models.get(id, {
+        signal,
+        includeDeleted: true,
+      });
       for (const kind of ["last", "best"] as const) {
         const info = record.weights[kind];
         if (info?.blob === undefined) continue;
-        const present = await target.weights.stat(info.blob, { signal });
-        if (present !== undefined && present.size === info.size) {
+        const before = earlier?.weights[kind];
+        const candidates = before?.sha256 === info.sha256 &&
+            before.blob !== undefined
+          ? [before.blob, info.blob]
+          : [info.blob];
+        let reused: string | undefined;
+        for (const key of candidates) {
+          const present = await target.weights.stat(key, { signal });
+          if (present !== undefined && present.size === info.size) {
+            reused = key;
+            break;
+          }
+        }
+        if (reused !== undefined) {
+          info.blob = reused;
           report.blobsPresent++;
           continue;
         }
