@@ -64,6 +64,7 @@ export {
   type RequestOptions,
   type UploadModelOptions,
   type UploadResult,
+  type WeightsUpload,
 } from "./src/transport/client.ts";
 export {
   HUBConfigError,

@@ -85,8 +85,11 @@ export interface HUBClientOptions {
   logger?: Logger | undefined;
 }
 
-/** Options of {@linkcode HUBClient.uploadModel}. */
-export interface UploadModelOptions extends RequestOptions {
+/**
+ * Which weights to upload: the part of an upload's options shared by
+ * {@linkcode HUBClient.uploadModel} and the Platform transport.
+ */
+export interface WeightsUpload {
   /** Epoch of the weights. */
   epoch: number;
   /** Path of the weights file. */
@@ -95,11 +98,17 @@ export interface UploadModelOptions extends RequestOptions {
   type: "epoch" | "final";
   /** Whether this checkpoint is the best so far (type `"epoch"`). @default {false} */
   isBest?: boolean | undefined;
-  /** Final mAP (type `"final"`). @default {0} */
+  /**
+   * Final mAP (type `"final"`); the Platform also sends it as the best
+   * fitness when no fitness was seen. @default {0}
+   */
   map?: number | undefined;
   /** Receives `{ loaded, total }` in request-body bytes. @default {undefined} */
   onProgress?: ProgressCallback | undefined;
 }
+
+/** Options of {@linkcode HUBClient.uploadModel}. */
+export interface UploadModelOptions extends RequestOptions, WeightsUpload {}
 
 /** What the server stored for an upload. */
 export interface UploadResult {

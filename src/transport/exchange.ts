@@ -321,25 +321,14 @@ function parseReply(
       ? ` with a reply that ${malformed}`
       : "";
     return fail(
-      new HUBRequestError(
-        redactFor(
-          ctx,
-          `Cannot ${action} as the server answered ${status}${detail}${
-            checksum
-              ? ": the file was corrupted in transit; retry"
-              : hintFor(status)
-          }`,
-        ),
-        {
-          method,
-          path,
-          status,
-          serverMessage: message === undefined
-            ? undefined
-            : redactFor(ctx, message),
-          retryAfter,
-          retriable,
-        },
+      refusal(
+        ctx,
+        `Cannot ${action} as the server answered ${status}${detail}${
+          checksum
+            ? ": the file was corrupted in transit; retry"
+            : hintFor(status)
+        }`,
+        { method, path, status, message, retryAfter, retriable },
       ),
     );
   }
@@ -369,26 +358,36 @@ function parseReply(
       return { success: false, data: parsed.data, message };
     }
     return fail(
-      new HUBRequestError(
-        redactFor(
-          ctx,
-          `Cannot ${action} as the server answered ${status} with success false${
-            message === undefined ? "" : `: ${message}`
-          }`,
-        ),
-        {
-          method,
-          path,
-          status,
-          serverMessage: message === undefined
-            ? undefined
-            : redactFor(ctx, message),
-          retriable: false,
-        },
+      refusal(
+        ctx,
+        `Cannot ${action} as the server answered ${status} with success false${
+          message === undefined ? "" : `: ${message}`
+        }`,
+        { method, path, status, message, retriable: false },
       ),
     );
   }
   return { success: true, data: parsed.data, message };
+}
+
+/** The error for a reply that refuses the request, its texts redacted. */
+function refusal(
+  ctx: ExchangeContext,
+  text: string,
+  reply: {
+    method: string;
+    path: string;
+    status: number;
+    message: string | undefined;
+    retryAfter?: number | undefined;
+    retriable: boolean;
+  },
+): HUBRequestError {
+  const { message, ...details } = reply;
+  return new HUBRequestError(redactFor(ctx, text), {
+    ...details,
+    serverMessage: message === undefined ? undefined : redactFor(ctx, message),
+  });
 }
 
 function fail(error: HUBError): never {

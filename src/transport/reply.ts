@@ -55,19 +55,21 @@ export function redirectError(
 }
 
 /**
- * Reads a reply's body as text, refusing one larger than
- * {@linkcode MAX_RESPONSE_BYTES} (declared or actual).
+ * Reads a reply's body as text, refusing one larger than `limit` bytes
+ * (declared or actual). Shared by the HUB client and the Platform client.
  *
  * @param response The reply.
  * @param tooLarge Throws the error for a body too large.
+ * @param limit Largest body read, in bytes.
  * @returns The body text.
  */
 export async function readCapped(
   response: Response,
   tooLarge: () => never,
+  limit: number = MAX_RESPONSE_BYTES,
 ): Promise<string> {
   const declared = Number(response.headers.get("content-length"));
-  if (Number.isFinite(declared) && declared > MAX_RESPONSE_BYTES) {
+  if (Number.isFinite(declared) && declared > limit) {
     await response.body?.cancel().catch(() => {});
     tooLarge();
   }
@@ -79,7 +81,7 @@ export async function readCapped(
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > MAX_RESPONSE_BYTES) {
+    if (size > limit) {
       await reader.cancel().catch(() => {});
       tooLarge();
     }

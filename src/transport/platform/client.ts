@@ -21,6 +21,7 @@ import {
 import { consoleLogger } from "../../common/logger.ts";
 import { AGENT } from "../../common/version.ts";
 import { isRetriableStatus, parseRetryAfter } from "../client.ts";
+import { isRecord, readCapped } from "../reply.ts";
 import { putSignedFile } from "./signed_put.ts";
 import type { SignedPutResult } from "./signed_put.ts";
 import {
@@ -65,10 +66,6 @@ export interface PlatformRequestOptions {
 
 const DEFAULT_TIMEOUT = 30_000;
 const MAX_REPLY_BYTES = 1024 * 1024;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * Checks an API key's format without ever echoing it.
@@ -345,7 +342,17 @@ export class PlatformClient {
           // Not followed: fetch would carry the Bearer key to the new host.
           redirect: "manual",
         });
-        text = await readCapped(response);
+        text = await readCapped(response, () => {
+          throw new HUBRequestError(
+            `Cannot read the reply as it exceeds ${MAX_REPLY_BYTES} bytes: check the Platform URL`,
+            {
+              method: "POST",
+              path,
+              status: response.status,
+              retriable: false,
+            },
+          );
+        }, MAX_REPLY_BYTES);
       } catch (error) {
         if (callerSignal?.aborted) throw callerSignal.reason;
         if (this.#signal?.aborted) throw this.#signal.reason;
@@ -442,36 +449,4 @@ function hintFor(status: number): string {
   if (status === 429) return ": the server asks to slow down; retry later";
   if (status >= 500) return ": the server failed; retry later";
   return "";
-}
-
-async function readCapped(response: Response): Promise<string> {
-  if (response.body === null) return "";
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_REPLY_BYTES) {
-      await reader.cancel().catch(() => {});
-      throw new HUBRequestError(
-        `Cannot read the reply as it exceeds ${MAX_REPLY_BYTES} bytes: check the Platform URL`,
-        {
-          method: "POST",
-          path: new URL(response.url || "http://x/").pathname,
-          status: response.status,
-          retriable: false,
-        },
-      );
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return new TextDecoder().decode(bytes);
 }

@@ -21,6 +21,7 @@ import {
 } from "../../common/errors.ts";
 import { consoleLogger } from "../../common/logger.ts";
 import { PlatformClient } from "./client.ts";
+import type { WeightsUpload } from "../client.ts";
 import type {
   PlatformClientOptions,
   PlatformRequestOptions,
@@ -41,7 +42,6 @@ import type {
   EpochMetrics,
   Logger,
   ModelDocument,
-  ProgressCallback,
   TrainArgs,
 } from "../../protocol/types.ts";
 
@@ -69,20 +69,8 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
 }
 
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
-export interface PlatformUploadOptions extends PlatformRequestOptions {
-  /** Epoch of the weights. */
-  epoch: number;
-  /** Path of the weights file. */
-  file: string;
-  /** `"epoch"` for a checkpoint (`last.pt`), `"final"` for the final weights (`best.pt`). */
-  type: "epoch" | "final";
-  /** Whether a checkpoint is the best so far. @default {false} */
-  isBest?: boolean | undefined;
-  /** Final mAP, sent as the best fitness when no fitness was seen. @default {0} */
-  map?: number | undefined;
-  /** Receives `{ loaded, total }` in body bytes. @default {undefined} */
-  onProgress?: ProgressCallback | undefined;
-}
+export interface PlatformUploadOptions
+  extends PlatformRequestOptions, WeightsUpload {}
 
 const MODEL_INFO_KEYS = {
   parameters: "model/parameters",
