@@ -26,13 +26,12 @@ import {
   HUBRequestError,
 } from "../src/common/errors.ts";
 import { parseIdentifier } from "../src/session/identifier.ts";
-import {
-  createModelPayload,
-  HUBTrainingSession,
-} from "../src/session/session.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
+import type { SessionOptions } from "../src/session/options.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 import type { Logger } from "../src/protocol/types.ts";
 import { captureLogger, startTestHub, type TestHub } from "./support/common.ts";
+import { localSessionOptions, newModel } from "./support/session.ts";
 
 // ------------------------------------------------- unhandled rejections ---
 
@@ -76,16 +75,8 @@ function assertNoUnhandled(): void {
 }
 
 function options(extra: SessionOptions = {}): SessionOptions {
-  return {
-    apiRoot: hub.url,
-    webRoot: hub.url,
-    settingsFile: false,
-    env: () => undefined,
-    logger: "quiet",
-    heartbeat: false,
-    journal: false,
+  return localSessionOptions(hub.url, {
     rateLimits: { metrics: 1, ckpt: 0, heartbeat: 60_000 },
-    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
     budgets: {
       metrics: { maxAttempts: 2 },
       checkpoint: { maxAttempts: 2 },
@@ -93,13 +84,11 @@ function options(extra: SessionOptions = {}): SessionOptions {
       other: { maxAttempts: 2 },
     },
     ...extra,
-  };
+  });
 }
 
 async function newModelId(): Promise<string> {
-  return await client.createModel(
-    createModelPayload("yolov8n.yaml", { data: "coco8.yaml", epochs: 3 }),
-  );
+  return await newModel(client);
 }
 
 const sha256 = (bytes: Uint8Array): string =>

@@ -9,7 +9,7 @@ import { HUBClient } from "../src/transport/client.ts";
 import { TinyTrainer } from "../src/demo/trainer.ts";
 import { serveHub } from "../src/server/mod.ts";
 import { HUBTrainingSession } from "../src/session/session.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/options.ts";
 import type { UploadProgress } from "../src/protocol/types.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;

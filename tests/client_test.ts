@@ -21,27 +21,16 @@ import {
 } from "../src/transport/client.ts";
 import { HUBRequestError, HUBTimeoutError } from "../src/common/errors.ts";
 import { AGENT, VERSION } from "../src/common/version.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
 import type { CreateModelPayload, Logger } from "../src/protocol/types.ts";
 
 const KEY = "k".repeat(21) + "SECRET" + "y".repeat(15);
 const quiet: Logger = { info() {}, warn() {}, error() {} };
 
-const payload: CreateModelPayload = {
-  config: {
-    batchSize: -1,
-    epochs: 3,
-    imageSize: 640,
-    patience: 100,
-    device: "",
-    cache: "ram",
-  },
-  dataset: { name: "coco8.yaml" },
-  lineage: {
-    architecture: { name: "yolov8n" },
-    parent: { name: "yolov8n.pt" },
-  },
-  meta: { name: "yolov8n.pt" },
-};
+const payload: CreateModelPayload = createModelPayload("yolov8n.pt", {
+  data: "coco8.yaml",
+  epochs: 3,
+});
 
 /** A fetch that answers every request with the Response `make` builds. */
 function replying(

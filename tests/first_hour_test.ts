@@ -20,13 +20,11 @@ import {
   HUBModelError,
   HUBRequestError,
 } from "../src/common/errors.ts";
-import { createModelPayload } from "../src/protocol/model_payload.ts";
 import { serveHub } from "../src/server/mod.ts";
-import {
-  HUBTrainingSession,
-  type SessionOptions,
-} from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/options.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 import { captureLogger, startTestHub, type TestHub } from "./support/common.ts";
+import { localSessionOptions, newModel } from "./support/session.ts";
 
 let testHub: TestHub;
 
@@ -39,24 +37,11 @@ after(async () => {
 });
 
 function options(extra: SessionOptions = {}): SessionOptions {
-  return {
-    apiRoot: testHub.hub.url,
-    webRoot: testHub.hub.url,
-    settingsFile: false,
-    env: () => undefined,
-    logger: "quiet",
-    journal: false,
-    heartbeat: false,
-    rateLimits: { metrics: 10, ckpt: 0, heartbeat: 60_000 },
-    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
-    ...extra,
-  };
+  return localSessionOptions(testHub.hub.url, extra);
 }
 
 async function newModelId(): Promise<string> {
-  return await testHub.client.createModel(
-    createModelPayload("yolov8n.yaml", { data: "coco8.yaml", epochs: 3 }),
-  );
+  return await newModel(testHub.client);
 }
 
 /** A loopback URL on which nothing listens. */

@@ -14,15 +14,13 @@ import {
   journalDir,
   MetricsJournal,
 } from "../src/session/journal.ts";
-import {
-  createModelPayload,
-  HUBTrainingSession,
-} from "../src/session/session.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/options.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 import { syncJournal } from "../src/session/sync.ts";
 import type { StoredEpochMetrics } from "../src/protocol/types.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startTestHub, type TestHub } from "./support/common.ts";
+import { localSessionOptions, newModel } from "./support/session.ts";
 
 let testHub: TestHub;
 let dir: string;
@@ -47,23 +45,14 @@ async function journalRoot(): Promise<string> {
 }
 
 function options(extra: SessionOptions = {}): SessionOptions {
-  return {
-    apiRoot: hub.url,
-    webRoot: hub.url,
-    settingsFile: false,
-    env: () => undefined,
-    logger: "quiet",
-    heartbeat: false,
+  return localSessionOptions(hub.url, {
     rateLimits: { metrics: 1, ckpt: 0, heartbeat: 60_000 },
-    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
     ...extra,
-  };
+  });
 }
 
 async function newModelId(): Promise<string> {
-  return await client.createModel(
-    createModelPayload("yolov8n.yaml", { data: "coco8.yaml", epochs: 3 }),
-  );
+  return await newModel(client);
 }
 
 const sha256 = (bytes: Uint8Array): string =>

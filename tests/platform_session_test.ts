@@ -18,7 +18,7 @@ import { sha256File } from "../src/common/hash.ts";
 import { startPlatformHub, TEST_PLATFORM_KEY } from "./support/platform_hub.ts";
 import type { PlatformHub } from "./support/platform_hub.ts";
 import { captureLogger, quietLogger, waitUntil } from "./support/common.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/options.ts";
 
 let hub: PlatformHub;
 let dir: string;

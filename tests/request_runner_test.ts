@@ -26,7 +26,7 @@ import { HUBClient } from "../src/transport/client.ts";
 import { HUBRequestError, HUBTimeoutError } from "../src/common/errors.ts";
 import type { Logger } from "../src/protocol/types.ts";
 import { serveHub } from "../src/server/mod.ts";
-import { createModelPayload } from "../src/session/session.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
 
 interface RecordingLogger extends Logger {
   lines: { info: string[]; warn: string[]; error: string[] };

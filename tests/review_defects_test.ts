@@ -12,19 +12,19 @@ import {
 import { mkdir, mkdtemp, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { HUBError } from "../src/common/errors.ts";
-import { createModelPayload } from "../src/protocol/model_payload.ts";
 import { journalDir, MetricsJournal } from "../src/session/journal.ts";
-import {
-  HUBTrainingSession,
-  type SessionOptions,
-  type SessionTransport,
-} from "../src/session/session.ts";
+import type {
+  SessionOptions,
+  SessionTransport,
+} from "../src/session/options.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 import {
   captureLogger,
   startTestHub,
   type TestHub,
   waitUntil,
 } from "./support/common.ts";
+import { localSessionOptions, newModel } from "./support/session.ts";
 
 let testHub: TestHub;
 
@@ -37,24 +37,11 @@ after(async () => {
 });
 
 function options(extra: SessionOptions = {}): SessionOptions {
-  return {
-    apiRoot: testHub.hub.url,
-    webRoot: testHub.hub.url,
-    settingsFile: false,
-    env: () => undefined,
-    logger: "quiet",
-    rateLimits: { metrics: 10, ckpt: 0, heartbeat: 60_000 },
-    journal: false,
-    heartbeat: false,
-    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
-    ...extra,
-  };
+  return localSessionOptions(testHub.hub.url, extra);
 }
 
 async function newModelId(): Promise<string> {
-  return await testHub.client.createModel(
-    createModelPayload("yolov8n.yaml", { data: "coco8.yaml", epochs: 3 }),
-  );
+  return await newModel(testHub.client);
 }
 
 /** A fetch that holds every metrics POST for `ms` before sending it on. */

@@ -13,11 +13,9 @@ import {
   HUBError,
   HUBRequestError,
 } from "../src/common/errors.ts";
-import {
-  createModelPayload,
-  HUBTrainingSession,
-} from "../src/session/session.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
+import type { SessionOptions } from "../src/session/options.ts";
 import { syncJournal } from "../src/session/sync.ts";
 import { serveHub } from "../src/server/mod.ts";
 import type { Logger } from "../src/protocol/types.ts";

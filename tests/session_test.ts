@@ -15,11 +15,9 @@ import {
   HUBModelError,
   HUBRequestError,
 } from "../src/common/errors.ts";
-import {
-  createModelPayload,
-  HUBTrainingSession,
-} from "../src/session/session.ts";
-import type { SessionOptions } from "../src/session/session.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
+import type { SessionOptions } from "../src/session/options.ts";
+import { HUBTrainingSession } from "../src/session/session.ts";
 import { serveHub } from "../src/server/mod.ts";
 import {
   captureLogger,
@@ -28,6 +26,7 @@ import {
   type TestHub,
   waitUntil,
 } from "./support/common.ts";
+import { localSessionOptions, newModel } from "./support/session.ts";
 
 let testHub: TestHub;
 let dir: string;
@@ -45,24 +44,13 @@ after(async () => {
 
 /** Options every test uses: the local HUB, tiny delays, no settings file. */
 function options(extra: SessionOptions = {}): SessionOptions {
-  return {
-    apiRoot: hub.url,
-    webRoot: hub.url,
-    settingsFile: false,
-    env: () => undefined,
-    logger: "quiet",
-    rateLimits: { metrics: 10, ckpt: 0, heartbeat: 60_000 },
-    journal: false,
-    backoff: { minTimeout: 1, maxTimeout: 5, jitter: 0 },
-    ...extra,
-  };
+  return localSessionOptions(hub.url, { heartbeat: true, ...extra });
 }
 
 /** A model the local HUB knows, ready to be trained. */
+/** A model the local HUB knows, ready to be trained. */
 async function newModelId(name = "yolov8n.yaml"): Promise<string> {
-  return await client.createModel(
-    createModelPayload(name, { data: "coco8.yaml", epochs: 3 }),
-  );
+  return await newModel(client, name);
 }
 
 interface Call {

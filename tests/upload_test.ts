@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { serveHub } from "../src/server/mod.ts";
 import type { HubServer } from "../src/server/mod.ts";
 import { HUBClient } from "../src/transport/client.ts";
-import { createModelPayload } from "../src/session/session.ts";
+import { createModelPayload } from "../src/protocol/model_payload.ts";
 import { createMultipartUpload } from "../src/transport/multipart_body.ts";
 import { HUBError } from "../src/common/errors.ts";
 import type { Logger, UploadProgress } from "../src/protocol/types.ts";

@@ -48,11 +48,8 @@
 import type { CheckpointOutcome } from "./checkpoints.ts";
 import { type HUBError, toHUBError } from "../common/errors.ts";
 import { consoleLogger } from "../common/logger.ts";
-import type {
-  FinalUploadResult,
-  FlushReport,
-  HUBTrainingSession,
-} from "./session.ts";
+import type { FinalUploadResult, FlushReport } from "./options.ts";
+import type { HUBTrainingSession } from "./session.ts";
 import type {
   EpochMetrics,
   Logger,

@@ -65,19 +65,10 @@ import type {
   TrainArgs,
 } from "../protocol/types.ts";
 
-export type { CheckpointOutcome } from "./checkpoints.ts";
-export {
-  DEFAULT_RATE_LIMITS,
-  type FinalUploadResult,
-  type FlushOptions,
-  type FlushReport,
-  type MetricsUploadResult,
-  type RateLimits,
-  type SessionOptions,
-  type SessionTransport,
-  type UploadModelCallOptions,
-} from "./options.ts";
-export { createModelPayload } from "../protocol/model_payload.ts";
+// The public surface (the option and result types) is exported by mod.ts
+// from options.ts; this one re-export stays for callers that build a model
+// payload next to the session.
+export { createModelPayload };
 
 const DEFAULT_FLUSH_TIMEOUT = 30_000;
 
