@@ -3,7 +3,7 @@
  * model, keep the server told that the trainer is alive, stream per-epoch
  * metrics, upload checkpoints and the final weights, and lose none of it to
  * a flaky network. Works on Deno and Bun and depends only on the Deno
- * standard library (`@std/async`, `@std/path`, `@std/fmt`); the local HUB
+ * standard library (`@std/async`, `@std/fmt`); the local HUB
  * server (`./server`) speaks the same v1 protocol.
  *
  * @example Train against the local HUB
