@@ -458,6 +458,8 @@ class S3BlobWriter implements BlobWriter {
   #size = 0;
   /** The part being filled: bytes are copied once, into it. */
   #part: Uint8Array | undefined;
+  /** Part buffers whose upload finished, reused by the next parts. */
+  #free: Uint8Array[] = [];
   #pendingBytes = 0;
   #uploadKey: string;
   #uploadId: Promise<string> | undefined;
@@ -513,7 +515,8 @@ class S3BlobWriter implements BlobWriter {
     // chunk once this resolves); a full part is sent while the next fills.
     let offset = 0;
     while (offset < chunk.byteLength) {
-      this.#part ??= new Uint8Array(this.#settings.partSize);
+      this.#part ??= this.#free.pop() ??
+        new Uint8Array(this.#settings.partSize);
       const take = Math.min(
         chunk.byteLength - offset,
         this.#settings.partSize - this.#pendingBytes,
@@ -581,6 +584,10 @@ class S3BlobWriter implements BlobWriter {
       await answer.body.cancel();
       const etag = String(answer.headers.etag ?? "");
       this.#parts.push({ number, etag });
+      // The whole buffer the part was cut from goes back to the pool.
+      if (body.buffer.byteLength === this.#settings.partSize) {
+        this.#free.push(new Uint8Array(body.buffer));
+      }
     })().catch((error: unknown) => {
       this.#failure ??= error;
     });
@@ -654,6 +661,7 @@ class S3BlobWriter implements BlobWriter {
 
   #release(): void {
     this.#part = undefined;
+    this.#free = [];
     this.#pendingBytes = 0;
     this.#settings.signal?.removeEventListener("abort", this.#onAbort);
   }
