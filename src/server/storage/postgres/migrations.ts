@@ -49,6 +49,11 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 2,
+    name: "index of recently changed models (live updates)",
+    sql: `CREATE INDEX hub_models_updated_at ON hub_models (updated_at);`,
+  },
 ]);
 
 /** Arbitrary constant naming the migration lock (`pg_advisory_xact_lock`). */

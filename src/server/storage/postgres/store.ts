@@ -15,10 +15,9 @@
  * `synchronous_commit = on` makes that durable), so every acknowledged write
  * survives a crash of the server or of the database.
  *
- * Live updates: each committed change sends `NOTIFY hub_model_changes` with
- * `{"id", "kind"}` in the same transaction (delivered at commit, never for a
- * rolled-back change); {@linkcode PostgresModelStore.watch} listens, so a
- * page served by one process hears of changes made through another.
+ * Live updates: every change moves the model's `updated_at`;
+ * {@linkcode PostgresModelStore.watch} looks for moved ones, so a page
+ * served by one process hears of changes made through another.
  *
  * Faults: a query that cannot reach the database (refused, reset, server
  * shutting down or starting, too many connections) rejects with
@@ -32,7 +31,7 @@
  */
 
 import postgres from "postgres";
-import type { Sql, TransactionSql } from "postgres";
+import type { Sql } from "postgres";
 import { randomBytes, randomInt } from "node:crypto";
 import {
   type CallOptions,
@@ -88,7 +87,6 @@ export interface ModelChange {
   kind: "created" | "updated" | "metrics" | "deleted";
 }
 
-const CHANNEL = "hub_model_changes";
 /** How often {@linkcode PostgresModelStore.watch} looks for changes, in ms. */
 export const WATCH_MS = 500;
 /** Changes are looked for this far back, for clocks of other processes. */
@@ -271,10 +269,6 @@ export class PostgresModelStore implements ModelStore {
     }
   }
 
-  async #notify(tx: TransactionSql, change: ModelChange): Promise<void> {
-    await tx`SELECT pg_notify(${CHANNEL}, ${JSON.stringify(change)})`;
-  }
-
   /**
    * Lists the ids of the models that exist and are not soft-deleted.
    *
@@ -352,7 +346,6 @@ export class PostgresModelStore implements ModelStore {
             VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
             ON CONFLICT (id) DO NOTHING RETURNING id`;
           if (rows.length === 0) return false;
-          await this.#notify(tx, { id: record.id, kind: "created" });
           return true;
         });
         if (created) return record;
@@ -388,7 +381,6 @@ export class PostgresModelStore implements ModelStore {
           UPDATE hub_models
           SET document = ${tx.json(toJson(record))}, updated_at = ${now}
           WHERE id = ${id}`;
-        await this.#notify(tx, { id, kind: "updated" });
         return { record, result };
       }) as { record: ModelRecord; result: T } | undefined
     );
@@ -417,7 +409,6 @@ export class PostgresModelStore implements ModelStore {
               WHERE id = ${id} AND deleted_at IS NULL
               RETURNING NULL AS deleted_at`;
         const existed = rows.length > 0 && rows[0]?.deleted_at === null;
-        if (existed) await this.#notify(tx, { id, kind: "deleted" });
         return existed;
       }) as boolean
     );
@@ -449,9 +440,18 @@ export class PostgresModelStore implements ModelStore {
     }
     return this.run(async () =>
       await this.#sql.begin(async (tx) => {
+        // One statement locks the row, starts training and stamps the
+        // time (the hot path of a run: no document round trip).
         const rows = await tx<{ document: ModelRecord }[]>`
-          SELECT document FROM hub_models
-          WHERE id = ${id} AND deleted_at IS NULL FOR UPDATE`;
+          UPDATE hub_models
+          SET updated_at = ${now},
+              document = jsonb_set(
+                jsonb_set(document, '{updatedAt}', to_jsonb(${now}::bigint)),
+                '{status}',
+                CASE WHEN document->>'status' = 'new' THEN '"training"'::jsonb
+                     ELSE document->'status' END)
+          WHERE id = ${id} AND deleted_at IS NULL
+          RETURNING document`;
         const record = rows[0]?.document;
         if (record === undefined) return undefined;
         if (metrics.size > 0) {
@@ -464,13 +464,6 @@ export class PostgresModelStore implements ModelStore {
             ON CONFLICT (model_id, epoch) DO UPDATE
             SET metrics = excluded.metrics, recorded_at = excluded.recorded_at`;
         }
-        if (record.status === "new") record.status = "training";
-        record.updatedAt = now;
-        await tx`
-          UPDATE hub_models
-          SET document = ${tx.json(toJson(record))}, updated_at = ${now}
-          WHERE id = ${id}`;
-        await this.#notify(tx, { id, kind: "metrics" });
         return record;
       }) as ModelRecord | undefined
     );
@@ -563,7 +556,6 @@ export class PostgresModelStore implements ModelStore {
                         ${batch.map((e) => JSON.stringify(e.metrics))}::text[])
               AS t(e, m)`;
         }
-        await this.#notify(tx, { id: record.id, kind: "updated" });
       });
     });
   }
@@ -575,11 +567,12 @@ export class PostgresModelStore implements ModelStore {
    * heartbeats and deletions all move it). Several changes of one model
    * between two looks are reported once, as `updated`.
    *
-   * Why not `LISTEN`: every committed change also sends `NOTIFY
-   * hub_model_changes` (for other tools), but the `postgres` client's
-   * listening connection, when closed during a database outage, keeps
-   * reconnecting after `end()` and holds the process open; a query on the
-   * pool recovers by itself after a restart and holds nothing.
+   * Why not `LISTEN/NOTIFY`: the `postgres` client's listening connection,
+   * when closed during a database outage, keeps reconnecting after `end()`
+   * and holds the process open, and `NOTIFY` serializes every commit on the
+   * notification queue's lock; a query on the pool recovers by itself after
+   * a restart, holds nothing and costs one index scan of the recently
+   * changed rows.
    *
    * @param listener Receives each change.
    * @returns Stops watching.
