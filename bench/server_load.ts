@@ -47,8 +47,19 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "60" },
     clients: { type: "string", default: "20" },
     "live-pages": { type: "string" },
+    // Load a running HUB (e.g. the round-robin front of the scaled mode)
+    // instead of starting one on files; its RSS and files are not checked.
+    target: { type: "string" },
+    // Files vs 2 processes on PostgreSQL + S3, in one run (scaled_load.ts).
+    scaled: { type: "boolean", default: false },
   },
 });
+if (values.scaled) {
+  const { runScaled } = await import("./scaled_load.ts");
+  await runScaled(process.argv.slice(2).filter((a) => a !== "--scaled"));
+  process.exit(0);
+}
+const target = values.target;
 /** Pages to open at half time; `--live-pages 0` measures the halves alone. */
 const splitRun = values["live-pages"] !== undefined;
 const livePages = Number(values["live-pages"] ?? "0");
@@ -72,34 +83,37 @@ const dataDir = join(work, "data");
 // ------------------------------------------------------------ the server ---
 
 const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-const server = spawn(
+const server = target !== undefined ? undefined : spawn(
   deno?.execPath() ?? "deno",
   ["task", "hub", "--port", "0", "--data", dataDir],
   { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
 );
 let serverStderr = "";
-server.stderr.setEncoding("utf8");
-server.stderr.on("data", (chunk: string) => serverStderr += chunk);
-const apiRoot = await new Promise<string>((resolve, reject) => {
-  let out = "";
-  server.stdout.setEncoding("utf8");
-  const onData = (chunk: string): void => {
-    out += chunk;
-    const match = /HUB listening on (http:\/\/\S+)/.exec(out);
-    if (match !== null) {
-      server.stdout.off("data", onData);
-      server.stdout.resume();
-      resolve(match[1] ?? "");
-    }
-  };
-  server.stdout.on("data", onData);
-  server.on(
-    "exit",
-    (code) => reject(new Error(`The server exited (${code}): ${serverStderr}`)),
-  );
-});
+server?.stderr.setEncoding("utf8");
+server?.stderr.on("data", (chunk: string) => serverStderr += chunk);
+const apiRoot = server === undefined
+  ? target!.replace(/\/+$/, "")
+  : await new Promise<string>((resolve, reject) => {
+    let out = "";
+    server.stdout.setEncoding("utf8");
+    const onData = (chunk: string): void => {
+      out += chunk;
+      const match = /HUB listening on (http:\/\/\S+)/.exec(out);
+      if (match !== null) {
+        server.stdout.off("data", onData);
+        server.stdout.resume();
+        resolve(match[1] ?? "");
+      }
+    };
+    server.stdout.on("data", onData);
+    server.on(
+      "exit",
+      (code) =>
+        reject(new Error(`The server exited (${code}): ${serverStderr}`)),
+    );
+  });
 if (!/^http:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/.test(apiRoot)) {
-  server.kill("SIGTERM");
+  server?.kill("SIGTERM");
   throw new Error(`Cannot load a non-loopback server: ${apiRoot}`);
 }
 
@@ -134,6 +148,7 @@ async function descendants(pid: number): Promise<number[]> {
 }
 
 async function serverPid(): Promise<number | undefined> {
+  if (server === undefined) return undefined;
   for (const pid of await descendants(server.pid ?? 0)) {
     try {
       const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
@@ -380,11 +395,13 @@ for (const [model, sha] of lastUpload) {
 
 // Stop the serving process itself (a signal to `deno task` is not forwarded).
 if (pid !== undefined) process.kill(pid, "SIGTERM");
-else server.kill("SIGTERM");
-const exitCode = await new Promise<number | null>((resolve) => {
-  if (server.exitCode !== null) resolve(server.exitCode);
-  else server.on("exit", (code) => resolve(code));
-});
+else server?.kill("SIGTERM");
+const exitCode = server === undefined
+  ? null
+  : await new Promise<number | null>((resolve) => {
+    if (server.exitCode !== null) resolve(server.exitCode);
+    else server.on("exit", (code) => resolve(code));
+  });
 
 let documents = 0;
 let corrupted = 0;
@@ -404,7 +421,7 @@ async function walk(path: string): Promise<void> {
     }
   }
 }
-await walk(dataDir);
+if (server !== undefined) await walk(dataDir);
 let leftovers = 0;
 try {
   leftovers = (await readdir(join(dataDir, "weights", ".partial"))).length;
