@@ -10,6 +10,10 @@
  * endpoints, and not against the live service, which cannot be reached from
  * our test machines.
  *
+ * Length (~550 lines): one class holding the run's state, which every event
+ * method reads and updates; the event data builders are in `events.ts`, the
+ * HTTP exchange in `client.ts`, the signed upload in `signed_put.ts`.
+ *
  * @module
  */
 
@@ -27,15 +31,18 @@ import type {
   PlatformRequestOptions,
 } from "./client.ts";
 import { platformEnvironment } from "./environment.ts";
+import {
+  argsFromPayload,
+  epochEndData,
+  trainingStartedData,
+} from "./events.ts";
 import { jsonSafe } from "../../protocol/platform.ts";
 import type {
   EpochEndData,
   PlatformEnvironment,
   PlatformEventReply,
-  PlatformModelInfo,
   PlatformTarget,
   TrainingCompleteData,
-  TrainingStartedData,
 } from "../../protocol/platform.ts";
 import type {
   CreateModelPayload,
@@ -71,119 +78,6 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
 export interface PlatformUploadOptions
   extends PlatformRequestOptions, WeightsUpload {}
-
-const MODEL_INFO_KEYS = {
-  parameters: "model/parameters",
-  gflops: "model/GFLOPs",
-  speedMs: "model/speed_PyTorch(ms)",
-} as const;
-
-/**
- * Splits a flat metrics map into the parts of an `epoch_end`: `model/*`
- * facts become `modelInfo` (epoch 0), `system/*` values `system`, a
- * `fitness` value the epoch's fitness (else `0.1 mAP50 + 0.9 mAP50-95` when
- * both are present, as the Ultralytics detection fitness); the rest stays
- * in `metrics`.
- *
- * @param epoch Zero-based epoch.
- * @param all The epoch's flat metrics.
- * @returns The `epoch_end` data without `best_fitness`.
- *
- * @example Split epoch 0
- * ```ts
- * import { epochEndData } from "./transport.ts";
- *
- * const data = epochEndData(0, { "train/loss": 1, "model/parameters": 3000 });
- * console.assert(data.modelInfo?.parameters === 3000 && !("model/parameters" in data.metrics));
- * ```
- */
-export function epochEndData(epoch: number, all: EpochMetrics): EpochEndData {
-  const metrics: Record<string, number> = {};
-  const system: Record<string, number> = {};
-  let info: Partial<PlatformModelInfo> | undefined;
-  let fitness: number | undefined;
-  for (const [key, value] of Object.entries(all)) {
-    const infoKey = (Object.keys(MODEL_INFO_KEYS) as Array<
-      keyof typeof MODEL_INFO_KEYS
-    >).find((k) => MODEL_INFO_KEYS[k] === key);
-    if (infoKey !== undefined) (info ??= {})[infoKey] = value;
-    else if (key.startsWith("system/")) system[key.slice(7)] = value;
-    else if (key === "fitness") fitness = value;
-    else metrics[key] = value;
-  }
-  const map50 = all["metrics/mAP50(B)"];
-  const map = all["metrics/mAP50-95(B)"];
-  if (fitness === undefined && map50 !== undefined && map !== undefined) {
-    fitness = 0.1 * map50 + 0.9 * map;
-  }
-  const data: EpochEndData = { epoch, metrics };
-  if (Object.keys(system).length > 0) data.system = system;
-  if (fitness !== undefined) data.fitness = fitness;
-  if (info !== undefined && epoch === 0) {
-    data.modelInfo = {
-      parameters: info.parameters ?? 0,
-      gflops: info.gflops ?? 0,
-      speedMs: info.speedMs ?? 0,
-    };
-  }
-  return data;
-}
-
-/**
- * Builds the `training_started` data from the trainer's arguments: every
- * argument as a string, `epochs` (default 300) and `device`.
- *
- * @param args The trainer's arguments.
- * @param environment The machine and runtime.
- * @returns The event's data.
- *
- * @example Arguments become strings
- * ```ts
- * import { trainingStartedData } from "./transport.ts";
- * import { platformEnvironment } from "./environment.ts";
- *
- * const data = trainingStartedData({ epochs: 3, batch: 16 }, platformEnvironment());
- * console.assert(data.trainArgs.batch === "16" && data.epochs === 3);
- * ```
- */
-export function trainingStartedData(
-  args: TrainArgs,
-  environment: PlatformEnvironment,
-): TrainingStartedData {
-  const trainArgs: Record<string, string> = {};
-  for (const [key, value] of Object.entries(args)) {
-    if (value === undefined) continue;
-    trainArgs[key] = typeof value === "string"
-      ? value
-      : typeof value === "object" && value !== null
-      ? JSON.stringify(value)
-      : String(value);
-  }
-  const epochs = typeof args.epochs === "number" && Number.isFinite(args.epochs)
-    ? args.epochs
-    : 300;
-  return {
-    trainArgs,
-    epochs,
-    device: String(args.device ?? ""),
-    environment,
-  };
-}
-
-function argsFromPayload(payload: CreateModelPayload): TrainArgs {
-  return {
-    model: payload.meta.name,
-    ...(payload.dataset.name === undefined
-      ? {}
-      : { data: payload.dataset.name }),
-    epochs: payload.config.epochs,
-    batch: payload.config.batchSize,
-    imgsz: payload.config.imageSize,
-    patience: payload.config.patience,
-    device: payload.config.device,
-    cache: payload.config.cache,
-  };
-}
 
 /**
  * The Platform transport of a session.
