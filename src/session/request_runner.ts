@@ -10,6 +10,11 @@
  * `Retry-After`/`X-RateLimit-Reset` (the next attempt starts no earlier than
  * the server asked), and one log line per retry and per final failure.
  *
+ * Length (~530 lines, a third of it documentation): the runner's option and
+ * report types stay beside the one class whose methods take and return them;
+ * the budgets are in `request_budget.ts`, the error classification and log
+ * wording in `request_errors.ts`.
+ *
  * @module
  */
 
