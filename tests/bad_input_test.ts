@@ -1,3 +1,6 @@
+// Bad input from every side: generated identifiers, malformed server replies
+// and awkward files, each met with a typed error. Over 500 lines because it
+// is a table of cases per source; shared set-up is in tests/support/.
 import { after, before, describe, test } from "node:test";
 import {
   assert,

@@ -1,3 +1,6 @@
+// HUBClient, one method per endpoint, against the local HUB, then its
+// envelope checks and error mapping. Over 500 lines because it is one test
+// per endpoint and per status rule (34 of them).
 import { after, before, describe, test } from "node:test";
 import {
   assert,

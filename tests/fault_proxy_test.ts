@@ -1,3 +1,6 @@
+// The fault-injecting proxy the resilience tests rely on: each fault it
+// injects, its replay by seed and its streaming. Over 500 lines because it
+// is one test per fault (24 of them).
 import { after, before, describe, test } from "node:test";
 import {
   assert,

@@ -1,3 +1,6 @@
+// The Platform transport: names and event payloads, a run against the local
+// HUB's Platform endpoints, and the signed PUT. Over 500 lines because it is
+// one test per event and per upload rule.
 import { after, before, describe, test } from "node:test";
 import {
   assert,

@@ -1,3 +1,6 @@
+// The request runner: retry budgets, Retry-After, deadlines, abort and
+// settle(), error classification and wording, then the same against the
+// local HUB. Over 500 lines because it is one test per rule (23 of them).
 import { describe, test } from "node:test";
 import {
   assert,

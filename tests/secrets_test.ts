@@ -1,3 +1,6 @@
+// The API key never leaks: not in logs, errors, URLs or over plain HTTP to
+// another host, not through a redirect. Over 500 lines because each path a
+// key could take has its own real server set-up.
 import { after, before, describe, test } from "node:test";
 import { assert, assertEquals } from "@std/assert";
 import { randomBytes } from "node:crypto";

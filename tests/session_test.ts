@@ -1,3 +1,7 @@
+// HUBTrainingSession end to end against a real local HUB: opening, metrics,
+// checkpoints, the final upload, the heartbeat and close(). Over 500 lines
+// because it is one test per promise of the session (28 of them); shared
+// set-up is in tests/support/.
 import { after, before, test } from "node:test";
 import {
   assert,
