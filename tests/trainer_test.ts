@@ -11,11 +11,8 @@ import {
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  CHECKPOINT_MAGIC,
-  type EpochResult,
-  TinyTrainer,
-} from "../src/demo/trainer.ts";
+import { CHECKPOINT_MAGIC, TinyTrainer } from "../src/demo/trainer.ts";
+import type { EpochResult } from "../src/demo/trainer_options.ts";
 
 /** Trains until done and returns every epoch's result. */
 async function trainAll(trainer: TinyTrainer): Promise<EpochResult[]> {

@@ -8,7 +8,7 @@
 import type { TrainEndReport } from "../session/callbacks.ts";
 import type { RateLimits } from "../session/options.ts";
 import type { Logger, ProgressCallback } from "../protocol/types.ts";
-import type { TinyTrainerOptions } from "./trainer.ts";
+import type { TinyTrainerOptions } from "./trainer_options.ts";
 
 /**
  * The demo's rate limits, in milliseconds: small, so that a few seconds of

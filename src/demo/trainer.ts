@@ -24,15 +24,6 @@ import type {
   TinyTrainerOptions,
 } from "./trainer_options.ts";
 
-export type {
-  EpochResult,
-  LoadOptions,
-  ModelInfo,
-  SaveOptions,
-  TinyTrainerArgs,
-  TinyTrainerOptions,
-} from "./trainer_options.ts";
-
 export const CHECKPOINT_MAGIC: string = "HUBTINY1";
 
 const DATASET = "two-spirals";

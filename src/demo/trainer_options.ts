@@ -10,7 +10,7 @@
  * @example Train briefly with a fixed seed
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { TinyTrainerOptions } from "./trainer.ts";
+ * import type { TinyTrainerOptions } from "./trainer_options.ts";
  *
  * const options: TinyTrainerOptions = { epochs: 1, seed: 1, samples: 100 };
  * await new TinyTrainer(options).trainEpoch();
@@ -70,7 +70,7 @@ export interface TinyTrainerOptions {
  * @example Build a HUB model config from the arguments
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { TinyTrainerArgs } from "./trainer.ts";
+ * import type { TinyTrainerArgs } from "./trainer_options.ts";
  *
  * const args: TinyTrainerArgs = new TinyTrainer({ samples: 100 }).args;
  * const config = { epochs: args.epochs, batchSize: args.batch, imageSize: args.imgsz };
@@ -110,7 +110,7 @@ export interface TinyTrainerArgs {
  * @example Read an epoch's result
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { EpochResult } from "./trainer.ts";
+ * import type { EpochResult } from "./trainer_options.ts";
  *
  * const result: EpochResult = await new TinyTrainer({ epochs: 1, samples: 100 })
  *   .trainEpoch();
@@ -138,7 +138,7 @@ export interface EpochResult {
  * @example Read the model's size
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { ModelInfo } from "./trainer.ts";
+ * import type { ModelInfo } from "./trainer_options.ts";
  *
  * const info: ModelInfo = new TinyTrainer({ samples: 100, hidden: 8 }).info();
  * console.log(info.parameters); // 122
@@ -159,7 +159,7 @@ export interface ModelInfo {
  * @example Encode only the weights, as for a final best.pt
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { SaveOptions } from "./trainer.ts";
+ * import type { SaveOptions } from "./trainer_options.ts";
  *
  * const options: SaveOptions = { optimizer: false };
  * const bytes = new TinyTrainer({ samples: 100 }).serialize(options);
@@ -183,7 +183,7 @@ export interface SaveOptions {
  * @example Restore a trainer that a signal can stop
  * ```ts
  * import { TinyTrainer } from "./trainer.ts";
- * import type { LoadOptions } from "./trainer.ts";
+ * import type { LoadOptions } from "./trainer_options.ts";
  *
  * const options: LoadOptions = { signal: AbortSignal.timeout(60_000) };
  * const bytes = new TinyTrainer({ samples: 100 }).serialize();
