@@ -37,6 +37,11 @@
  * Limitations: the upstream must be plain `http:`; HTTP/1.1 only (no
  * upgrades, no HTTP/2); request heads are limited to 64 KiB.
  *
+ * Length (~1,000 lines): the proxy parses request heads and bodies itself
+ * (the reason above), and each fault is a few lines of that same connection
+ * state; splitting them would pass the socket pair and the parser between
+ * files.
+ *
  * @module
  */
 
