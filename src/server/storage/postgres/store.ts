@@ -438,11 +438,15 @@ export class PostgresModelStore implements ModelStore {
         );
       }
     }
-    return this.run(async () =>
-      await this.#sql.begin(async (tx) => {
-        // One statement locks the row, starts training and stamps the
-        // time (the hot path of a run: no document round trip).
-        const rows = await tx<{ document: ModelRecord }[]>`
+    const epochs = [...metrics.keys()].map(String);
+    const values = [...metrics.values()].map((m) => JSON.stringify(m));
+    return this.run(async () => {
+      // One statement, so one round trip and its own transaction: the row
+      // update locks the model, starts training and stamps the time; the
+      // epochs are upserted only when the model exists (the hot path of a
+      // run: no document travels to the server).
+      const rows = await this.#sql<{ document: ModelRecord }[]>`
+        WITH model AS (
           UPDATE hub_models
           SET updated_at = ${now},
               document = jsonb_set(
@@ -451,22 +455,17 @@ export class PostgresModelStore implements ModelStore {
                 CASE WHEN document->>'status' = 'new' THEN '"training"'::jsonb
                      ELSE document->'status' END)
           WHERE id = ${id} AND deleted_at IS NULL
-          RETURNING document`;
-        const record = rows[0]?.document;
-        if (record === undefined) return undefined;
-        if (metrics.size > 0) {
-          const epochs = [...metrics.keys()].map(String);
-          const values = [...metrics.values()].map((m) => JSON.stringify(m));
-          await tx`
-            INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
-            SELECT ${id}, e::bigint, m::jsonb, ${now}
-            FROM unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
-            ON CONFLICT (model_id, epoch) DO UPDATE
-            SET metrics = excluded.metrics, recorded_at = excluded.recorded_at`;
-        }
-        return record;
-      }) as ModelRecord | undefined
-    );
+          RETURNING id, document
+        ), stored AS (
+          INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
+          SELECT model.id, e::bigint, m::jsonb, ${now}
+          FROM model, unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
+          ON CONFLICT (model_id, epoch) DO UPDATE
+          SET metrics = excluded.metrics, recorded_at = excluded.recorded_at
+        )
+        SELECT document FROM model`;
+      return rows[0]?.document;
+    });
   }
 
   /**
