@@ -14,9 +14,14 @@ import { join } from "node:path";
 import {
   BlobChecksumError,
   type BlobStore,
+  ModelLimitError,
   type ModelStore,
   type NewModel,
 } from "../src/server/storage/contract.ts";
+import {
+  MAX_EPOCHS_PER_MODEL,
+  MAX_METRIC_NAMES_PER_MODEL,
+} from "../src/protocol/metrics_rules.ts";
 import { FileBlobStore } from "../src/server/storage/files/blobs.ts";
 import { FileModelStore } from "../src/server/storage/files/models.ts";
 import { openPostgresModelStore } from "../src/server/storage/postgres/store.ts";
@@ -213,6 +218,70 @@ for (const [name, open] of modelStores) {
         undefined,
       );
       assertEquals(await store.epochCount(hard.id), 0);
+    });
+
+    test("upsertMetrics() refuses a model's epoch beyond the bound, storing nothing", async () => {
+      const model = await store.create(init, 1000);
+      const full = new Map<number, { loss: number }>();
+      for (let e = 0; e < MAX_EPOCHS_PER_MODEL; e++) full.set(e, { loss: e });
+      assert(await store.upsertMetrics(model.id, full, 1500));
+      const error = await assertRejects(
+        () =>
+          store.upsertMetrics(
+            model.id,
+            new Map([[1, { loss: 0 }], [MAX_EPOCHS_PER_MODEL, { loss: 0 }]]),
+            2000,
+          ),
+        ModelLimitError,
+      );
+      assert(
+        error.message.includes(`more than ${MAX_EPOCHS_PER_MODEL} epochs`),
+      );
+      assertEquals(await store.epochCount(model.id), MAX_EPOCHS_PER_MODEL);
+      const kept = await store.listMetrics(model.id, {
+        afterEpoch: 0,
+        limit: 1,
+      });
+      assertEquals(kept, [{ epoch: 1, metrics: { loss: 1 } }]);
+      // Re-sending a stored epoch adds none, so it is still accepted.
+      assert(
+        await store.upsertMetrics(model.id, new Map([[0, { loss: 9 }]]), 2500),
+      );
+    });
+
+    test("upsertMetrics() refuses more distinct metric names than the bound, storing nothing", async () => {
+      const model = await store.create(init, 1000);
+      const half = MAX_METRIC_NAMES_PER_MODEL / 2;
+      const names = (from: number, count: number) =>
+        Object.fromEntries(
+          Array.from({ length: count }, (_, i) => [`m${from + i}`, i]),
+        );
+      await store.upsertMetrics(model.id, new Map([[0, names(0, half)]]), 1500);
+      await store.upsertMetrics(
+        model.id,
+        new Map([[1, names(half, half)]]),
+        1600,
+      );
+      const error = await assertRejects(
+        () =>
+          store.upsertMetrics(
+            model.id,
+            new Map([[2, { ...names(0, 3), extra: 1 }]]),
+            2000,
+          ),
+        ModelLimitError,
+      );
+      assert(
+        error.message.includes(
+          `more than ${MAX_METRIC_NAMES_PER_MODEL} distinct metric names`,
+        ),
+      );
+      assertEquals(await store.epochCount(model.id), 2);
+      // Names the model already holds are accepted in any epoch.
+      assert(
+        await store.upsertMetrics(model.id, new Map([[2, names(7, 9)]]), 2500),
+      );
+      assertEquals(await store.epochCount(model.id), 3);
     });
 
     test("listIds() pages through live models in ascending order", async () => {

@@ -71,6 +71,10 @@ import type {
   NewModel,
   StoredMetrics,
 } from "./records.ts";
+import {
+  MAX_EPOCHS_PER_MODEL,
+  MAX_METRIC_NAMES_PER_MODEL,
+} from "../../protocol/metrics_rules.ts";
 
 export type {
   EpochEntry,
@@ -556,6 +560,50 @@ export class ModelLimitError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "ModelLimitError";
+  }
+}
+
+/** What a model would hold after a metrics upsert. */
+export interface MetricsUsage {
+  /** Distinct epochs. */
+  epochs: number;
+  /** Distinct metric names over all its epochs. */
+  names: number;
+}
+
+/**
+ * The per-model bounds of {@linkcode MetricsStore.upsertMetrics}, in one
+ * place for every backend: each computes, inside its atomic step, what the
+ * model would hold and calls this before it writes anything. The storage
+ * contract tests check every backend against it.
+ *
+ * @param usage What the model would hold after the upsert.
+ * @throws {ModelLimitError} When it would hold more than
+ * `MAX_EPOCHS_PER_MODEL` epochs or `MAX_METRIC_NAMES_PER_MODEL` distinct
+ * metric names.
+ *
+ * @example Refuse the epoch after the last one allowed
+ * ```ts
+ * import { checkMetricsUsage, ModelLimitError } from "./contract.ts";
+ *
+ * checkMetricsUsage({ epochs: 10, names: 3 }); // within the bounds
+ * try {
+ *   checkMetricsUsage({ epochs: 10_001, names: 3 });
+ * } catch (error) {
+ *   console.log(error instanceof ModelLimitError); // true
+ * }
+ * ```
+ */
+export function checkMetricsUsage(usage: MetricsUsage): void {
+  if (usage.epochs > MAX_EPOCHS_PER_MODEL) {
+    throw new ModelLimitError(
+      `Cannot store the metrics as the model would hold more than ${MAX_EPOCHS_PER_MODEL} epochs`,
+    );
+  }
+  if (usage.names > MAX_METRIC_NAMES_PER_MODEL) {
+    throw new ModelLimitError(
+      `Cannot store the metrics as the model would hold more than ${MAX_METRIC_NAMES_PER_MODEL} distinct metric names`,
+    );
   }
 }
 

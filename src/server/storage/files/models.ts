@@ -46,11 +46,7 @@ import {
   unlink,
 } from "node:fs/promises";
 import { join } from "node:path";
-import {
-  MAX_EPOCHS_PER_MODEL,
-  MAX_METRIC_NAMES_PER_MODEL,
-} from "../../../protocol/metrics_rules.ts";
-import { ModelLimitError } from "../contract.ts";
+import { checkMetricsUsage } from "../contract.ts";
 import type {
   CallOptions,
   GetOptions,
@@ -504,20 +500,14 @@ export class FileModelStore implements ModelStore {
       if (metrics.size === 0) return current;
       let added = 0;
       for (const epoch of metrics.keys()) if (!entry.epochs.has(epoch)) added++;
-      if (entry.epochs.size + added > MAX_EPOCHS_PER_MODEL) {
-        throw new ModelLimitError(
-          `Cannot store the metrics as the model would hold more than ${MAX_EPOCHS_PER_MODEL} epochs`,
-        );
-      }
       const names = new Set(entry.names);
       for (const values of metrics.values()) {
         for (const name of Object.keys(values)) names.add(name);
       }
-      if (names.size > MAX_METRIC_NAMES_PER_MODEL) {
-        throw new ModelLimitError(
-          `Cannot store the metrics as the model would hold more than ${MAX_METRIC_NAMES_PER_MODEL} distinct metric names`,
-        );
-      }
+      checkMetricsUsage({
+        epochs: entry.epochs.size + added,
+        names: names.size,
+      });
       try {
         await appendSynced(this.#metricsPath(id), metricsLine(metrics, now), {
           mayCreate: entry.entries === 0,

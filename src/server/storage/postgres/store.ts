@@ -35,6 +35,7 @@ import type { Sql } from "postgres";
 import { randomBytes, randomInt } from "node:crypto";
 import {
   type CallOptions,
+  checkMetricsUsage,
   type EpochEntry,
   type ListOptions,
   type MetricsListOptions,
@@ -45,6 +46,10 @@ import {
   StorageUnavailableError,
   type StoredMetrics,
 } from "../contract.ts";
+import {
+  MAX_EPOCHS_PER_MODEL,
+  MAX_METRIC_NAMES_PER_MODEL,
+} from "../../../protocol/metrics_rules.ts";
 import { migrate, MIGRATIONS, SchemaVersionError } from "./migrations.ts";
 
 /** Options of {@linkcode openPostgresModelStore}. */
@@ -441,12 +446,39 @@ export class PostgresModelStore implements ModelStore {
     const epochs = [...metrics.keys()].map(String);
     const values = [...metrics.values()].map((m) => JSON.stringify(m));
     return this.run(async () => {
-      // One statement, so one round trip and its own transaction: the row
-      // update locks the model, starts training and stamps the time; the
-      // epochs are upserted only when the model exists (the hot path of a
-      // run: no document travels to the server).
-      const rows = await this.#sql<{ document: ModelRecord }[]>`
-        WITH model AS (
+      // One statement, so one round trip and its own transaction: `usage`
+      // is what the model would hold (epochs kept plus those sent, distinct
+      // names over both); only within the bounds does the row update lock
+      // the model, start training and stamp the time, and are the epochs
+      // upserted (the hot path of a run: no document travels to the
+      // server). Outside them nothing is written and the bound is named.
+      // Two posts to one model racing in separate transactions each count
+      // from their own snapshot, so together they may pass a bound by at
+      // most one post's epochs (MAX_EPOCHS_PER_POST).
+      const rows = await this.#sql<
+        {
+          document: ModelRecord | null;
+          found: boolean;
+          epochs: string;
+          names: string;
+        }[]
+      >`
+        WITH incoming AS (
+          SELECT e::bigint AS epoch, m::jsonb AS metrics
+          FROM unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
+        ), kept AS (
+          SELECT h.metrics FROM hub_metrics h
+          WHERE h.model_id = ${id}
+            AND h.epoch NOT IN (SELECT epoch FROM incoming)
+        ), usage AS (
+          SELECT
+            (SELECT count(*) FROM kept) + (SELECT count(*) FROM incoming)
+              AS epochs,
+            (SELECT count(*) FROM (
+              SELECT jsonb_object_keys(metrics) FROM kept
+              UNION SELECT jsonb_object_keys(metrics) FROM incoming) n)
+              AS names
+        ), model AS (
           UPDATE hub_models
           SET updated_at = ${now},
               document = jsonb_set(
@@ -455,16 +487,31 @@ export class PostgresModelStore implements ModelStore {
                 CASE WHEN document->>'status' = 'new' THEN '"training"'::jsonb
                      ELSE document->'status' END)
           WHERE id = ${id} AND deleted_at IS NULL
+            AND (SELECT epochs <= ${MAX_EPOCHS_PER_MODEL}
+                   AND names <= ${MAX_METRIC_NAMES_PER_MODEL} FROM usage)
           RETURNING id, document
         ), stored AS (
           INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
-          SELECT model.id, e::bigint, m::jsonb, ${now}
-          FROM model, unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
+          SELECT model.id, incoming.epoch, incoming.metrics, ${now}
+          FROM model, incoming
           ON CONFLICT (model_id, epoch) DO UPDATE
           SET metrics = excluded.metrics, recorded_at = excluded.recorded_at
         )
-        SELECT document FROM model`;
-      return rows[0]?.document;
+        SELECT (SELECT document FROM model) AS document,
+          EXISTS (SELECT 1 FROM hub_models
+                  WHERE id = ${id} AND deleted_at IS NULL) AS found,
+          usage.epochs, usage.names
+        FROM usage`;
+      const row = rows[0];
+      if (row === undefined) return undefined;
+      if (row.document !== null) return row.document;
+      if (row.found) {
+        checkMetricsUsage({
+          epochs: Number(row.epochs),
+          names: Number(row.names),
+        });
+      }
+      return undefined;
     });
   }
 
