@@ -138,6 +138,33 @@ describe("HUBTrainingSession on ul://", () => {
     assertEquals(complete.results.bestEpoch, 29);
   });
 
+  test("training_complete carries the class names the final upload was given, and none when it was not", async () => {
+    const sent: Record<string, unknown>[] = [];
+    for (const classNames of [["stop", "yield", "speed-limit"], undefined]) {
+      const session = await HUBTrainingSession.create(
+        `ul://ada/road-signs/names-${
+          classNames === undefined ? "none" : "given"
+        }`,
+        options(),
+      );
+      await session.createModel({ data: "coco8.yaml", epochs: 1 });
+      session.queueMetrics(0, metricsOf(0));
+      const file = join(dir, "names-best.pt");
+      await writeFile(file, randomBytes(1_000));
+      await session.uploadModel(0, file, {
+        final: true,
+        ...(classNames === undefined ? {} : { classNames }),
+      });
+      await session.close();
+      const events = await hub.events(session.modelId!);
+      const complete = events.find((e) => e.event === "training_complete");
+      assert(complete !== undefined, "training_complete was received");
+      sent.push(complete.data as Record<string, unknown>);
+    }
+    assertEquals(sent[0]!.classNames, ["stop", "yield", "speed-limit"]);
+    assertEquals("classNames" in sent[1]!, false);
+  });
+
   test("a Stop on the HUB stops the trainer at the next epoch and the final upload is still made", async () => {
     const session = await HUBTrainingSession.create(
       "ul://ada/road-signs/stopped-run",

@@ -69,6 +69,8 @@ export interface DeferredWeights {
   isBest: boolean;
   /** Mean average precision (final weights). */
   map: number;
+  /** Class names of the final weights, when the trainer gave them. */
+  classNames?: string[] | undefined;
 }
 
 interface MetricsRecord {

@@ -132,6 +132,14 @@ export interface UploadModelCallOptions {
   map?: number | undefined;
   /** Upload the final weights (awaited) rather than a checkpoint. @default {false} */
   final?: boolean | undefined;
+  /**
+   * Class names of the final model, index = class id: the Ultralytics
+   * Platform receives them with `training_complete` (a HUB v1 server has no
+   * field for them and ignores them). Left out when not given.
+   *
+   * @default {undefined}
+   */
+  classNames?: readonly string[] | undefined;
   /** Ignore the checkpoint rate limit. @default {false} */
   force?: boolean | undefined;
   /**

@@ -257,6 +257,9 @@ async function syncModel(
               type: weights.kind === "final" ? "final" : "epoch",
               isBest: weights.isBest,
               map: weights.map,
+              ...(Array.isArray(weights.classNames)
+                ? { classNames: weights.classNames }
+                : {}),
               signal,
             }),
         );

@@ -200,6 +200,9 @@ export class WeightsUploads {
         epoch,
         isBest: options.isBest ?? false,
         map: options.map ?? 0,
+        ...(options.classNames === undefined
+          ? {}
+          : { classNames: [...options.classNames] }),
       });
       return { status: "deferred", epoch };
     } catch {
@@ -265,6 +268,9 @@ export class WeightsUploads {
             file: path,
             type: "final",
             map: options.map ?? 0,
+            ...(options.classNames === undefined
+              ? {}
+              : { classNames: options.classNames }),
             onProgress,
             signal,
           }),

@@ -103,6 +103,12 @@ export interface WeightsUpload {
    * fitness when no fitness was seen. @default {0}
    */
   map?: number | undefined;
+  /**
+   * Class names of the final model (type `"final"`): sent by the Platform
+   * transport in `training_complete`, not part of the HUB v1 upload.
+   * @default {undefined}
+   */
+  classNames?: readonly string[] | undefined;
   /** Receives `{ loaded, total }` in request-body bytes. @default {undefined} */
   onProgress?: ProgressCallback | undefined;
 }

@@ -390,7 +390,25 @@ export class PlatformTransport {
   async uploadWeights(
     options: PlatformUploadOptions,
   ): Promise<{ size: number; sha256: string }> {
-    const { epoch, file, type, map = 0, onProgress, signal, timeout } = options;
+    const {
+      epoch,
+      file,
+      type,
+      map = 0,
+      classNames,
+      onProgress,
+      signal,
+      timeout,
+    } = options;
+    if (
+      classNames !== undefined &&
+      (!Array.isArray(classNames) ||
+        !classNames.every((n) => typeof n === "string"))
+    ) {
+      throw new TypeError(
+        "Cannot upload the final weights as 'classNames' is not an array of strings: pass the class names by class id, or leave it out",
+      );
+    }
     const call = {
       ...(signal === undefined ? {} : { signal }),
       ...(timeout === undefined ? {} : { timeout }),
@@ -462,6 +480,9 @@ export class PlatformTransport {
         modelPath: stored.path,
         modelSize: stored.size,
       },
+      ...(classNames === undefined || classNames.length === 0
+        ? {}
+        : { classNames: [...classNames] }),
       ...(this.#runId === undefined ? {} : { runId: this.#runId }),
     };
     const reply = await this.client.sendEvent(
