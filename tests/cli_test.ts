@@ -12,6 +12,8 @@ import type { CliOptions } from "../src/cli/mod.ts";
 import { HUBClient } from "../src/transport/client.ts";
 import { serveHub } from "../src/server/mod.ts";
 import { HUBTrainingSession } from "../src/session/session.ts";
+import { startPlatformHub, TEST_PLATFORM_KEY } from "./support/platform_hub.ts";
+import type { PlatformHub } from "./support/platform_hub.ts";
 
 type Hub = Awaited<ReturnType<typeof serveHub>>;
 
@@ -249,6 +251,112 @@ describe("hub-session CLI", () => {
     ]);
     assertEquals(model.code, 1);
     assertMatch(model.err.join("\n"), /holds nothing for model/);
+  });
+
+  test("sync --platform-url (or $ULTRALYTICS_PLATFORM_URL) delivers a Platform run's journal with $ULTRALYTICS_API_KEY", async () => {
+    const journal = join(dir, "platform-journal");
+    const first = await startPlatformHub();
+    const port = Number(new URL(first.url).port);
+    let again: PlatformHub | undefined;
+    const envOf = (vars: Record<string, string>) => (name: string) =>
+      name === "YOLO_CONFIG_DIR" ? join(dir, "no-config") : vars[name];
+    try {
+      // Two runs whose last epochs the HUB never acknowledged (it went down).
+      const ids: string[] = [];
+      const sessions = [];
+      for (const name of ["cli-flag", "cli-env"]) {
+        const session = await HUBTrainingSession.create(
+          `ul://ada/road-signs/${name}`,
+          {
+            platformUrl: first.url,
+            apiKey: TEST_PLATFORM_KEY,
+            settingsFile: false,
+            env: () => undefined,
+            logger: "quiet",
+            journal,
+            rateLimits: { metrics: 0 },
+            budgets: { metrics: { maxAttempts: 1 } },
+          },
+        );
+        ids.push(await session.createModel({ data: "coco8.yaml", epochs: 3 }));
+        session.queueMetrics(0, { "train/loss": 0.9 });
+        await session.flush();
+        sessions.push(session);
+      }
+      await first.hub.close();
+      for (const session of sessions) {
+        session.queueMetrics(1, { "train/loss": 0.8 });
+        session.queueMetrics(2, { "train/loss": 0.7 });
+        assertEquals((await session.close({ timeout: 2_000 })).pendingEpochs, [
+          1,
+          2,
+        ]);
+      }
+      again = await startPlatformHub({ dir: first.dir, port });
+      const stored = async (id: string) =>
+        ((await again!.get(`/v1/models/${id}/metrics`)) as unknown as Array<
+          { epoch: number }
+        >).map((m) => m.epoch).sort();
+
+      // Without a key: a clear error naming the variable, nothing sent.
+      const noKey = await run(
+        ["sync", "--platform-url", again.url, "--journal", journal],
+      );
+      assertEquals(noKey.code, 1);
+      assertOneLineError(noKey, /ULTRALYTICS_API_KEY/);
+      assertEquals(await stored(ids[0]!), [0]);
+
+      const flag = await run([
+        "sync",
+        "--platform-url",
+        again.url,
+        "--journal",
+        journal,
+        "--model",
+        ids[0]!,
+      ], { env: envOf({ ULTRALYTICS_API_KEY: TEST_PLATFORM_KEY }) });
+      assertEquals(flag.code, 0, flag.err.join("\n"));
+      assert(
+        flag.out.some((line) =>
+          line.startsWith(
+            `model ${
+              ids[0]
+            }: found 2 epoch(s) and no weights; delivered 2 epoch(s)`,
+          )
+        ),
+        flag.out.join("\n"),
+      );
+      assertEquals(await stored(ids[0]!), [0, 1, 2]);
+      assertEquals(await stored(ids[1]!), [0]);
+
+      // The environment's Platform URL is the default without --hub.
+      const env = await run(["sync", "--journal", journal], {
+        env: envOf({
+          ULTRALYTICS_API_KEY: TEST_PLATFORM_KEY,
+          ULTRALYTICS_PLATFORM_URL: again.url,
+        }),
+      });
+      assertEquals(env.code, 0, env.err.join("\n"));
+      assertEquals(await stored(ids[1]!), [0, 1, 2]);
+      for (const line of [...flag.out, ...flag.err, ...env.out, ...env.err]) {
+        assert(!line.includes(TEST_PLATFORM_KEY), line);
+      }
+
+      const both = await run([
+        "sync",
+        "--platform-url",
+        again.url,
+        "--hub",
+        hub.url,
+      ]);
+      assertEquals(both.code, 2);
+      const help = await run(["sync", "--help"]);
+      assertMatch(help.out.join("\n"), /--platform-url URL/);
+      assertMatch(help.out.join("\n"), /ULTRALYTICS_API_KEY/);
+    } finally {
+      await again?.close();
+      await rm(first.dir, { recursive: true, force: true });
+    }
   });
 
   test("serve runs the local HUB until stopped", async () => {

@@ -17,6 +17,7 @@ import { defaultJournalRoot } from "../session/journal_paths.ts";
 import { createProgressReporter } from "../session/progress.ts";
 import { RequestRunner } from "../session/request_runner.ts";
 import { listJournals, syncJournal } from "../session/sync.ts";
+import { resolvePlatformConfig } from "../transport/platform/config.ts";
 import type { Logger } from "../protocol/types.ts";
 import {
   integer,
@@ -150,6 +151,41 @@ export async function demo(args: string[], io: Io): Promise<number> {
 }
 
 /**
+ * Where `sync` delivers Platform journals, if it does: `--platform-url`, else
+ * (without `--hub`) `$ULTRALYTICS_PLATFORM_URL` or `$PLATFORM_API_URL`. The
+ * key comes from `--key`/`--api-key-file`, else `$ULTRALYTICS_API_KEY`, and
+ * is checked here so that a bad one stops the command before any request
+ * (its message never shows the key).
+ */
+async function platformOf(
+  values: Values,
+  io: Io,
+): Promise<{ platformUrl: string; apiKey: string } | undefined> {
+  const flag = text(values, "platform-url");
+  if (flag !== undefined && values.hub !== undefined) {
+    throw new UsageError(
+      "--hub and --platform-url name two different servers: pass one of them",
+    );
+  }
+  const fromEnv = values.hub === undefined &&
+    [io.env("ULTRALYTICS_PLATFORM_URL"), io.env("PLATFORM_API_URL")].some(
+      (v) => v !== undefined && v.trim() !== "",
+    );
+  if (flag === undefined && !fromEnv) return undefined;
+  // HUB_API_KEY is a HUB's key: a Platform key is only taken from the
+  // flags or ULTRALYTICS_API_KEY.
+  const given = values.key !== undefined || values["api-key-file"] !== undefined
+    ? (await readKeys(values, "key", io))[0]
+    : undefined;
+  const config = resolvePlatformConfig({
+    platformUrl: flag,
+    apiKey: given,
+    env: io.env,
+  });
+  return { platformUrl: config.platformUrl, apiKey: config.apiKey };
+}
+
+/**
  * Runs `sync`.
  *
  * @param args The arguments after `sync`.
@@ -158,7 +194,7 @@ export async function demo(args: string[], io: Io): Promise<number> {
  */
 export async function sync(args: string[], io: Io): Promise<number> {
   const { values, positionals: rest } = parse("sync", args, {
-    string: ["journal", "model", ...CLIENT_FLAGS],
+    string: ["journal", "model", "platform-url", ...CLIENT_FLAGS],
   });
   if (values.help === true) {
     io.write(HELP.sync!);
@@ -168,10 +204,12 @@ export async function sync(args: string[], io: Io): Promise<number> {
   const modelId = text(values, "model");
   if (modelId !== undefined) checkModelId(modelId);
   const journal = resolve(text(values, "journal") ?? defaultJournalRoot());
-  const apiRoot = apiRootOf(values, io);
+  const platform = await platformOf(values, io);
+  const apiRoot = platform?.platformUrl ?? apiRootOf(values, io);
   const reports = await syncJournal({
-    apiRoot,
-    apiKey: await apiKeyOf(values, io),
+    ...(platform === undefined
+      ? { apiRoot, apiKey: await apiKeyOf(values, io) }
+      : { platformUrl: platform.platformUrl, apiKey: platform.apiKey }),
     env: io.env,
     journal,
     modelId,
@@ -184,9 +222,9 @@ export async function sync(args: string[], io: Io): Promise<number> {
       `Cannot sync model ${modelId} as the journal ${journal} holds nothing for model ${modelId} on ${apiRoot}: ${
         known.length === 0
           ? "the journal is empty"
-          : `journals exist for ${
-            known.join(", ")
-          }; pass the --hub address the model was trained against`
+          : `journals exist for ${known.join(", ")}; pass the ${
+            platform === undefined ? "--hub" : "--platform-url"
+          } address the model was trained against`
       }`,
     );
   }

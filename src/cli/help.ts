@@ -103,8 +103,17 @@ and the final weights. Journals are found by the HUB's address, and by its
 instance id when the same HUB came back on another address. Running it again
 changes nothing. Exits 1 when --model has nothing in the journal.
 
+Runs reported to the Ultralytics Platform (ul:// sessions) are delivered with
+--platform-url, or without --hub when $ULTRALYTICS_PLATFORM_URL or
+$PLATFORM_API_URL is set; their key comes from $ULTRALYTICS_API_KEY (or
+--api-key-file), never from $HUB_API_KEY.
+
 Options:
 ${HUB_OPTIONS}
+  --platform-url URL      deliver the journals of Platform runs to this
+                          Platform base URL instead of a HUB (default:
+                          $ULTRALYTICS_PLATFORM_URL; webhooks at
+                          $PLATFORM_API_URL when set, else URL/api/webhooks)
   --journal DIR           journal root (default: the OS cache directory's
                           hub-session/journal)
   --model ID              deliver only this model (default: every model of --hub)
