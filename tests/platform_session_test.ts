@@ -165,6 +165,39 @@ describe("HUBTrainingSession on ul://", () => {
     assertEquals("classNames" in sent[1]!, false);
   });
 
+  test("modelUrl and apiUrl name the run by the slug the server answered and lead to its page", async () => {
+    const ids: string[] = [];
+    const urls: Array<string | undefined> = [];
+    for (const epochs of [2, 3]) {
+      const session = await HUBTrainingSession.create(
+        "ul://ada/road-signs/url-run",
+        options(),
+      );
+      assertEquals(session.apiUrl, undefined);
+      ids.push(await session.createModel({ data: "coco8.yaml", epochs }));
+      urls.push(session.apiUrl);
+      assertEquals(session.apiUrl, session.modelUrl);
+      await session.close();
+    }
+    // The name was taken by the first run: the server answered url-run-2.
+    assertEquals(urls, [
+      `${hub.url}/ada/road-signs/url-run`,
+      `${hub.url}/ada/road-signs/url-run-2`,
+    ]);
+    for (const [i, url] of urls.entries()) {
+      const page = await fetch(url!, { redirect: "manual" });
+      await page.body?.cancel();
+      assertEquals(page.status, 302, url);
+      assertEquals(page.headers.get("location"), `/models/${ids[i]}`);
+      const followed = await fetch(url!, {
+        headers: { authorization: `Bearer ${TEST_PLATFORM_KEY}` },
+      });
+      await followed.body?.cancel();
+      assertEquals(followed.status, 200, url);
+      assertEquals(followed.url, `${hub.url}/models/${ids[i]}`);
+    }
+  });
+
   test("a Stop on the HUB stops the trainer at the next epoch and the final upload is still made", async () => {
     const session = await HUBTrainingSession.create(
       "ul://ada/road-signs/stopped-run",

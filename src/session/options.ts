@@ -54,6 +54,11 @@ export type SessionTransport =
     ): Promise<string>;
     /** The model's web page, when the server has its own address scheme. */
     modelUrl?: ((id: string) => string) | undefined;
+    /**
+     * The model's address for programs, when the protocol has no
+     * `<apiRoot>/v1/models/<id>` document (the Platform: its model page).
+     */
+    apiUrl?: ((id: string) => string) | undefined;
     /** Aborted when the server says the user stopped the run. */
     readonly cancelSignal?: AbortSignal | undefined;
   };

@@ -307,18 +307,31 @@ export class HUBTrainingSession {
     return this.#modelId;
   }
 
-  /** Web page of the model: `<webRoot>/models/<id>`. */
+  /**
+   * Web page of the model, once it exists: `<webRoot>/models/<id>` on a HUB;
+   * `<platformUrl>/<owner>/<project>/<slug>` on the Ultralytics Platform,
+   * with the slug the server answered to `training_started` (e.g.
+   * `train-2` when `train` was taken), or `<platformUrl>/models/<id>` when
+   * only the model id is known (a journal being delivered).
+   */
   get modelUrl(): string | undefined {
     const id = this.#modelId;
     if (id === undefined) return undefined;
     return this.#transport.modelUrl?.(id) ?? `${this.#webRoot}/models/${id}`;
   }
 
-  /** API URL of the model: `<apiRoot>/v1/models/<id>`. */
+  /**
+   * Where a program finds the model, once it exists. On a HUB: the model's
+   * JSON document, `<apiRoot>/v1/models/<id>`. On the Ultralytics Platform
+   * (`ul://`), whose webhooks are write-only and which has no per-model API
+   * in its protocol: the model's page, the same as
+   * {@linkcode HUBTrainingSession.modelUrl}, built from the `modelSlug` (or
+   * `modelId`) the server answered.
+   */
   get apiUrl(): string | undefined {
-    return this.#modelId === undefined
-      ? undefined
-      : `${this.#apiRoot}/v1/models/${this.#modelId}`;
+    const id = this.#modelId;
+    if (id === undefined) return undefined;
+    return this.#transport.apiUrl?.(id) ?? `${this.#apiRoot}/v1/models/${id}`;
   }
 
   /** The local `.pt`/`.yaml` file name the session was opened with. */

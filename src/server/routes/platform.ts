@@ -14,7 +14,9 @@
  *   `epoch_end` reply says `cancelled: true`);
  * - `GET /api/platform/models/{id}/events` lists the events received since
  *   the server started (newest 10,000 of the 256 runs last started or
- *   reported to), to inspect a run.
+ *   reported to), to inspect a run;
+ * - `GET /{owner}/{project}/{slug}`, the Platform's page of a run (the URL a
+ *   Platform session prints), redirects to the model's page `/models/{id}`.
  *
  * Each run is stored as an ordinary model through the HUB's own v1 API (the
  * `hub` handler): `training_started` creates it, `epoch_end` posts the
@@ -603,6 +605,17 @@ export function createPlatformRoutes(
     await expect("GET", `/v1/models/${run.id}`, auth);
     await stop(run, auth);
     return reply(200, { success: true, data: { id: run.id, cancelled: true } });
+  });
+
+  // The Platform's page of a run is <platform>/<owner>/<project>/<slug>,
+  // the URL a Platform session prints: here it leads to the model's page.
+  // Only runs started (or loaded) since this process began are known by
+  // slug; any other path goes on to the routes after this one.
+  app.get("/:owner/:project/:slug", (c, next) => {
+    const { owner, project, slug } = c.req.param();
+    const id = bySlug.get(`${owner}/${project}\n${slug}`);
+    if (id === undefined) return next();
+    return c.redirect(`/models/${encodeURIComponent(id)}`, 302);
   });
 
   app.get("/api/platform/models/:id/events", async (c) => {

@@ -219,6 +219,18 @@ export class PlatformTransport {
     return `${this.#platformUrl}/${this.project}/${this.modelSlug}`;
   }
 
+  /**
+   * Where a program finds the model: the Platform's webhooks are
+   * write-only and its protocol has no per-model API, so this is the
+   * model's page ({@linkcode PlatformTransport.modelUrl}).
+   *
+   * @param id Model id (the transport knows its own).
+   * @returns The URL.
+   */
+  apiUrl(id?: string): string {
+    return this.modelUrl(id);
+  }
+
   #target(): PlatformTarget {
     return this.#modelId === undefined
       ? { project: this.project, name: this.name }
