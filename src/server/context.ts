@@ -7,6 +7,7 @@
 
 import type { Context } from "hono";
 import type { ApiKeys } from "./auth.ts";
+import { readJsonObject } from "./body.ts";
 import { hubError } from "./errors.ts";
 import type { HubStore, ModelRecord } from "./store.ts";
 
@@ -58,4 +59,33 @@ export async function findModel(
  */
 export function modelNotFound(id: string): Error {
   return hubError(404, `Cannot find the model "${id}"`);
+}
+
+/** A JSON request about one existing model, read by {@linkcode readModelJson}. */
+export interface ModelJsonRequest {
+  /** Model id from the path. */
+  id: string;
+  /** The store. */
+  store: HubStore;
+  /** The request's JSON object. */
+  body: Record<string, unknown>;
+}
+
+/**
+ * The start every JSON route on `/v1/models/:id...` shares: the id from the
+ * path, the store, a 404 for an unknown model, then the JSON object body.
+ *
+ * @param hub Shared state.
+ * @param c The request's context (its path has `:id`).
+ * @returns The id, the store and the body.
+ */
+export async function readModelJson(
+  hub: HubContext,
+  c: Context,
+): Promise<ModelJsonRequest> {
+  const id = c.req.param("id") ?? "";
+  const store = await hub.store();
+  await findModel(store, id);
+  const body = await readJsonObject(c.req.raw);
+  return { id, store, body };
 }

@@ -7,8 +7,8 @@
 
 import { Hono } from "hono";
 import { requireKey } from "../auth.ts";
-import { jsonBody, readJsonObject } from "../body.ts";
-import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import { jsonBody } from "../body.ts";
+import { type HubContext, modelNotFound, readModelJson } from "../context.ts";
 import { hubError } from "../errors.ts";
 import { MAX_EXPORT_REQUESTS } from "../limits.ts";
 import { ok } from "../reply.ts";
@@ -25,10 +25,7 @@ export function exportRoutes(hub: HubContext): Hono {
     requireKey(hub.keys),
     jsonBody(hub),
     async (c) => {
-      const id = c.req.param("id");
-      const store = await hub.store();
-      await findModel(store, id);
-      const body = await readJsonObject(c.req.raw);
+      const { id, store, body } = await readModelJson(hub, c);
       const format = body.format;
       if (
         typeof format !== "string" || format.trim() === "" ||

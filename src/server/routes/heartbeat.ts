@@ -7,8 +7,8 @@
 
 import { Hono } from "hono";
 import { requireKey } from "../auth.ts";
-import { jsonBody, readJsonObject } from "../body.ts";
-import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import { jsonBody } from "../body.ts";
+import { type HubContext, modelNotFound, readModelJson } from "../context.ts";
 import { hubError } from "../errors.ts";
 import { MAX_AGENT_LENGTH } from "../limits.ts";
 import { ok } from "../reply.ts";
@@ -25,10 +25,10 @@ export function heartbeatRoutes(hub: HubContext): Hono {
     requireKey(hub.keys),
     jsonBody(hub),
     async (c) => {
-      const id = c.req.param("id");
-      const store = await hub.store();
-      await findModel(store, id);
-      const { agent, agentId } = await readJsonObject(c.req.raw);
+      const { id, store, body: { agent, agentId } } = await readModelJson(
+        hub,
+        c,
+      );
       if (
         agent !== undefined && agent !== null &&
         (typeof agent !== "string" || agent.length > MAX_AGENT_LENGTH)

@@ -8,8 +8,8 @@
 import { Hono } from "hono";
 import type { StoredEpochMetrics } from "../../protocol/types.ts";
 import { requireKey } from "../auth.ts";
-import { jsonBody, readJsonObject } from "../body.ts";
-import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import { jsonBody } from "../body.ts";
+import { type HubContext, modelNotFound, readModelJson } from "../context.ts";
 import { parseMetrics } from "../model_input.ts";
 import { ok } from "../reply.ts";
 
@@ -22,10 +22,8 @@ import { ok } from "../reply.ts";
 export function metricsRoutes(hub: HubContext): Hono {
   const app = new Hono();
   app.post("/v1/models/:id", requireKey(hub.keys), jsonBody(hub), async (c) => {
-    const id = c.req.param("id");
-    const store = await hub.store();
-    await findModel(store, id);
-    const metrics = parseMetrics(await readJsonObject(c.req.raw));
+    const { id, store, body } = await readModelJson(hub, c);
+    const metrics = parseMetrics(body);
     const epochs = [...metrics.keys()].sort((a, b) => a - b);
     const updated = await store.appendMetrics(id, metrics, hub.now());
     if (updated === undefined) throw modelNotFound(id);

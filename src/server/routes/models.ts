@@ -8,7 +8,12 @@
 import { Hono } from "hono";
 import { requireKey } from "../auth.ts";
 import { jsonBody, readJsonObject } from "../body.ts";
-import { findModel, type HubContext, modelNotFound } from "../context.ts";
+import {
+  findModel,
+  type HubContext,
+  modelNotFound,
+  readModelJson,
+} from "../context.ts";
 import { renderDocument } from "../document.ts";
 import { hubError } from "../errors.ts";
 import { applyPatch, parseBool, readNewModel } from "../model_input.ts";
@@ -52,10 +57,7 @@ export function modelRoutes(hub: HubContext): Hono {
     requireKey(hub.keys),
     jsonBody(hub),
     async (c) => {
-      const id = c.req.param("id");
-      const store = await hub.store();
-      await findModel(store, id);
-      const body = await readJsonObject(c.req.raw);
+      const { id, store, body } = await readModelJson(hub, c);
       const updated = await store.update(
         id,
         (r) => applyPatch(r, body),

@@ -6,23 +6,15 @@
  * @module
  */
 
-import type { ModelStatus } from "../../protocol/types.ts";
+import { randomBytes, randomInt } from "node:crypto";
+import type { CreateModelPayload, ModelStatus } from "../../protocol/types.ts";
 
-/** Training configuration as the create payload's `config` carries it. */
-export interface StoredConfig {
-  /** Batch size; `-1` lets the trainer choose. */
-  batchSize: number;
-  /** Number of epochs. */
-  epochs: number;
-  /** Image size in pixels. */
-  imageSize: number;
-  /** Early-stopping patience in epochs. */
-  patience: number;
-  /** Device string. */
-  device: string;
-  /** Cache mode. */
-  cache: string;
-}
+/**
+ * Training configuration as the create payload's `config` carries it (batch
+ * size, `-1` letting the trainer choose; epochs; image size; patience;
+ * device; cache mode).
+ */
+export type StoredConfig = CreateModelPayload["config"];
 
 /** One epoch's metrics; `null` stands for a value sent as NaN/Infinity. */
 export type StoredMetrics = Record<string, number | null>;
@@ -120,4 +112,77 @@ export interface EpochEntry {
   epoch: number;
   /** The epoch's metrics. */
   metrics: StoredMetrics;
+}
+
+const ID_ALPHABET =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/**
+ * Creates a random 20-character model id of `[A-Za-z0-9]`.
+ *
+ * @returns The id.
+ *
+ * @example A fresh id
+ * ```ts
+ * import { createModelId } from "./records.ts";
+ *
+ * console.log(createModelId().length); // 20
+ * ```
+ */
+export function createModelId(): string {
+  let id = "";
+  for (let i = 0; i < 20; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
+  return id;
+}
+
+/**
+ * The document of a model just created, the same on every backend: status
+ * `new`, no weights, no exports, a fresh download token.
+ *
+ * @param id The new model's id.
+ * @param init Its initial fields.
+ * @param now Creation time, ms since the epoch.
+ * @returns The document.
+ *
+ * @example Start a model
+ * ```ts
+ * import { createModelId, newModelRecord } from "./records.ts";
+ *
+ * const record = newModelRecord(createModelId(), {
+ *   name: "yolov8n.pt",
+ *   dataset: "coco8.yaml",
+ *   architecture: "yolov8n",
+ *   config: {
+ *     batchSize: -1,
+ *     epochs: 3,
+ *     imageSize: 640,
+ *     patience: 100,
+ *     device: "",
+ *     cache: "ram",
+ *   },
+ * }, Date.now());
+ * console.log(record.status); // "new"
+ * ```
+ */
+export function newModelRecord(
+  id: string,
+  init: NewModel,
+  now: number,
+): ModelRecord {
+  return {
+    version: 2,
+    id,
+    createdAt: now,
+    updatedAt: now,
+    status: "new",
+    name: init.name,
+    dataset: init.dataset,
+    architecture: init.architecture,
+    ...(init.parent === undefined ? {} : { parent: init.parent }),
+    config: { ...init.config },
+    extra: {},
+    weights: {},
+    exports: [],
+    downloadToken: randomBytes(16).toString("hex"),
+  };
 }

@@ -36,7 +36,6 @@
  * @module
  */
 
-import { randomBytes, randomInt } from "node:crypto";
 import {
   mkdir,
   readdir,
@@ -55,11 +54,13 @@ import type {
   ModelStore,
   Page,
 } from "../contract.ts";
-import type {
-  EpochEntry,
-  ModelRecord,
-  NewModel,
-  StoredMetrics,
+import {
+  createModelId,
+  type EpochEntry,
+  type ModelRecord,
+  type NewModel,
+  newModelRecord,
+  type StoredMetrics,
 } from "../records.ts";
 import { isModelId } from "../../../protocol/model_id.ts";
 import { appendSynced, syncDir, writeAtomic } from "./fs.ts";
@@ -171,16 +172,6 @@ function metricsLine(
       },
     )
   }\n`;
-}
-
-const ID_ALPHABET =
-  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/** Creates a random 20-character model id of `[A-Za-z0-9]`. */
-export function createModelId(): string {
-  let id = "";
-  for (let i = 0; i < 20; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
-  return id;
 }
 
 function isNotFound(error: unknown): boolean {
@@ -394,22 +385,7 @@ export class FileModelStore implements ModelStore {
         throw error;
       }
       await syncDir(this.#modelsDir);
-      const record: ModelRecord = {
-        version: 2,
-        id,
-        createdAt: now,
-        updatedAt: now,
-        status: "new",
-        name: init.name,
-        dataset: init.dataset,
-        architecture: init.architecture,
-        ...(init.parent === undefined ? {} : { parent: init.parent }),
-        config: { ...init.config },
-        extra: {},
-        weights: {},
-        exports: [],
-        downloadToken: randomBytes(16).toString("hex"),
-      };
+      const record = newModelRecord(id, init, now);
       await this.#withLock(id, async () => {
         await this.#write(record);
         this.#remember(id, {

@@ -32,7 +32,6 @@
 
 import postgres from "postgres";
 import type { Sql } from "postgres";
-import { randomBytes, randomInt } from "node:crypto";
 import {
   type CallOptions,
   checkMetricsUsage,
@@ -50,6 +49,7 @@ import {
   MAX_EPOCHS_PER_MODEL,
   MAX_METRIC_NAMES_PER_MODEL,
 } from "../../../protocol/metrics_rules.ts";
+import { createModelId, newModelRecord } from "../records.ts";
 import { migrate, MIGRATIONS, SchemaVersionError } from "./migrations.ts";
 
 /** Options of {@linkcode openPostgresModelStore}. */
@@ -96,8 +96,6 @@ export interface ModelChange {
 export const WATCH_MS = 500;
 /** Changes are looked for this far back, for clocks of other processes. */
 const WATCH_WINDOW_MS = 10_000;
-const ID_ALPHABET =
-  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
 
 /** Codes of errors that mean "the database cannot be reached right now". */
@@ -122,12 +120,6 @@ const UNAVAILABLE_CODES = new Set([
   "08001",
   "08004",
 ]);
-
-function newModelId(): string {
-  let id = "";
-  for (let i = 0; i < 20; i++) id += ID_ALPHABET[randomInt(ID_ALPHABET.length)];
-  return id;
-}
 
 /**
  * The URL without password or query, for messages: `host:port/database`.
@@ -329,22 +321,7 @@ export class PostgresModelStore implements ModelStore {
   create(init: NewModel, now: number): Promise<ModelRecord> {
     return this.run(async () => {
       for (;;) {
-        const record: ModelRecord = {
-          version: 2,
-          id: newModelId(),
-          createdAt: now,
-          updatedAt: now,
-          status: "new",
-          name: init.name,
-          dataset: init.dataset,
-          architecture: init.architecture,
-          ...(init.parent === undefined ? {} : { parent: init.parent }),
-          config: { ...init.config },
-          extra: {},
-          weights: {},
-          exports: [],
-          downloadToken: randomBytes(16).toString("hex"),
-        };
+        const record = newModelRecord(createModelId(), init, now);
         const created = await this.#sql.begin(async (tx) => {
           const rows = await tx`
             INSERT INTO hub_models (id, document, created_at, updated_at)
