@@ -20,6 +20,7 @@ import {
 } from "../src/server/storage/contract.ts";
 import { FileBlobStore } from "../src/server/storage/files/blobs.ts";
 import { FileModelStore } from "../src/server/storage/files/models.ts";
+import { STORED_CONFIG as CONFIG } from "./support/server.ts";
 
 function random(size: number): Uint8Array<ArrayBuffer> {
   const data = new Uint8Array(size);
@@ -43,15 +44,6 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 async function keys(blobs: FileBlobStore, prefix: string): Promise<string[]> {
   return (await blobs.list(prefix, { limit: 1000 })).items.map((b) => b.key);
 }
-
-const CONFIG = {
-  batchSize: -1,
-  epochs: 1,
-  imageSize: 640,
-  patience: 1,
-  device: "",
-  cache: "ram",
-};
 
 describe("file blob store", () => {
   test("a blob is invisible while written and published under <prefix><sha256> by finish()", async () => {

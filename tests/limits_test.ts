@@ -24,12 +24,7 @@ import { serveHub } from "../src/server/mod.ts";
 import type { HubServer } from "../src/server/mod.ts";
 import { FileModelStore } from "../src/server/storage/files/models.ts";
 import { createModelPayload } from "../src/session/session.ts";
-
-interface Envelope {
-  success: boolean;
-  data?: unknown;
-  message?: string;
-}
+import { type Envelope, STORED_CONFIG } from "./support/server.ts";
 
 async function call(
   server: HubServer,
@@ -183,14 +178,7 @@ describe("bounded models", () => {
           name: `m${i}`,
           dataset: "",
           architecture: "yolov8n",
-          config: {
-            batchSize: -1,
-            epochs: 1,
-            imageSize: 640,
-            patience: 1,
-            device: "",
-            cache: "ram",
-          },
+          config: STORED_CONFIG,
         }, i);
         await store.update(record.id, (r) => {
           r.extra.notes = "z".repeat(60 * 1024);

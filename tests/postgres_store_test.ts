@@ -6,8 +6,6 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { spawnSync } from "node:child_process";
-import net from "node:net";
-import type { AddressInfo } from "node:net";
 import postgres from "postgres";
 import {
   type ModelChange,
@@ -18,10 +16,7 @@ import {
   migrate,
   SchemaVersionError,
 } from "../src/server/storage/postgres/migrations.ts";
-import {
-  type NewModel,
-  StorageUnavailableError,
-} from "../src/server/storage/contract.ts";
+import { StorageUnavailableError } from "../src/server/storage/contract.ts";
 import {
   createTestDatabase,
   haveServices,
@@ -29,20 +24,7 @@ import {
   type TestDatabase,
 } from "./support/services.ts";
 import { waitUntil } from "./support/common.ts";
-
-const init: NewModel = {
-  name: "yolov8n.pt",
-  dataset: "coco8.yaml",
-  architecture: "yolov8n",
-  config: {
-    batchSize: -1,
-    epochs: 3,
-    imageSize: 640,
-    patience: 100,
-    device: "",
-    cache: "ram",
-  },
-};
+import { closedPort, NEW_MODEL as init } from "./support/server.ts";
 
 if (haveServices("PostgreSQL model store", ["postgres"])) {
   describe("PostgreSQL model store on a real PostgreSQL", () => {
@@ -252,12 +234,7 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
 
   describe("PostgreSQL model store faults", () => {
     test("an unreachable database is StorageUnavailableError without the password", async () => {
-      const server = net.createServer();
-      await new Promise<void>((resolve) =>
-        server.listen(0, "127.0.0.1", resolve)
-      );
-      const port = (server.address() as AddressInfo).port;
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const port = await closedPort();
       const error = await assertRejects(
         () =>
           openPostgresModelStore(

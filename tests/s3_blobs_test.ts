@@ -7,8 +7,6 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { createHash, randomBytes } from "node:crypto";
-import net from "node:net";
-import type { AddressInfo } from "node:net";
 import {
   openS3BlobStore,
   type S3BlobStore,
@@ -20,6 +18,7 @@ import {
 } from "../src/server/storage/contract.ts";
 import { haveServices, s3Config } from "./support/services.ts";
 import { waitUntil } from "./support/common.ts";
+import { closedPort } from "./support/server.ts";
 
 const MiB = 1024 * 1024;
 
@@ -244,12 +243,7 @@ if (haveServices("S3 blob store", ["s3"])) {
 
   describe("S3 blob store faults", () => {
     test("an unreachable endpoint rejects with StorageUnavailableError", async () => {
-      const server = net.createServer();
-      await new Promise<void>((resolve) =>
-        server.listen(0, "127.0.0.1", resolve)
-      );
-      const port = (server.address() as AddressInfo).port;
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const port = await closedPort();
       const error = await assertRejects(
         () =>
           openS3BlobStore({

@@ -17,52 +17,19 @@ import {
 } from "@std/assert";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  type HubServer,
-  serveHub,
-  type ServeHubOptions,
-} from "../src/server/mod.ts";
+import { type HubServer, serveHub } from "../src/server/mod.ts";
 import { MAX_JSON_DEPTH } from "../src/server/limits.ts";
+import {
+  CREATE_PAYLOAD as PAYLOAD,
+  type Envelope,
+  withServer,
+} from "./support/server.ts";
 
-const PAYLOAD = {
-  config: {
-    batchSize: 8,
-    epochs: 2,
-    imageSize: 320,
-    patience: 5,
-    device: "cpu",
-    cache: "ram",
-  },
-  dataset: { name: "coco8.yaml" },
-  lineage: { architecture: { name: "yolov8n" }, parent: {} },
-  meta: { name: "yolov8n.yaml" },
-};
 const JSON_TYPE = { "content-type": "application/json" };
 const KEY = "k".repeat(42);
-
-interface Envelope {
-  success: boolean;
-  data?: unknown;
-  message?: string;
-}
-
-async function withServer(
-  fn: (server: HubServer, dataDir: string) => Promise<void>,
-  options: Omit<ServeHubOptions, "dataDir"> = {},
-): Promise<void> {
-  const dataDir = await mkdtemp(join(tmpdir(), "hub-hardening-"));
-  const server = await serveHub({ dataDir, ...options });
-  try {
-    await fn(server, dataDir);
-  } finally {
-    await server.close();
-    await rm(dataDir, { recursive: true, force: true });
-  }
-}
 
 async function createModel(
   server: HubServer,

@@ -16,22 +16,9 @@ import { isModelId } from "../mod.ts";
 import { serveHub } from "../src/server/mod.ts";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "../src/server/limits.ts";
 import { HubStore } from "../src/server/store.ts";
+import { CREATE_PAYLOAD as PAYLOAD } from "./support/server.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-const PAYLOAD = {
-  config: {
-    batchSize: 8,
-    epochs: 2,
-    imageSize: 320,
-    patience: 5,
-    device: "cpu",
-    cache: "ram",
-  },
-  dataset: { name: "coco8.yaml" },
-  lineage: { architecture: { name: "yolov8n" }, parent: {} },
-  meta: { name: "yolov8n.yaml" },
-};
 
 async function sourceFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -29,12 +29,12 @@ import {
   createHubHandler,
   type HubServer,
   serveHub,
-  type ServeHubOptions,
 } from "../src/server/mod.ts";
 import {
   FileModelStore,
   MAX_CACHED_MODELS,
 } from "../src/server/storage/files/models.ts";
+import { type Envelope, STORED_CONFIG, withServer } from "./support/server.ts";
 
 const KEY = "a".repeat(42);
 const PAYLOAD = {
@@ -55,30 +55,10 @@ const PAYLOAD = {
 };
 const encoder = new TextEncoder();
 
-interface Envelope {
-  success: boolean;
-  data?: unknown;
-  message?: string;
-}
-
 type StreamInit = RequestInit & { duplex: "half" };
 
 function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
-}
-
-async function withServer(
-  fn: (server: HubServer, dataDir: string) => Promise<void>,
-  options: Omit<ServeHubOptions, "dataDir"> = {},
-): Promise<void> {
-  const dataDir = await mkdtemp(join(tmpdir(), "hub-server-"));
-  const server = await serveHub({ dataDir, ...options });
-  try {
-    await fn(server, dataDir);
-  } finally {
-    await server.close();
-    await rm(dataDir, { recursive: true, force: true });
-  }
 }
 
 async function call(
@@ -1601,14 +1581,7 @@ describe("metrics storage", () => {
           name: `m${i}`,
           dataset: "",
           architecture: "yolov8n",
-          config: {
-            batchSize: -1,
-            epochs: 1,
-            imageSize: 640,
-            patience: 1,
-            device: "",
-            cache: "ram",
-          },
+          config: STORED_CONFIG,
         }, i);
         ids.push(record.id);
       }

@@ -16,7 +16,6 @@ import {
   type BlobStore,
   ModelLimitError,
   type ModelStore,
-  type NewModel,
 } from "../src/server/storage/contract.ts";
 import {
   MAX_EPOCHS_PER_MODEL,
@@ -31,20 +30,7 @@ import {
   haveServices,
   s3Config,
 } from "./support/services.ts";
-
-const init: NewModel = {
-  name: "yolov8n.pt",
-  dataset: "coco8.yaml",
-  architecture: "yolov8n",
-  config: {
-    batchSize: -1,
-    epochs: 3,
-    imageSize: 640,
-    patience: 100,
-    device: "",
-    cache: "ram",
-  },
-};
+import { NEW_MODEL as init } from "./support/server.ts";
 
 interface Opened<T> {
   store: T;
