@@ -129,7 +129,7 @@ if (only !== "deno") {
     "--timeout",
     "120000",
     ...targets,
-  ]);
+  ], denoEnv()); // tests started under Bun may run Deno children
   const counts = parseBun(output);
   results.push({
     name: "bun",
