@@ -12,6 +12,11 @@
  * same-origin submissions (Hono's `csrf` middleware), and the cookie is
  * `SameSite=Strict`.
  *
+ * Over 500 lines on purpose: the routes are closures over one set of shared
+ * state (the record cache, the live-part cache, the session check and the
+ * stalled-run clock) that `createWebApp` builds; the pages, chart, layout,
+ * session and downloads they render live in their own files.
+ *
  * @module
  */
 

@@ -25,6 +25,11 @@
  * next query once the database is back. Messages name the host, port and
  * database, never the password.
  *
+ * Over 500 lines on purpose: it is one class implementing the whole
+ * {@linkcode ModelStore} contract on one connection pool, each method one
+ * transaction or statement; the schema and its migrations live in
+ * `migrations.ts`.
+ *
  * Internal to the server.
  *
  * @module
