@@ -7,7 +7,8 @@
  * with the client) from files under a data directory, with the `{success, data, message}` envelope on every
  * JSON reply. Each resource's routes live in `routes/`; this file wires
  * them, answers unknown routes (404) and wrong methods (405 with `Allow`),
- * and turns every thrown error into the envelope.
+ * and turns every thrown error into the envelope. Its options and their
+ * check are in `app_options.ts`.
  *
  * @module
  */
@@ -17,7 +18,6 @@ import { INSTANCE_HEADER, readInstanceId } from "./instance.ts";
 import { except } from "hono/combine";
 import { HTTPException } from "hono/http-exception";
 import { ApiKeys } from "./auth.ts";
-import { isObject } from "./body.ts";
 import type { HubContext } from "./context.ts";
 import {
   disconnectSignal,
@@ -36,6 +36,7 @@ import { modelRoutes } from "./routes/models.ts";
 import { createPlatformRoutes } from "./routes/platform.ts";
 import { uploadRoutes } from "./routes/upload.ts";
 import { HubStore } from "./store.ts";
+import { type HubHandlerOptions, validateHubOptions } from "./app_options.ts";
 import {
   type HubStorage,
   ModelLimitError,
@@ -46,81 +47,7 @@ import { PostgresModelStore } from "./storage/postgres/store.ts";
 import { createWebApp } from "./web/app.ts";
 import { storeSource } from "./web/source.ts";
 
-/** Options of {@linkcode createHubApp} and {@linkcode createHubHandler}. */
-export interface HubHandlerOptions {
-  /**
-   * Directory for models, metrics and weights; created when missing, and
-   * reloaded as is by a later server on the same directory. Needed unless
-   * `database` and `weights` are both given, or `storage`.
-   *
-   * @default {undefined}
-   */
-  dataDir?: string | undefined;
-  /**
-   * PostgreSQL URL (`postgres://user@host[:port]/database`) that keeps model
-   * documents and metrics instead of `dataDir`; several server processes may
-   * share it. Its migrations are applied when the store opens.
-   *
-   * @default {undefined}
-   */
-  database?: string | undefined;
-  /**
-   * Where weights go instead of `dataDir`: `s3://<bucket>[/<prefix>]` (S3
-   * endpoint and credentials from `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
-   * `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`) or a directory.
-   *
-   * @default {undefined}
-   */
-  weights?: string | undefined;
-  /**
-   * API keys the server accepts (`x-api-key` or `authorization: Bearer`).
-   * When empty or missing, every request is accepted, with or without a key.
-   *
-   * @default {undefined}
-   */
-  apiKeys?: readonly string[] | undefined;
-  /**
-   * Largest accepted upload request body in bytes; larger bodies get 413.
-   *
-   * @default {2147483648}
-   */
-  maxUploadBytes?: number | undefined;
-  /**
-   * Base URL for the absolute weight URLs in model documents
-   * (`resume`, `weights`), e.g. when the server sits behind a proxy.
-   *
-   * @default {the request's origin}
-   */
-  publicUrl?: string | undefined;
-  /**
-   * Host names an open server (no `apiKeys`) answers besides loopback names,
-   * `*.localhost`, IP addresses and the host of `publicUrl`; requests for
-   * any other `Host` get 421 (DNS rebinding). `serveHub()` adds the
-   * name it is bound to.
-   *
-   * @default {[]}
-   */
-  allowedHosts?: readonly string[] | undefined;
-  /**
-   * Clock in milliseconds since the epoch, for timestamps.
-   *
-   * @default {Date.now}
-   */
-  now?: (() => number) | undefined;
-  /**
-   * When aborted, uploads still being received are cancelled and answered
-   * 503, so that a server can shut down while a client stalls mid-upload.
-   *
-   * @default {undefined}
-   */
-  signal?: AbortSignal | undefined;
-  /**
-   * Receives unexpected errors (answered with 500). Never given an API key.
-   *
-   * @default {logs the error with console.error}
-   */
-  onError?: ((error: unknown) => void) | undefined;
-}
+export type { HubHandlerOptions } from "./app_options.ts";
 
 /** A fetch-style request handler. */
 export type HubHandler = (request: Request) => Promise<Response>;
@@ -151,94 +78,6 @@ function changedModel(path: string): string | undefined {
     path,
   );
   return match?.[1];
-}
-
-function checkLocation(name: string, value: unknown): void {
-  if (value !== undefined && (typeof value !== "string" || value === "")) {
-    throw new TypeError(
-      `Cannot create the HUB as ${name} is not a non-empty string`,
-    );
-  }
-}
-
-function validateOptions(
-  options: HubHandlerOptions,
-  storage: HubStorage | undefined,
-): void {
-  // Checked through an `unknown` copy: narrowing `options` itself to a
-  // record would lose the types of its fields.
-  const given: unknown = options;
-  if (!isObject(given)) {
-    throw new TypeError(
-      "Cannot create the HUB as options is not an object",
-    );
-  }
-  checkLocation("dataDir", options.dataDir);
-  checkLocation("database", options.database);
-  checkLocation("weights", options.weights);
-  if (
-    storage === undefined && options.dataDir === undefined &&
-    (options.database === undefined || options.weights === undefined)
-  ) {
-    throw new TypeError(
-      "Cannot create the HUB without dataDir unless database and weights are both given",
-    );
-  }
-  if (options.apiKeys !== undefined) {
-    if (
-      !Array.isArray(options.apiKeys) ||
-      !options.apiKeys.every((k) => typeof k === "string" && k !== "")
-    ) {
-      throw new TypeError(
-        "Cannot create the HUB as apiKeys is not a list of non-empty strings",
-      );
-    }
-  }
-  const max = options.maxUploadBytes;
-  if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
-    throw new RangeError(
-      `Cannot create the HUB as maxUploadBytes is not a non-negative integer: ${max}`,
-    );
-  }
-  if (options.publicUrl !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(options.publicUrl);
-    } catch {
-      url = undefined;
-    }
-    if (url === undefined || !/^https?:$/.test(url.protocol)) {
-      throw new TypeError(
-        `Cannot create the HUB as publicUrl is not an http(s) URL: ${options.publicUrl}`,
-      );
-    }
-  }
-  if (
-    options.allowedHosts !== undefined &&
-    (!Array.isArray(options.allowedHosts) ||
-      !options.allowedHosts.every((h) => typeof h === "string" && h !== ""))
-  ) {
-    throw new TypeError(
-      "Cannot create the HUB as allowedHosts is not a list of non-empty host names",
-    );
-  }
-  if (options.now !== undefined && typeof options.now !== "function") {
-    throw new TypeError(
-      "Cannot create the HUB as now is not a function",
-    );
-  }
-  if (
-    options.signal !== undefined && !(options.signal instanceof AbortSignal)
-  ) {
-    throw new TypeError(
-      "Cannot create the HUB as signal is not an AbortSignal",
-    );
-  }
-  if (options.onError !== undefined && typeof options.onError !== "function") {
-    throw new TypeError(
-      "Cannot create the HUB as onError is not a function",
-    );
-  }
 }
 
 /**
@@ -298,7 +137,7 @@ export function createHubAppOn(
   options: HubHandlerOptions,
   given: HubStorage | undefined,
 ): Hono {
-  validateOptions(options, given);
+  validateHubOptions(options, given);
   const {
     dataDir,
     database,

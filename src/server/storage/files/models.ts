@@ -31,6 +31,11 @@
  * metrics, plus the set of stored epoch numbers); metric values are read from
  * disk when listed.
  *
+ * The format of `metrics.jsonl` (parse, line, names) is in `metrics_log.ts`.
+ * Over 500 lines on purpose: the rest is one class whose per-model lock,
+ * bounded cache, migration of old documents and compaction all work on the
+ * same cache entries; apart, each would need the others' private state.
+ *
  * Internal to the local server; not part of the public API.
  *
  * @module
@@ -63,6 +68,13 @@ import {
   type StoredMetrics,
 } from "../records.ts";
 import { isModelId } from "../../../protocol/model_id.ts";
+import {
+  METRICS_FILE,
+  metricsLine,
+  type MetricsLog,
+  namesOf,
+  parseMetricsLog,
+} from "./metrics_log.ts";
 import { appendSynced, syncDir, writeAtomic } from "./fs.ts";
 
 /** Most models whose documents and epoch numbers are kept in memory. */
@@ -91,87 +103,6 @@ interface CacheEntry {
   entries: number;
   /** Memory the entry stands for, as counted against the byte bound. */
   bytes?: number | undefined;
-}
-
-/** What {@linkcode readMetricsLog} found in a metrics file. */
-interface MetricsLog {
-  /** Metrics by epoch, the last line for an epoch winning. */
-  metrics: Map<number, StoredMetrics>;
-  /** Epoch entries in complete lines, superseded ones included. */
-  entries: number;
-  /** Byte length of the complete lines (a torn tail starts here). */
-  validBytes: number;
-  /** Total byte length of the file. */
-  totalBytes: number;
-  /** Time of the last complete line, ms since the epoch. */
-  lastTime: number | undefined;
-}
-
-const METRICS_FILE = "metrics.jsonl";
-const NEWLINE = 0x0a;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/**
- * Parses a metrics file. Lines that do not parse are skipped; only a torn
- * last line (no final newline) is expected, from a crash during an append.
- */
-function parseMetricsLog(bytes: Uint8Array): MetricsLog {
-  const metrics = new Map<number, StoredMetrics>();
-  const decoder = new TextDecoder();
-  let entries = 0;
-  let lastTime: number | undefined;
-  let start = 0;
-  let validBytes = 0;
-  while (start < bytes.length) {
-    const end = bytes.indexOf(NEWLINE, start);
-    if (end === -1) break; // torn tail
-    validBytes = end + 1;
-    const text = decoder.decode(bytes.subarray(start, end));
-    start = end + 1;
-    let line: unknown;
-    try {
-      line = JSON.parse(text);
-    } catch {
-      continue;
-    }
-    if (!isPlainObject(line) || !isPlainObject(line.metrics)) continue;
-    if (typeof line.time === "number") lastTime = line.time;
-    for (const [key, value] of Object.entries(line.metrics)) {
-      const epoch = Number(key);
-      if (!Number.isSafeInteger(epoch) || epoch < 0) continue;
-      if (!isPlainObject(value)) continue;
-      metrics.set(epoch, value as StoredMetrics);
-      entries++;
-    }
-  }
-  return { metrics, entries, validBytes, totalBytes: bytes.length, lastTime };
-}
-
-function namesOf(values: Iterable<StoredMetrics>): Set<string> {
-  const names = new Set<string>();
-  for (const metrics of values) {
-    for (const name of Object.keys(metrics)) names.add(name);
-  }
-  return names;
-}
-
-function metricsLine(
-  metrics: Iterable<[number, StoredMetrics]>,
-  time: number | undefined,
-): string {
-  const byEpoch: Record<string, StoredMetrics> = {};
-  for (const [epoch, values] of metrics) byEpoch[String(epoch)] = values;
-  return `${
-    JSON.stringify(
-      time === undefined ? { metrics: byEpoch } : {
-        time,
-        metrics: byEpoch,
-      },
-    )
-  }\n`;
 }
 
 function isNotFound(error: unknown): boolean {
