@@ -14,9 +14,14 @@ import {
 } from "../src/server/storage/postgres/store.ts";
 import {
   migrate,
+  MIGRATIONS,
   SchemaVersionError,
 } from "../src/server/storage/postgres/migrations.ts";
-import { StorageUnavailableError } from "../src/server/storage/contract.ts";
+import { MAX_METRIC_NAMES_PER_MODEL } from "../src/protocol/metrics_rules.ts";
+import {
+  ModelLimitError,
+  StorageUnavailableError,
+} from "../src/server/storage/contract.ts";
 import {
   createTestDatabase,
   haveServices,
@@ -49,7 +54,7 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
     test("two stores opening a new database at once apply each migration once", async () => {
       const sql = postgres(db.url, { max: 1, onnotice: () => {} });
       const rows = await sql`SELECT version FROM hub_schema_migrations`;
-      assertEquals(rows.map((r) => r.version).sort(), [1, 2]);
+      assertEquals(rows.map((r) => r.version).sort(), [1, 2, 3]);
       assertEquals(await migrate(sql), []);
       await sql.end();
     });
@@ -218,6 +223,65 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
       await other.create(init, Date.now());
       await new Promise((resolve) => setTimeout(resolve, 1500));
       assertEquals(heard.length, after, "nothing is heard after stop()");
+    });
+
+    test("migration 3 collects the names of metrics stored before it, and the name bound counts them", async () => {
+      const old = await createTestDatabase();
+      const sql = postgres(old.url, { max: 1, onnotice: () => {} });
+      try {
+        assertEquals(await migrate(sql, MIGRATIONS.slice(0, 2)), [1, 2]);
+        const id = "MigratedModel0000001";
+        const record = { ...(await store.create(init, 1000)), id };
+        await sql`
+          INSERT INTO hub_models (id, document, created_at, updated_at)
+          VALUES (${id}, ${
+          sql.json(JSON.parse(JSON.stringify(record)))
+        }, 1000, 1000)`;
+        const half = MAX_METRIC_NAMES_PER_MODEL / 2;
+        for (const [epoch, from] of [[0, 0], [1, half]] as const) {
+          const metrics = Object.fromEntries(
+            Array.from({ length: half }, (_, i) => [`m${from + i}`, i]),
+          );
+          await sql`
+            INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
+            VALUES (${id}, ${epoch}, ${sql.json(metrics)}, 1000)`;
+        }
+        const migrated = await openPostgresModelStore(old.url);
+        try {
+          await assertRejects(
+            () => migrated.upsertMetrics(id, new Map([[2, { new: 1 }]]), 2000),
+            ModelLimitError,
+          );
+          assert(
+            await migrated.upsertMetrics(id, new Map([[2, { m7: 1 }]]), 2000),
+          );
+          assertEquals(await migrated.epochCount(id), 3);
+        } finally {
+          await migrated.close();
+        }
+      } finally {
+        await sql.end();
+        await old.drop();
+      }
+    });
+
+    test("importModel() records the imported epochs' metric names for the name bound", async () => {
+      const source = await store.create(init, 1000);
+      const record = { ...source, id: "ImportedModel0000001" };
+      const names = Object.fromEntries(
+        Array.from(
+          { length: MAX_METRIC_NAMES_PER_MODEL },
+          (_, i) => [`n${i}`, i],
+        ),
+      );
+      await store.importModel(record, [{ epoch: 0, metrics: names }]);
+      await assertRejects(
+        () => other.upsertMetrics(record.id, new Map([[1, { more: 1 }]]), 2000),
+        ModelLimitError,
+      );
+      assert(
+        await other.upsertMetrics(record.id, new Map([[1, { n3: 1 }]]), 2000),
+      );
     });
 
     test("a schema newer than the server is refused", async () => {

@@ -54,6 +54,17 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     name: "index of recently changed models (live updates)",
     sql: `CREATE INDEX hub_models_updated_at ON hub_models (updated_at);`,
   },
+  {
+    version: 3,
+    name: "distinct metric names of each model (the per-model name bound)",
+    sql: `
+      ALTER TABLE hub_models
+        ADD COLUMN metric_names text[] NOT NULL DEFAULT '{}';
+      UPDATE hub_models m SET metric_names = ARRAY(
+        SELECT DISTINCT k FROM hub_metrics h, jsonb_object_keys(h.metrics) k
+        WHERE h.model_id = m.id);
+    `,
+  },
 ]);
 
 /** Arbitrary constant naming the migration lock (`pg_advisory_xact_lock`). */

@@ -428,49 +428,54 @@ export class PostgresModelStore implements ModelStore {
     const epochs = [...metrics.keys()].map(String);
     const values = [...metrics.values()].map((m) => JSON.stringify(m));
     return this.run(async () => {
-      // One statement, so one round trip and its own transaction: `usage`
-      // is what the model would hold (epochs kept plus those sent, distinct
-      // names over both); only within the bounds does the row update lock
-      // the model, start training and stamp the time, and are the epochs
-      // upserted (the hot path of a run: no document travels to the
-      // server). Outside them nothing is written and the bound is named.
-      // Two posts to one model racing in separate transactions each count
-      // from their own snapshot, so together they may pass a bound by at
-      // most one post's epochs (MAX_EPOCHS_PER_POST).
+      // One statement, so one round trip and its own transaction. The row
+      // update locks the model, starts training, stamps the time and adds
+      // the names sent to `metric_names`, but only within the bounds: the
+      // epochs kept plus those sent, and the names of `metric_names` plus
+      // those new. The names are read from the locked row (re-read after a
+      // concurrent change committed), so they are exact; the epochs are
+      // counted in the statement's snapshot, so two posts to one model
+      // racing in separate transactions may together pass the epoch bound
+      // by at most one post's epochs (MAX_EPOCHS_PER_POST). Both counts
+      // cost at most the model's epochs in the primary key index and its
+      // names (no metrics are read). The epochs are upserted only when the
+      // row was updated; otherwise nothing is written and the bound is
+      // named.
       const rows = await this.#sql<
         {
           document: ModelRecord | null;
           found: boolean;
-          epochs: string;
-          names: string;
+          epochs: string | null;
+          names: string | null;
         }[]
       >`
         WITH incoming AS (
           SELECT e::bigint AS epoch, m::jsonb AS metrics
           FROM unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
+        ), sent AS (
+          SELECT DISTINCT jsonb_object_keys(metrics) AS name FROM incoming
+        ), current AS (
+          SELECT metric_names FROM hub_models
+          WHERE id = ${id} AND deleted_at IS NULL
         ), kept AS (
-          SELECT h.metrics FROM hub_metrics h
+          SELECT count(*) AS n FROM hub_metrics h
           WHERE h.model_id = ${id}
             AND h.epoch NOT IN (SELECT epoch FROM incoming)
-        ), usage AS (
-          SELECT
-            (SELECT count(*) FROM kept) + (SELECT count(*) FROM incoming)
-              AS epochs,
-            (SELECT count(*) FROM (
-              SELECT jsonb_object_keys(metrics) FROM kept
-              UNION SELECT jsonb_object_keys(metrics) FROM incoming) n)
-              AS names
         ), model AS (
           UPDATE hub_models
           SET updated_at = ${now},
+              metric_names = metric_names || ARRAY(
+                SELECT name FROM sent WHERE name <> ALL (metric_names)),
               document = jsonb_set(
                 jsonb_set(document, '{updatedAt}', to_jsonb(${now}::bigint)),
                 '{status}',
                 CASE WHEN document->>'status' = 'new' THEN '"training"'::jsonb
                      ELSE document->'status' END)
           WHERE id = ${id} AND deleted_at IS NULL
-            AND (SELECT epochs <= ${MAX_EPOCHS_PER_MODEL}
-                   AND names <= ${MAX_METRIC_NAMES_PER_MODEL} FROM usage)
+            AND (SELECT n FROM kept) + ${epochs.length}
+              <= ${MAX_EPOCHS_PER_MODEL}
+            AND cardinality(metric_names) + (SELECT count(*) FROM sent
+              WHERE name <> ALL (metric_names)) <= ${MAX_METRIC_NAMES_PER_MODEL}
           RETURNING id, document
         ), stored AS (
           INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
@@ -480,10 +485,11 @@ export class PostgresModelStore implements ModelStore {
           SET metrics = excluded.metrics, recorded_at = excluded.recorded_at
         )
         SELECT (SELECT document FROM model) AS document,
-          EXISTS (SELECT 1 FROM hub_models
-                  WHERE id = ${id} AND deleted_at IS NULL) AS found,
-          usage.epochs, usage.names
-        FROM usage`;
+          current.metric_names IS NOT NULL AS found,
+          (SELECT n FROM kept) + ${epochs.length} AS epochs,
+          cardinality(current.metric_names) + (SELECT count(*) FROM sent
+            WHERE name <> ALL (current.metric_names)) AS names
+        FROM (SELECT 1) AS one LEFT JOIN current ON true`;
       const row = rows[0];
       if (row === undefined) return undefined;
       if (row.document !== null) return row.document;
@@ -568,12 +574,15 @@ export class PostgresModelStore implements ModelStore {
     return this.run(async () => {
       await this.#sql.begin(async (tx) => {
         await tx`
-          INSERT INTO hub_models (id, document, created_at, updated_at, deleted_at)
+          INSERT INTO hub_models
+            (id, document, created_at, updated_at, deleted_at, metric_names)
           VALUES (${record.id}, ${tx.json(toJson(record))}, ${record.createdAt},
-                  ${record.updatedAt}, ${record.deletedAt ?? null})
+                  ${record.updatedAt}, ${record.deletedAt ?? null},
+                  ${[...namesOf(metrics)]}::text[])
           ON CONFLICT (id) DO UPDATE
           SET document = excluded.document, created_at = excluded.created_at,
-              updated_at = excluded.updated_at, deleted_at = excluded.deleted_at`;
+              updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
+              metric_names = excluded.metric_names`;
         await tx`DELETE FROM hub_metrics WHERE model_id = ${record.id}`;
         for (let i = 0; i < metrics.length; i += 1000) {
           const batch = metrics.slice(i, i + 1000);
@@ -674,6 +683,15 @@ export class PostgresModelStore implements ModelStore {
 }
 
 /** The record as the JSON value `postgres` expects for a jsonb parameter. */
+/** The distinct metric names of some epochs. */
+function namesOf(epochs: readonly EpochEntry[]): Set<string> {
+  const names = new Set<string>();
+  for (const { metrics } of epochs) {
+    for (const name of Object.keys(metrics)) names.add(name);
+  }
+  return names;
+}
+
 function toJson(record: ModelRecord): postgres.JSONValue {
   return record as unknown as postgres.JSONValue;
 }
