@@ -7,7 +7,7 @@
 
 import { mkdir } from "node:fs/promises";
 import { createHubAppOn, type HubHandlerOptions } from "./app.ts";
-import { guardConnections } from "./connection_guard.ts";
+import { guardConnectionsInWorker } from "./connection_guard.ts";
 import { openHubStorage } from "./storage/open.ts";
 
 /** Options of {@linkcode serveHub}. */
@@ -107,12 +107,12 @@ interface Timeouts {
   idleTimeout: number;
 }
 
-function listen(
+async function listen(
   port: number,
   hostname: string,
   handler: FetchHandler,
   { headerTimeout, idleTimeout }: Timeouts,
-): Listener {
+): Promise<Listener> {
   const deno = (globalThis as { Deno?: Partial<DenoServeApi> }).Deno;
   if (typeof deno?.serve === "function") {
     // Deno.serve has no header or idle timeout: it listens on a loopback
@@ -123,7 +123,7 @@ function listen(
     );
     let guard;
     try {
-      guard = guardConnections(server.addr.port, {
+      guard = await guardConnectionsInWorker(server.addr.port, {
         port,
         hostname,
         headerTimeout,
@@ -139,7 +139,7 @@ function listen(
         guard.stopAccepting();
         await server.shutdown();
         await server.finished;
-        guard.closeAll();
+        await guard.closeAll();
       },
     };
   }
@@ -262,7 +262,7 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     if (handlerOptions.dataDir !== undefined) {
       await mkdir(handlerOptions.dataDir, { recursive: true });
     }
-    listener = listen(port, hostname, handler, {
+    listener = await listen(port, hostname, handler, {
       headerTimeout,
       idleTimeout,
     });
