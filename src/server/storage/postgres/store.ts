@@ -41,6 +41,7 @@ import {
   type CallOptions,
   checkMetricsUsage,
   type EpochEntry,
+  type GetOptions,
   type ListOptions,
   type MetricsListOptions,
   type ModelRecord,
@@ -298,12 +299,13 @@ export class PostgresModelStore implements ModelStore {
    * Reads a model's document.
    *
    * @param id Model id.
-   * @param options Signal.
+   * @param options Signal; `includeDeleted` also returns a soft-deleted
+   * model's document.
    * @returns The document, or `undefined`.
    */
   get(
     id: string,
-    options: CallOptions & { includeDeleted?: boolean | undefined } = {},
+    options: GetOptions = {},
   ): Promise<ModelRecord | undefined> {
     options.signal?.throwIfAborted();
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
