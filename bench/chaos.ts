@@ -71,6 +71,11 @@ interface RunFigures {
   sessionErrors: string;
   serverErrors: number;
   exitSeconds: number | undefined;
+  queuedAtEnd: number | undefined;
+  drainedSeconds: number | undefined;
+  finalSeconds: number | undefined;
+  closedSeconds: number | undefined;
+  metricsRequests: number;
   exitCode: number | null;
   notes: string[];
 }
@@ -158,6 +163,15 @@ async function child(
   }
   await writeFile(join(dir, "sent.json"), JSON.stringify(sent));
   console.log(`TRAINING_END ${Date.now()}`);
+  // Where the time after training goes: the backlog left (by the outages
+  // and faults), when the server has acknowledged every epoch, when the
+  // final weights are stored, when the session is closed.
+  console.log(`QUEUED_AT_END ${session.pendingEpochs.length}`);
+  const drained = setInterval(() => {
+    if (session.pendingEpochs.length > 0) return;
+    console.log(`METRICS_DRAINED ${Date.now()}`);
+    clearInterval(drained);
+  }, 20);
   let finalSha256 = "";
   let finalError: string | undefined;
   try {
@@ -170,7 +184,10 @@ async function child(
   } catch (error) {
     finalError = error instanceof Error ? error.message : String(error);
   }
+  console.log(`FINAL_DONE ${Date.now()}`);
   const report = await session.close();
+  clearInterval(drained);
+  console.log(`CLOSED ${Date.now()}`);
   const checkpoints: Record<string, number> = {};
   for (const outcome of await Promise.all(outcomes)) {
     const key = outcome.status === "skipped"
@@ -264,6 +281,8 @@ async function runOnce(
     const [command, args] = runtimeCommand(runtime, script);
     let trainingEnd: number | undefined;
     let exitAt: number | undefined;
+    let queuedAtEnd: number | undefined;
+    const marks = new Map<string, number>();
     let result: ChildResult | undefined;
     let stderr = "";
     const exitCode = await new Promise<number | null>((resolve, reject) => {
@@ -287,6 +306,13 @@ async function runOnce(
             modelId = line.slice(6);
           } else if (line.startsWith("TRAINING_END ")) {
             trainingEnd = Number(line.slice(13));
+          } else if (line.startsWith("QUEUED_AT_END ")) {
+            queuedAtEnd = Number(line.slice(14));
+          } else if (
+            /^(METRICS_DRAINED|FINAL_DONE|CLOSED) \d+$/.test(line)
+          ) {
+            const [mark = "", at = ""] = line.split(" ");
+            marks.set(mark, Number(at));
           } else if (line.startsWith("RESULT ")) {
             result = JSON.parse(line.slice(7));
           }
@@ -398,6 +424,15 @@ async function runOnce(
       exitSeconds: trainingEnd === undefined || exitAt === undefined
         ? undefined
         : (exitAt - trainingEnd) / 1000,
+      queuedAtEnd,
+      drainedSeconds: since(trainingEnd, marks.get("METRICS_DRAINED")),
+      finalSeconds: since(trainingEnd, marks.get("FINAL_DONE")),
+      closedSeconds: since(trainingEnd, marks.get("CLOSED")),
+      metricsRequests: proxy.log.filter((e) =>
+        e.method === "POST" && e.path.endsWith("/training/metrics") ||
+        e.method === "POST" &&
+          /^\/v1\/models\/[^/]+$/.test(e.path)
+      ).length,
       exitCode,
       notes,
     };
@@ -406,6 +441,19 @@ async function runOnce(
     await hub.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+function since(
+  start: number | undefined,
+  end: number | undefined,
+): number | undefined {
+  return start === undefined || end === undefined
+    ? undefined
+    : Math.max(0, end - start) / 1000;
+}
+
+function seconds(value: number | undefined): string {
+  return value === undefined ? "n/a" : value.toFixed(2);
 }
 
 function printTable(runs: RunFigures[], seed: number, epochs: number): void {
@@ -426,10 +474,12 @@ function printTable(runs: RunFigures[], seed: number, epochs: number): void {
     ["requests through the proxy", (r) => String(r.proxyRequests)],
     ["requests given up (session)", (r) => r.sessionErrors],
     ["server 500s (onError)", (r) => String(r.serverErrors)],
-    [
-      "training end -> exit (s)",
-      (r) => r.exitSeconds === undefined ? "n/a" : r.exitSeconds.toFixed(2),
-    ],
+    ["metrics and event POSTs (proxy)", (r) => String(r.metricsRequests)],
+    ["epochs queued at training end", (r) => String(r.queuedAtEnd ?? "n/a")],
+    ["training end -> epochs acked (s)", (r) => seconds(r.drainedSeconds)],
+    ["training end -> final stored (s)", (r) => seconds(r.finalSeconds)],
+    ["training end -> closed (s)", (r) => seconds(r.closedSeconds)],
+    ["training end -> exit (s)", (r) => seconds(r.exitSeconds)],
     ["child exit code", (r) => String(r.exitCode)],
   ];
   console.log(
