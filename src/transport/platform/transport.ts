@@ -31,6 +31,7 @@ import type {
   PlatformRequestOptions,
 } from "./client.ts";
 import { platformEnvironment } from "./environment.ts";
+import { sendAll } from "./send_all.ts";
 import {
   argsFromPayload,
   epochEndData,
@@ -71,8 +72,10 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
    * @default {undefined}
    */
   modelId?: string | undefined;
-  /** `epoch_end` requests in flight at once when a batch is sent. @default {4} */
+  /** `epoch_end` requests in flight at once when a batch is sent, until the server answers one. @default {4} */
   concurrency?: number | undefined;
+  /** `epoch_end` requests in flight once the server answered one in the batch (a backlog after an outage). @default {16} */
+  wideConcurrency?: number | undefined;
 }
 
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
@@ -118,6 +121,7 @@ export class PlatformTransport {
   #fitness = new Map<number, number>();
   #delivered = new Map<number, string>();
   #concurrency: number;
+  #wideConcurrency: number;
   #lastMetrics: { epoch: number; metrics: EpochMetrics } | undefined;
   #final:
     | { file: string; size: number; sha256: string; path: string }
@@ -138,6 +142,7 @@ export class PlatformTransport {
       environment,
       modelId,
       concurrency = 4,
+      wideConcurrency = Math.max(16, concurrency),
       ...rest
     } = options;
     if (
@@ -179,6 +184,12 @@ export class PlatformTransport {
       );
     }
     this.#concurrency = concurrency;
+    if (!Number.isInteger(wideConcurrency) || wideConcurrency < concurrency) {
+      throw new RangeError(
+        `Cannot report to the Platform with a wideConcurrency of ${wideConcurrency}: pass an integer >= concurrency (${concurrency})`,
+      );
+    }
+    this.#wideConcurrency = wideConcurrency;
   }
 
   /** The model id the server answered, once it did. */
@@ -298,11 +309,14 @@ export class PlatformTransport {
   }
 
   /**
-   * Sends one `epoch_end` per epoch, oldest first and a few at a time
-   * (`concurrency`), and notes a `cancelled: true` reply. Rejects when any
-   * failed, after the whole batch was tried, or sooner when more requests
-   * failed than succeeded (a server that is down); an epoch already
-   * acknowledged with the same values is not sent again.
+   * Sends one `epoch_end` per epoch, oldest first, `concurrency` at a time
+   * until the server answers one and `wideConcurrency` after, and notes a
+   * `cancelled: true` reply. An epoch whose request failed on a retriable
+   * error is tried again in this call (up to 3 times, after the server's
+   * `Retry-After`), and a request still waiting when nothing else is left
+   * gets a copy. Rejects when any epoch was not acknowledged, or sooner when
+   * more requests failed than succeeded (a server that is down); an epoch
+   * already acknowledged with the same values is not sent again.
    *
    * @param epochs Metrics by epoch.
    * @param options Signal and timeout.
@@ -329,54 +343,50 @@ export class PlatformTransport {
       if (best !== undefined) data.best_fitness = best.fitness;
       jobs.push({ epoch, all, key, data });
     }
-    // A few requests at a time, oldest epochs first (the Python client sends
-    // from a thread pool too): a backlog after an outage drains in a
-    // fraction of the time, and one slow request does not hold the rest.
-    let next = 0;
-    let sent = 0;
-    const failures: unknown[] = [];
-    const worker = async (): Promise<void> => {
-      // More failures than successes (and at least as many as requests in
-      // flight) end the attempt: a server that is down is not sent the whole
-      // backlog on every retry, one that drops a share of requests is.
-      while (
-        next < jobs.length &&
-        (failures.length < this.#concurrency || failures.length <= sent)
-      ) {
-        const job = jobs[next++]!;
-        try {
-          const reply = await this.client.sendEvent(
-            "epoch_end",
-            job.data,
-            this.#target(),
-            options,
-          );
-          this.#adopt(reply);
-          this.#delivered.set(job.epoch, job.key);
-          sent++;
-          const last = this.#lastMetrics;
-          if (last === undefined || job.epoch >= last.epoch) {
-            this.#lastMetrics = { epoch: job.epoch, metrics: job.all };
-          }
-        } catch (error) {
-          failures.push(error);
-          // A refused key or an abort ends the batch; other failures leave
-          // the rest of the batch to be tried in this attempt.
-          if (this.client.unauthorized !== undefined) return;
-          if (options.signal?.aborted) return;
+    // One request per epoch, oldest first, a few at a time until the server
+    // answers and more after (see send_all.ts): a backlog left by an outage
+    // drains in one call, an epoch that hit a fault is tried again in the
+    // same call while the server answers, and a request that hangs when
+    // nothing else is left gets a copy (an epoch is its own idempotency key).
+    const result = await sendAll(
+      jobs,
+      async (job, signal) => {
+        const reply = await this.client.sendEvent(
+          "epoch_end",
+          job.data,
+          this.#target(),
+          { ...options, signal },
+        );
+        this.#adopt(reply);
+        this.#delivered.set(job.epoch, job.key);
+        const last = this.#lastMetrics;
+        if (last === undefined || job.epoch >= last.epoch) {
+          this.#lastMetrics = { epoch: job.epoch, metrics: job.all };
         }
-      }
-    };
-    await Promise.all(
-      Array.from(
-        { length: Math.min(this.#concurrency, jobs.length) },
-        worker,
-      ),
+      },
+      {
+        concurrency: this.#concurrency,
+        wideConcurrency: this.#wideConcurrency,
+        signal: options.signal,
+        halted: () => this.client.unauthorized !== undefined,
+      },
     );
-    if (failures.length > 0) {
-      throw failures.find((e) =>
-        e instanceof HUBRequestError && !e.retriable
-      ) ?? failures[0];
+    if (result.failed.length > 0) {
+      const errors = result.failed.map((f) => f.error).filter((e) =>
+        e !== undefined
+      );
+      if (options.signal?.aborted) throw options.signal.reason;
+      throw this.client.unauthorized ??
+        errors.find((e) => e instanceof HUBRequestError && !e.retriable) ??
+        errors[0] ??
+        new HUBRequestError(
+          `Cannot send epoch_end for ${result.failed.length} epoch(s) as the server failed more requests than it answered: retry later`,
+          {
+            method: "POST",
+            path: "/training/metrics",
+            retriable: true,
+          },
+        );
     }
   }
 
