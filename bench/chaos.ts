@@ -75,6 +75,7 @@ interface RunFigures {
   drainedSeconds: number | undefined;
   finalSeconds: number | undefined;
   closedSeconds: number | undefined;
+  checkpointsSeconds: number | undefined;
   metricsRequests: number;
   exitCode: number | null;
   notes: string[];
@@ -185,6 +186,9 @@ async function child(
     finalError = error instanceof Error ? error.message : String(error);
   }
   console.log(`FINAL_DONE ${Date.now()}`);
+  void Promise.all(outcomes).then(() =>
+    console.log(`CHECKPOINTS_SETTLED ${Date.now()}`)
+  );
   const report = await session.close();
   clearInterval(drained);
   console.log(`CLOSED ${Date.now()}`);
@@ -309,7 +313,8 @@ async function runOnce(
           } else if (line.startsWith("QUEUED_AT_END ")) {
             queuedAtEnd = Number(line.slice(14));
           } else if (
-            /^(METRICS_DRAINED|FINAL_DONE|CLOSED) \d+$/.test(line)
+            /^(METRICS_DRAINED|FINAL_DONE|CHECKPOINTS_SETTLED|CLOSED) \d+$/
+              .test(line)
           ) {
             const [mark = "", at = ""] = line.split(" ");
             marks.set(mark, Number(at));
@@ -428,6 +433,10 @@ async function runOnce(
       drainedSeconds: since(trainingEnd, marks.get("METRICS_DRAINED")),
       finalSeconds: since(trainingEnd, marks.get("FINAL_DONE")),
       closedSeconds: since(trainingEnd, marks.get("CLOSED")),
+      checkpointsSeconds: since(
+        trainingEnd,
+        marks.get("CHECKPOINTS_SETTLED"),
+      ),
       metricsRequests: proxy.log.filter((e) =>
         e.method === "POST" && e.path.endsWith("/training/metrics") ||
         e.method === "POST" &&
@@ -478,6 +487,10 @@ function printTable(runs: RunFigures[], seed: number, epochs: number): void {
     ["epochs queued at training end", (r) => String(r.queuedAtEnd ?? "n/a")],
     ["training end -> epochs acked (s)", (r) => seconds(r.drainedSeconds)],
     ["training end -> final stored (s)", (r) => seconds(r.finalSeconds)],
+    [
+      "training end -> checkpoints settled (s)",
+      (r) => seconds(r.checkpointsSeconds),
+    ],
     ["training end -> closed (s)", (r) => seconds(r.closedSeconds)],
     ["training end -> exit (s)", (r) => seconds(r.exitSeconds)],
     ["child exit code", (r) => String(r.exitCode)],

@@ -1,8 +1,12 @@
 // A backlog of epochs through the Platform transport (one epoch_end per
 // epoch) against the local HUB behind the fault proxy: faults are retried
 // within the call while the server answers, a hung request gets a copy, and a
-// server that is down is not sent the whole backlog.
+// server that is down is not sent the whole backlog; a checkpoint whose
+// checkpoint_saved failed is not uploaded again when it is retried.
 import { after, before, describe, test } from "node:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { HUBRequestError } from "../src/common/errors.ts";
 import { PlatformTransport } from "../src/transport/platform/transport.ts";
@@ -129,6 +133,35 @@ describe("A backlog of epochs to the Platform", () => {
       );
     } finally {
       await proxy.close();
+    }
+  });
+
+  test("a checkpoint whose checkpoint_saved failed sends only the event when retried", async () => {
+    // After training_started: the upload URL passes, checkpoint_saved fails.
+    const { transport, proxy, id } = await runThrough("checkpoint", [
+      "pass",
+      "status503",
+    ]);
+    const dir = await mkdtemp(join(tmpdir(), "platform-backlog-"));
+    try {
+      const file = join(dir, "last.pt");
+      await writeFile(file, "checkpoint of epoch 4");
+      const upload = { epoch: 4, file, type: "epoch" as const };
+      await assertRejects(
+        () => transport.uploadWeights(upload),
+        HUBRequestError,
+      );
+      await transport.uploadWeights(upload);
+      const paths = proxy.log.map((e) => e.path);
+      assertEquals(
+        paths.filter((p) => p.endsWith("/models/upload")).length,
+        1,
+      );
+      const events = (await hub.events(id)).map((e) => e.event);
+      assertEquals(events, ["training_started", "checkpoint_saved"]);
+    } finally {
+      await proxy.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

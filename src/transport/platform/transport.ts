@@ -78,6 +78,16 @@ export interface PlatformTransportOptions extends PlatformClientOptions {
   wideConcurrency?: number | undefined;
 }
 
+/** A checkpoint stored by its `PUT`, waiting for its `checkpoint_saved`. */
+interface StoredCheckpoint {
+  file: string;
+  epoch: number;
+  size: number;
+  sha256: string;
+  path: string;
+  uploadPath: string;
+}
+
 /** Options of {@linkcode PlatformTransport.uploadModel}. */
 export interface PlatformUploadOptions
   extends PlatformRequestOptions, WeightsUpload {}
@@ -126,6 +136,7 @@ export class PlatformTransport {
   #final:
     | { file: string; size: number; sha256: string; path: string }
     | undefined;
+  #checkpoint: StoredCheckpoint | undefined;
   #untrackedSaid = false;
 
   /**
@@ -439,6 +450,16 @@ export class PlatformTransport {
     let stored = type === "final" && this.#final?.file === file
       ? this.#final
       : undefined;
+    // A checkpoint whose PUT succeeded but whose checkpoint_saved failed:
+    // its retry sends only the event, not the file again.
+    const saved = this.#checkpoint;
+    if (
+      type === "epoch" && saved !== undefined && saved.file === file &&
+      saved.epoch === epoch
+    ) {
+      await this.#checkpointSaved(saved, call);
+      return { size: saved.size, sha256: saved.sha256 };
+    }
     if (stored === undefined) {
       const url = await this.client.requestUpload(
         filename,
@@ -467,19 +488,13 @@ export class PlatformTransport {
         path: url.gcsPath,
       };
       if (type === "epoch") {
-        if (this.#runId !== undefined) {
-          const reply = await this.client.sendEvent(
-            "checkpoint_saved",
-            {
-              modelPath: url.gcsPath,
-              runId: this.#runId,
-              uploadPath: url.uploadPath ?? url.gcsPath,
-            },
-            this.#target(),
-            call,
-          );
-          this.#adopt(reply);
-        }
+        const checkpoint = {
+          ...stored,
+          epoch,
+          uploadPath: url.uploadPath ?? url.gcsPath,
+        };
+        this.#checkpoint = checkpoint;
+        await this.#checkpointSaved(checkpoint, call);
         return { size: stored.size, sha256: stored.sha256 };
       }
       this.#final = stored;
@@ -515,6 +530,26 @@ export class PlatformTransport {
     );
     this.#adopt(reply);
     return { size: stored.size, sha256: stored.sha256 };
+  }
+
+  async #checkpointSaved(
+    checkpoint: StoredCheckpoint,
+    call: PlatformRequestOptions,
+  ): Promise<void> {
+    if (this.#runId !== undefined) {
+      const reply = await this.client.sendEvent(
+        "checkpoint_saved",
+        {
+          modelPath: checkpoint.path,
+          runId: this.#runId,
+          uploadPath: checkpoint.uploadPath,
+        },
+        this.#target(),
+        call,
+      );
+      this.#adopt(reply);
+    }
+    if (this.#checkpoint === checkpoint) this.#checkpoint = undefined;
   }
 
   // The session's transport contract.
