@@ -10,15 +10,7 @@ import { HUBRequestError } from "../common/errors.ts";
 /** Largest reply body the client reads, in bytes (16 MiB). */
 export const MAX_RESPONSE_BYTES: number = 16 * 1024 * 1024;
 
-/**
- * Whether a value is a plain object (not `null`, not an array).
- *
- * @param value Anything.
- * @returns `true` for an object record.
- */
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
+export { isRecord } from "../common/json.ts";
 
 /**
  * The error for a redirect reply, naming where it pointed (without query).

@@ -34,6 +34,7 @@
 
 import { Hono } from "hono";
 import { createHash, randomBytes } from "node:crypto";
+import { isRecord } from "../../common/json.ts";
 import {
   jsonSafe,
   normaliseProject,
@@ -96,10 +97,6 @@ const EVENTS: ReadonlySet<string> = new Set<PlatformEventName>([
   "checkpoint_saved",
   "training_complete",
 ]);
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function reply(status: number, body: unknown): Response {
   return Response.json(body, { status });
@@ -596,10 +593,7 @@ export function createPlatformRoutes(
   });
 
   app.post("/api/platform/models/:id/stop", async (c) => {
-    const auth = c.req.header("authorization") ??
-      (c.req.header("x-api-key") === undefined
-        ? undefined
-        : `Bearer ${c.req.header("x-api-key")}`);
+    const auth = authOf(c.req.header.bind(c.req));
     const run = await load(c.req.param("id"), auth);
     // The key must be good for this model even when the run is cached.
     await expect("GET", `/v1/models/${run.id}`, auth);
@@ -619,10 +613,7 @@ export function createPlatformRoutes(
   });
 
   app.get("/api/platform/models/:id/events", async (c) => {
-    const auth = c.req.header("authorization") ??
-      (c.req.header("x-api-key") === undefined
-        ? undefined
-        : `Bearer ${c.req.header("x-api-key")}`);
+    const auth = authOf(c.req.header.bind(c.req));
     const run = await load(c.req.param("id"), auth);
     await expect("GET", `/v1/models/${run.id}`, auth);
     return reply(200, { success: true, data: { events: run.events } });
@@ -642,6 +633,15 @@ export function createPlatformRoutes(
       return true;
     },
   };
+}
+
+/** The caller's key as an `authorization` value (Bearer, or `x-api-key`). */
+function authOf(
+  header: (name: string) => string | undefined,
+): string | undefined {
+  const key = header("x-api-key");
+  return header("authorization") ??
+    (key === undefined ? undefined : `Bearer ${key}`);
 }
 
 function targetOf(

@@ -9,6 +9,7 @@
  */
 
 import type { StoredMetrics } from "../records.ts";
+import { isRecord } from "../../../common/json.ts";
 
 /** What {@linkcode parseMetricsLog} found in a metrics file. */
 export interface MetricsLog {
@@ -27,10 +28,6 @@ export interface MetricsLog {
 /** Name of a model's metrics file in its directory. */
 export const METRICS_FILE = "metrics.jsonl";
 const NEWLINE = 0x0a;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * Parses a metrics file. Lines that do not parse are skipped; only a torn
@@ -58,12 +55,12 @@ export function parseMetricsLog(bytes: Uint8Array): MetricsLog {
     } catch {
       continue;
     }
-    if (!isPlainObject(line) || !isPlainObject(line.metrics)) continue;
+    if (!isRecord(line) || !isRecord(line.metrics)) continue;
     if (typeof line.time === "number") lastTime = line.time;
     for (const [key, value] of Object.entries(line.metrics)) {
       const epoch = Number(key);
       if (!Number.isSafeInteger(epoch) || epoch < 0) continue;
-      if (!isPlainObject(value)) continue;
+      if (!isRecord(value)) continue;
       metrics.set(epoch, value as StoredMetrics);
       entries++;
     }
