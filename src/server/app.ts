@@ -25,6 +25,12 @@ import {
   REQUEST_ABORTED,
 } from "./errors.ts";
 import { hostGuard, knownHosts, originGuard } from "./guard.ts";
+import {
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  requestDeadline,
+  requestSignal,
+  timedOutReply,
+} from "./deadline.ts";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./limits.ts";
 import { fail, healthReply } from "./reply.ts";
 import { authRoutes } from "./routes/auth.ts";
@@ -146,6 +152,7 @@ export function createHubAppOn(
     maxUploadBytes = DEFAULT_MAX_UPLOAD_BYTES,
     publicUrl,
     allowedHosts = [],
+    requestTimeout = DEFAULT_REQUEST_TIMEOUT_MS,
     now = Date.now,
     signal,
     onError = (error: unknown): void => {
@@ -179,14 +186,17 @@ export function createHubAppOn(
     return store;
   };
   const hub: HubContext = {
-    store: () => {
+    store: async (request) => {
       if (storePromise === undefined) {
         storePromise = openStore();
         storePromise.catch(() => {
           storePromise = undefined;
         });
       }
-      return storePromise;
+      const store = await storePromise;
+      return request === undefined
+        ? store
+        : store.withSignal(requestSignal(request));
     },
     now,
     keys: new ApiKeys(apiKeys),
@@ -205,7 +215,7 @@ export function createHubAppOn(
     publicUrl: base,
   });
   const web = createWebApp({
-    source: async () => storeSource(await hub.store()),
+    source: async (request) => storeSource(await hub.store(request)),
     apiKeys,
     now,
     signal,
@@ -214,6 +224,8 @@ export function createHubAppOn(
   });
 
   const app = new Hono({ strict: false });
+  // First, so that everything after it runs within the request's time.
+  app.use(requestDeadline(requestTimeout));
   // Requests the Platform endpoints make through the app were checked as
   // they came in.
   const internal = new WeakSet<Request>();
@@ -277,6 +289,10 @@ export function createHubAppOn(
     fail(404, `Cannot find the route ${c.req.method} ${c.req.path}`)
   );
   app.onError((error, c) => {
+    // The request's time ran out and it was answered 503: what its work
+    // throws now (the abort's reason, a cancelled query) is expected.
+    const late = timedOutReply(c.req.raw);
+    if (late !== undefined) return late;
     if (error instanceof HTTPException) {
       return error.res === undefined
         ? fail(error.status, error.message)

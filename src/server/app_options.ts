@@ -77,6 +77,18 @@ export interface HubHandlerOptions {
    */
   signal?: AbortSignal | undefined;
   /**
+   * Milliseconds the server may take to produce a response's status and
+   * headers; a request not answered by then gets `503` with `Retry-After`
+   * (the JSON envelope, or a short HTML page for a browser), and its storage
+   * calls are cancelled (a PostgreSQL query is cancelled on the server). Not
+   * counted: the time a request body takes to arrive and the streaming of a
+   * response body (a download, a page's live events), which the
+   * connection's idle timeout bounds. An upload's commit is counted.
+   *
+   * @default {30000}
+   */
+  requestTimeout?: number | undefined;
+  /**
    * Receives unexpected errors (answered with 500). Never given an API key.
    *
    * @default {logs the error with console.error}
@@ -100,7 +112,8 @@ function checkLocation(name: string, value: unknown): void {
  * @param storage A storage pair opened by the caller, which stands in for
  * `dataDir` / `database` / `weights`.
  * @throws {TypeError} For an option of the wrong type or a missing location.
- * @throws {RangeError} For a negative or fractional `maxUploadBytes`.
+ * @throws {RangeError} For a negative or fractional `maxUploadBytes`, or a
+ * `requestTimeout` that is not a positive number.
  */
 export function validateHubOptions(
   options: HubHandlerOptions,
@@ -161,6 +174,12 @@ export function validateHubOptions(
   ) {
     throw new TypeError(
       "Cannot create the HUB as allowedHosts is not a list of non-empty host names",
+    );
+  }
+  const timeout = options.requestTimeout;
+  if (timeout !== undefined && (!Number.isFinite(timeout) || timeout <= 0)) {
+    throw new RangeError(
+      `Cannot create the HUB as requestTimeout is not a positive number of milliseconds: ${timeout}`,
     );
   }
   if (options.now !== undefined && typeof options.now !== "function") {

@@ -17,15 +17,18 @@ import { every } from "hono/combine";
 import type { HubContext } from "./context.ts";
 import { requireJsonType } from "./guard.ts";
 import { BodyAbortedError, hubError, REQUEST_ABORTED } from "./errors.ts";
+import { pauseDeadline, shareDeadline } from "./deadline.ts";
 import { MAX_JSON_BYTES, MAX_JSON_DEPTH } from "./limits.ts";
 
 /**
- * Refuses a JSON body above {@linkcode MAX_JSON_BYTES} with 413.
+ * Refuses a JSON body above {@linkcode MAX_JSON_BYTES} with 413. A chunked
+ * body is read here (counted), while the request's time limit waits: the
+ * request that carries the read body keeps the same limit.
  *
  * @returns The middleware.
  */
 export function jsonLimit(): MiddlewareHandler {
-  return bodyLimit({
+  const limit = bodyLimit({
     maxSize: MAX_JSON_BYTES,
     onError: () => {
       throw hubError(
@@ -34,6 +37,21 @@ export function jsonLimit(): MiddlewareHandler {
       );
     },
   });
+  return async (c, next) => {
+    const original = c.req.raw;
+    const resume = pauseDeadline(original);
+    let resumed = false;
+    try {
+      return await limit(c, async () => {
+        shareDeadline(original, c.req.raw);
+        resumed = true;
+        resume();
+        await next();
+      });
+    } finally {
+      if (!resumed) resume();
+    }
+  };
 }
 
 /**
@@ -76,6 +94,8 @@ async function readText(request: Request): Promise<string> {
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
+  // The time the body takes to arrive is the idle timeout's to bound.
+  const resume = pauseDeadline(request);
   try {
     for (;;) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
@@ -98,6 +118,8 @@ async function readText(request: Request): Promise<string> {
   } catch (error) {
     reader.cancel().catch(() => {});
     throw error;
+  } finally {
+    resume();
   }
   return chunks.length === 1
     ? Buffer.from(chunks[0]!).toString("utf8")

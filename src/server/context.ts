@@ -13,8 +13,11 @@ import type { HubStore, ModelRecord } from "./store.ts";
 
 /** The shared state the route files are built with. */
 export interface HubContext {
-  /** The store, opened on first use. */
-  store(): Promise<HubStore>;
+  /**
+   * The store, opened on first use; for a request, its calls carry the
+   * signal of the request's time limit (`deadline.ts`).
+   */
+  store(request?: Request | undefined): Promise<HubStore>;
   /** Clock in milliseconds since the epoch. */
   now(): number;
   /** Accepted API keys. */
@@ -84,7 +87,7 @@ export async function readModelJson(
   c: Context,
 ): Promise<ModelJsonRequest> {
   const id = c.req.param("id") ?? "";
-  const store = await hub.store();
+  const store = await hub.store(c.req.raw);
   await findModel(store, id);
   const body = await readJsonObject(c.req.raw);
   return { id, store, body };

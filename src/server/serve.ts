@@ -221,10 +221,11 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     );
   }
   for (
-    const [name, value] of [["headerTimeout", headerTimeout], [
-      "idleTimeout",
-      idleTimeout,
-    ]] as const
+    const [name, value] of [
+      ["headerTimeout", headerTimeout],
+      ["idleTimeout", idleTimeout],
+      ["requestTimeout", handlerOptions.requestTimeout ?? 1],
+    ] as const
   ) {
     if (!Number.isFinite(value) || value <= 0) {
       throw new RangeError(

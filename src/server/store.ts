@@ -44,6 +44,7 @@ import type {
   WeightsKind,
 } from "./storage/records.ts";
 import { openFileStorage } from "./storage/files/mod.ts";
+import { inTurn } from "./storage/turns.ts";
 
 export type {
   EpochEntry,
@@ -60,6 +61,13 @@ export type {
 /** Default {@linkcode HubStorage.orphanGraceMs}: 10 minutes. */
 const DEFAULT_ORPHAN_GRACE_MS = 600_000;
 
+/** What every view of one store shares (see {@linkcode HubStore.withSignal}). */
+interface SharedState {
+  storage: HubStorage;
+  gates: Map<string, Promise<void>>;
+  collecting: Set<Promise<void>>;
+}
+
 /** Models, metrics, heartbeats and weights, over a {@linkcode HubStorage}. */
 export class HubStore {
   /** Documents and metrics. */
@@ -67,13 +75,35 @@ export class HubStore {
   /** Weights. */
   readonly weights: BlobStore;
   #graceMs: number;
-  #gates = new Map<string, Promise<void>>();
-  #collecting = new Set<Promise<void>>();
+  #shared: SharedState;
+  #gates: Map<string, Promise<void>>;
+  #collecting: Set<Promise<void>>;
+  #signal: AbortSignal | undefined;
 
-  private constructor(storage: HubStorage) {
+  private constructor(
+    shared: SharedState,
+    signal: AbortSignal | undefined,
+  ) {
+    const { storage } = shared;
     this.models = storage.models;
     this.weights = storage.weights;
     this.#graceMs = storage.orphanGraceMs ?? DEFAULT_ORPHAN_GRACE_MS;
+    this.#shared = shared;
+    this.#gates = shared.gates;
+    this.#collecting = shared.collecting;
+    this.#signal = signal;
+  }
+
+  /**
+   * The same store, whose calls for a request pass `signal` to the
+   * backends and stop waiting for a model's gate when it aborts (the
+   * request's time limit). Collection after a commit is not tied to it.
+   *
+   * @param signal The request's signal.
+   * @returns A view sharing this store's state.
+   */
+  withSignal(signal: AbortSignal | undefined): HubStore {
+    return signal === this.#signal ? this : new HubStore(this.#shared, signal);
   }
 
   /**
@@ -85,7 +115,11 @@ export class HubStore {
    */
   static async open(storage: HubStorage | string): Promise<HubStore> {
     if (typeof storage === "string") return await HubStore.openFiles(storage);
-    const store = new HubStore(storage);
+    const store = new HubStore({
+      storage,
+      gates: new Map(),
+      collecting: new Set(),
+    }, undefined);
     await store.collectAll();
     return store;
   }
@@ -109,7 +143,11 @@ export class HubStore {
     const ids: string[] = [];
     let cursor: string | undefined;
     do {
-      const page = await this.models.listIds({ cursor, limit: 1000 });
+      const page = await this.models.listIds({
+        cursor,
+        limit: 1000,
+        signal: this.#signal,
+      });
       ids.push(...page.items);
       cursor = page.next;
     } while (cursor !== undefined);
@@ -123,7 +161,7 @@ export class HubStore {
    * @returns The record (do not mutate), or `undefined`.
    */
   get(id: string): Promise<ModelRecord | undefined> {
-    return this.models.get(id);
+    return this.models.get(id, { signal: this.#signal });
   }
 
   /**
@@ -133,7 +171,7 @@ export class HubStore {
    * @returns The count (0 for an unknown model).
    */
   epochCount(id: string): Promise<number> {
-    return this.models.epochCount(id);
+    return this.models.epochCount(id, { signal: this.#signal });
   }
 
   /**
@@ -147,7 +185,7 @@ export class HubStore {
     id: string,
     options?: { afterEpoch?: number; limit?: number },
   ): Promise<EpochEntry[] | undefined> {
-    return this.models.listMetrics(id, options);
+    return this.models.listMetrics(id, { ...options, signal: this.#signal });
   }
 
   /**
@@ -158,7 +196,7 @@ export class HubStore {
    * @returns The new record.
    */
   create(init: NewModel, now: number): Promise<ModelRecord> {
-    return this.models.create(init, now);
+    return this.models.create(init, now, { signal: this.#signal });
   }
 
   /**
@@ -174,7 +212,7 @@ export class HubStore {
     change: (record: ModelRecord) => T,
     now: number,
   ): Promise<{ record: ModelRecord; result: T } | undefined> {
-    return this.models.update(id, change, now);
+    return this.models.update(id, change, now, { signal: this.#signal });
   }
 
   /**
@@ -190,7 +228,9 @@ export class HubStore {
     metrics: ReadonlyMap<number, StoredMetrics>,
     now: number,
   ): Promise<ModelRecord | undefined> {
-    return this.models.upsertMetrics(id, metrics, now);
+    return this.models.upsertMetrics(id, metrics, now, {
+      signal: this.#signal,
+    });
   }
 
   /**
@@ -202,11 +242,13 @@ export class HubStore {
    * @returns Whether the model existed.
    */
   delete(id: string, hard: boolean, now: number): Promise<boolean> {
+    const signal = this.#signal;
     return this.#gate(id, async () => {
-      const existed = await this.models.delete(id, hard, now);
+      const existed = await this.models.delete(id, hard, now, { signal });
+      // The document is gone: its blobs go too, whatever the signal says.
       if (existed && hard) await this.#collect(id, true);
       return existed;
-    });
+    }, signal);
   }
 
   /**
@@ -245,18 +287,24 @@ export class HubStore {
     info: Omit<WeightsInfo, "sha256" | "size" | "blob">,
     now: number,
   ): Promise<ModelRecord | undefined> {
+    const signal = this.#signal;
     const updated = await this.#gate(id, async () => {
       const blob = await writer.finish(expectedSha256);
-      const result = await this.models.update(id, (record) => {
-        record.weights[kind] = {
-          ...info,
-          size: blob.size,
-          sha256: blob.sha256,
-          blob: blob.key,
-        };
-        if (kind === "best") record.status = "trained";
-        else if (record.status === "new") record.status = "training";
-      }, now);
+      const result = await this.models.update(
+        id,
+        (record) => {
+          record.weights[kind] = {
+            ...info,
+            size: blob.size,
+            sha256: blob.sha256,
+            blob: blob.key,
+          };
+          if (kind === "best") record.status = "trained";
+          else if (record.status === "new") record.status = "training";
+        },
+        now,
+        { signal },
+      );
       if (result === undefined) {
         // The model went away during the upload: nothing names the blob,
         // unless a soft-deleted document holds the same bytes.
@@ -268,7 +316,7 @@ export class HubStore {
       }
       await crashPoint("committed");
       return result;
-    }).catch(async (error) => {
+    }, signal).catch(async (error) => {
       await writer.abort();
       throw error;
     });
@@ -288,7 +336,7 @@ export class HubStore {
     range?: ByteRange,
   ): Promise<BlobRead | undefined> {
     if (info.blob === undefined) return undefined;
-    return await this.weights.read(info.blob, { range });
+    return await this.weights.read(info.blob, { range, signal: this.#signal });
   }
 
   /**
@@ -361,15 +409,11 @@ export class HubStore {
     for (const key of doomed) await this.weights.delete(key);
   }
 
-  async #gate<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#gates.get(id) ?? Promise.resolve();
-    const run = previous.then(fn);
-    const tail = run.then(() => {}, () => {});
-    this.#gates.set(id, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.#gates.get(id) === tail) this.#gates.delete(id);
-    }
+  #gate<T>(
+    id: string,
+    fn: () => Promise<T>,
+    signal?: AbortSignal | undefined,
+  ): Promise<T> {
+    return inTurn(this.#gates, id, fn, signal);
   }
 }

@@ -10,6 +10,7 @@
 import { Hono } from "hono";
 import { UNAUTHENTICATED } from "../auth.ts";
 import type { HubContext } from "../context.ts";
+import { requestSignal } from "../deadline.ts";
 import { hubError } from "../errors.ts";
 import { fail } from "../reply.ts";
 
@@ -23,7 +24,7 @@ export function fileRoutes(hub: HubContext): Hono {
   return new Hono().get("/v1/models/:id/files/:name", async (c) => {
     const id = c.req.param("id");
     const name = c.req.param("name");
-    const store = await hub.store();
+    const store = await hub.store(c.req.raw);
     const record = await store.get(id);
     if (
       !hub.keys.accepts(c.req.raw) &&
@@ -54,6 +55,12 @@ export function fileRoutes(hub: HubContext): Hono {
         404,
         `Cannot find the file "${name}" of the model "${id}"`,
       );
+    }
+    const late = requestSignal(c.req.raw);
+    if (late?.aborted) {
+      // Answered 503 already: nobody reads this body.
+      await read.body.cancel();
+      throw late.reason;
     }
     const headers = {
       "content-type": "application/octet-stream",

@@ -34,7 +34,7 @@ export function metricsRoutes(hub: HubContext): Hono {
     requireKey(hub.keys, hub.browserSession),
     async (c) => {
       const id = c.req.param("id");
-      const list = await (await hub.store()).listMetrics(id);
+      const list = await (await hub.store(c.req.raw)).listMetrics(id);
       if (list === undefined) throw modelNotFound(id);
       return ok(list as StoredEpochMetrics[], "Model metrics found");
     },

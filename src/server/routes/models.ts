@@ -30,7 +30,7 @@ export function modelRoutes(hub: HubContext): Hono {
   const app = new Hono();
   app.post("/v1/models", requireKey(hub.keys), jsonBody(hub), async (c) => {
     const body = await readJsonObject(c.req.raw);
-    const store = await hub.store();
+    const store = await hub.store(c.req.raw);
     const record = await store.create(readNewModel(body), hub.now());
     return ok({ id: record.id }, "Model created");
   });
@@ -39,7 +39,7 @@ export function modelRoutes(hub: HubContext): Hono {
     requireKey(hub.keys, hub.browserSession),
     async (c) => {
       const id = c.req.param("id");
-      const store = await hub.store();
+      const store = await hub.store(c.req.raw);
       const record = await findModel(store, id);
       return ok(
         renderDocument(
@@ -91,7 +91,7 @@ export function modelRoutes(hub: HubContext): Hono {
         );
       }
     }
-    const store = await hub.store();
+    const store = await hub.store(c.req.raw);
     if (!await store.delete(id, hard, hub.now())) throw modelNotFound(id);
     return ok(
       { id, hard },

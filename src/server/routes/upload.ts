@@ -27,6 +27,7 @@ import {
 } from "../errors.ts";
 import { parseBool } from "../model_input.ts";
 import { getBoundary, MultipartError, parseMultipart } from "../multipart.ts";
+import { pauseDeadline } from "../deadline.ts";
 import { ok } from "../reply.ts";
 import { BlobChecksumError } from "../storage/contract.ts";
 import type { HubStore, WeightsKind } from "../store.ts";
@@ -40,10 +41,10 @@ import type { HubStore, WeightsKind } from "../store.ts";
 export function uploadRoutes(hub: HubContext): Hono {
   const app = new Hono();
   const check = async (
-    c: { req: { param(name: "id"): string } },
+    c: { req: { param(name: "id"): string; raw: Request } },
     next: () => Promise<void>,
   ): Promise<void> => {
-    await findModel(await hub.store(), c.req.param("id"));
+    await findModel(await hub.store(c.req.raw), c.req.param("id"));
     await next();
   };
   app.post(
@@ -52,7 +53,12 @@ export function uploadRoutes(hub: HubContext): Hono {
     check,
     uploadLimit(hub.maxUploadBytes),
     async (c) =>
-      await receive(hub, c.req.raw, await hub.store(), c.req.param("id")),
+      await receive(
+        hub,
+        c.req.raw,
+        await hub.store(c.req.raw),
+        c.req.param("id"),
+      ),
   );
   return app;
 }
@@ -84,6 +90,9 @@ async function receive(
     throw hubError(400, "Cannot accept the upload as it has no body");
   }
   let parsed;
+  // The time the body takes to arrive is the idle timeout's to bound; the
+  // commit after it is the request's time limit's.
+  const resume = pauseDeadline(request);
   try {
     parsed = await parseMultipart(request.body, {
       boundary,
@@ -108,6 +117,8 @@ async function receive(
       throw hubError(error.status, error.message);
     }
     throw error;
+  } finally {
+    resume();
   }
   const { fields, file } = parsed;
   const now = hub.now;

@@ -89,8 +89,11 @@ export {
 /** Options every storage call accepts. */
 export interface CallOptions {
   /**
-   * Aborts the call. A write aborted before it resolved may or may not have
-   * taken effect (as with a crash: old or new state, never a mix).
+   * Aborts the call: a read stops, a write still waiting (for a lock, a
+   * connection, a running statement) is cancelled. A write aborted before it
+   * resolved may or may not have taken effect (as with a crash: old or new
+   * state, never a mix): once its commit started, it completes. The server
+   * passes the signal of the request's time limit.
    *
    * @default {undefined}
    */
@@ -173,9 +176,14 @@ export interface DocumentStore {
    *
    * @param init The model's initial fields.
    * @param now Creation time, ms since the epoch.
+   * @param options Signal.
    * @returns The new document, durable when the promise resolves.
    */
-  create(init: NewModel, now: number): Promise<ModelRecord>;
+  create(
+    init: NewModel,
+    now: number,
+    options?: CallOptions,
+  ): Promise<ModelRecord>;
 
   /**
    * Atomically changes one model's document (read, change, write), isolated
@@ -190,6 +198,7 @@ export interface DocumentStore {
    * @param id Model id.
    * @param change Mutates the copy; its result is passed through.
    * @param now Time of the change, ms since the epoch.
+   * @param options Signal.
    * @returns The written document and `change`'s result, durable when the
    * promise resolves, or `undefined` when the model does not exist.
    */
@@ -197,6 +206,7 @@ export interface DocumentStore {
     id: string,
     change: (record: ModelRecord) => T,
     now: number,
+    options?: CallOptions,
   ): Promise<{ record: ModelRecord; result: T } | undefined>;
 
   /**
@@ -207,9 +217,15 @@ export interface DocumentStore {
    * @param id Model id.
    * @param hard Whether to remove the data.
    * @param now Time of the deletion, ms since the epoch.
+   * @param options Signal.
    * @returns Whether the model existed (and was not already soft-deleted).
    */
-  delete(id: string, hard: boolean, now: number): Promise<boolean>;
+  delete(
+    id: string,
+    hard: boolean,
+    now: number,
+    options?: CallOptions,
+  ): Promise<boolean>;
 }
 
 /** Options of {@linkcode MetricsStore.listMetrics}. */
@@ -248,6 +264,7 @@ export interface MetricsStore {
    * @param id Model id.
    * @param metrics Metrics by epoch (non-negative safe integers).
    * @param now Time of the post, ms since the epoch.
+   * @param options Signal.
    * @returns The model's document after the change, durable with the metrics
    * when the promise resolves, or `undefined` when the model does not exist.
    */
@@ -255,6 +272,7 @@ export interface MetricsStore {
     id: string,
     metrics: ReadonlyMap<number, StoredMetrics>,
     now: number,
+    options?: CallOptions,
   ): Promise<ModelRecord | undefined>;
 
   /**

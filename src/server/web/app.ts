@@ -57,8 +57,11 @@ export type WebSource = Pick<
 
 /** Options of {@linkcode createWebApp}. */
 export interface WebAppOptions {
-  /** The store, opened on first use. */
-  source: () => Promise<WebSource>;
+  /**
+   * The store, opened on first use, for one request (whose time limit its
+   * calls may carry).
+   */
+  source: (request?: Request | undefined) => Promise<WebSource>;
   /** Accepted API keys; none means open pages. @default {[]} */
   apiKeys?: readonly string[] | undefined;
   /** Fans model changes out to open pages. @default {a new LiveHub} */
@@ -261,8 +264,11 @@ export function createWebApp(options: WebAppOptions): WebApp {
     );
   }
 
-  async function modelView(id: string): Promise<ModelView | undefined> {
-    const store = await source();
+  async function modelView(
+    request: Request | undefined,
+    id: string,
+  ): Promise<ModelView | undefined> {
+    const store = await source(request);
     const record = await store.get(id);
     if (record === undefined) return undefined;
     // Pages count epochs from 1, as the trainer's console does; the API
@@ -398,7 +404,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
     if (!wantsHtml(c.req.raw)) return await next();
     const denied = await guard(c);
     if (denied !== undefined) return denied;
-    const store = await source();
+    const store = await source(c.req.raw);
     const query = (c.req.query("q") ?? "").trim().slice(0, 200);
     const needle = query.toLowerCase();
     const records: ModelRecord[] = [];
@@ -470,13 +476,15 @@ export function createWebApp(options: WebAppOptions): WebApp {
     if (c.req.query("part") === "live") {
       // Every open page of a model asks for this after each update: render
       // it once per change, not once per page.
-      const store = await source();
+      const store = await source(c.req.raw);
       const record = await store.get(id);
       if (record === undefined) return notFound(c, id);
       const version = `${record.updatedAt}|${await store.epochCount(id)}`;
       let cached = liveParts.get(id);
       if (cached?.version !== version) {
-        const html = modelView(id).then((view) =>
+        // Shared by every page waiting for it: not tied to this request's
+        // time limit (each request still has its own).
+        const html = modelView(undefined, id).then((view) =>
           view === undefined ? undefined : renderModelLive(view).value
         );
         cached = { version, html };
@@ -491,7 +499,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
       if (part === undefined) return notFound(c, id);
       return page(c, part);
     }
-    const view = await modelView(id);
+    const view = await modelView(c.req.raw, id);
     if (view === undefined) return notFound(c, id);
     return page(
       c,
@@ -521,7 +529,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
     }
     const id = c.req.param("id");
     const stream = async () => {
-      const store = await source();
+      const store = await source(c.req.raw);
       const record = await store.get(id);
       if (record === undefined) return undefined;
       return {
@@ -541,7 +549,7 @@ export function createWebApp(options: WebAppOptions): WebApp {
       }, 401);
     }
     const id = c.req.param("id");
-    const store = await source();
+    const store = await source(c.req.raw);
     const record = await store.get(id);
     const metrics = record === undefined
       ? undefined

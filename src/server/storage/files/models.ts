@@ -76,6 +76,7 @@ import {
   parseMetricsLog,
 } from "./metrics_log.ts";
 import { appendSynced, syncDir, writeAtomic } from "./fs.ts";
+import { inTurn } from "../turns.ts";
 
 /** Most models whose documents and epoch numbers are kept in memory. */
 export const MAX_CACHED_MODELS = 256;
@@ -250,7 +251,7 @@ export class FileModelStore implements ModelStore {
     id: string,
     options: GetOptions = {},
   ): Promise<ModelRecord | undefined> {
-    const entry = await this.#entry(id);
+    const entry = await this.#entry(id, options.signal);
     const record = entry?.record;
     return record === null || record === undefined ||
         (record.deletedAt !== undefined && options.includeDeleted !== true)
@@ -262,18 +263,19 @@ export class FileModelStore implements ModelStore {
    * Number of distinct epochs with stored metrics.
    *
    * @param id Model id.
-   * @param _options Signal (file reads are not interrupted).
+   * @param options Signal: stops waiting for the model's lock (file reads
+   * are not interrupted).
    * @returns The count (0 for an unknown model).
    */
-  async epochCount(id: string, _options?: CallOptions): Promise<number> {
-    return (await this.#entry(id))?.epochs.size ?? 0;
+  async epochCount(id: string, options: CallOptions = {}): Promise<number> {
+    return (await this.#entry(id, options.signal))?.epochs.size ?? 0;
   }
 
   /**
    * Reads a model's metrics from disk, sorted by epoch.
    *
    * @param id Model id.
-   * @param options Range of epochs (`afterEpoch`, `limit`).
+   * @param options Range of epochs (`afterEpoch`, `limit`), signal.
    * @returns The epochs' metrics, or `undefined` when the model does not
    * exist.
    */
@@ -281,8 +283,8 @@ export class FileModelStore implements ModelStore {
     id: string,
     options: MetricsListOptions = {},
   ): Promise<EpochEntry[] | undefined> {
-    const { afterEpoch = -1, limit = Infinity } = options;
-    if (await this.get(id) === undefined) return undefined;
+    const { afterEpoch = -1, limit = Infinity, signal } = options;
+    if (await this.get(id, { signal }) === undefined) return undefined;
     let bytes: Uint8Array;
     try {
       bytes = await readFile(this.#metricsPath(id));
@@ -304,9 +306,15 @@ export class FileModelStore implements ModelStore {
    *
    * @param init The model's initial fields.
    * @param now Creation time, ms since the epoch.
+   * @param options Signal, checked before anything is written.
    * @returns The new record.
    */
-  async create(init: NewModel, now: number): Promise<ModelRecord> {
+  async create(
+    init: NewModel,
+    now: number,
+    options: CallOptions = {},
+  ): Promise<ModelRecord> {
+    options.signal?.throwIfAborted();
     for (;;) {
       const id = createModelId();
       try {
@@ -317,7 +325,7 @@ export class FileModelStore implements ModelStore {
       }
       await syncDir(this.#modelsDir);
       const record = newModelRecord(id, init, now);
-      await this.#withLock(id, async () => {
+      await this.#withLock(id, undefined, async () => {
         await this.#write(record);
         this.#remember(id, {
           record,
@@ -338,6 +346,8 @@ export class FileModelStore implements ModelStore {
    * @param id Model id.
    * @param change Mutates the copy (or returns a value to pass through).
    * @param now Time of the change, ms since the epoch.
+   * @param options Signal: stops waiting for the model's lock; once the
+   * change runs it completes.
    * @returns The updated record and `change`'s result, or `undefined` when
    * the model does not exist.
    */
@@ -345,9 +355,10 @@ export class FileModelStore implements ModelStore {
     id: string,
     change: (record: ModelRecord) => T | Promise<T>,
     now: number,
+    options: CallOptions = {},
   ): Promise<{ record: ModelRecord; result: T } | undefined> {
     if (!isModelId(id)) return Promise.resolve(undefined);
-    return this.#withLock(id, async () => {
+    return this.#withLock(id, options.signal, async () => {
       const entry = await this.#load(id);
       const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return undefined;
@@ -373,7 +384,7 @@ export class FileModelStore implements ModelStore {
     change: (record: ModelRecord) => void,
   ): Promise<boolean> {
     if (!isModelId(id)) return Promise.resolve(false);
-    return this.#withLock(id, async () => {
+    return this.#withLock(id, undefined, async () => {
       const entry = await this.#load(id);
       if (entry.record === null) return false;
       const copy = structuredClone(entry.record);
@@ -392,15 +403,18 @@ export class FileModelStore implements ModelStore {
    * @param id Model id.
    * @param metrics Metrics by epoch.
    * @param now Time of the post, ms since the epoch.
+   * @param options Signal: stops waiting for the model's lock; once the
+   * append runs it completes.
    * @returns The record, or `undefined` when the model does not exist.
    */
   upsertMetrics(
     id: string,
     metrics: ReadonlyMap<number, StoredMetrics>,
     now: number,
+    options: CallOptions = {},
   ): Promise<ModelRecord | undefined> {
     if (!isModelId(id)) return Promise.resolve(undefined);
-    return this.#withLock(id, async () => {
+    return this.#withLock(id, options.signal, async () => {
       const entry = await this.#load(id);
       const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return undefined;
@@ -455,11 +469,17 @@ export class FileModelStore implements ModelStore {
    * @param id Model id.
    * @param hard Whether to remove the files.
    * @param now Time of the deletion, ms since the epoch.
+   * @param options Signal: stops waiting for the model's lock.
    * @returns Whether the model existed.
    */
-  delete(id: string, hard: boolean, now: number): Promise<boolean> {
+  delete(
+    id: string,
+    hard: boolean,
+    now: number,
+    options: CallOptions = {},
+  ): Promise<boolean> {
     if (!isModelId(id)) return Promise.resolve(false);
-    return this.#withLock(id, async () => {
+    return this.#withLock(id, options.signal, async () => {
       const entry = await this.#load(id);
       const current = entry.record;
       if (current === null || current.deletedAt !== undefined) return false;
@@ -488,14 +508,18 @@ export class FileModelStore implements ModelStore {
   }
 
   /** The cached entry, or one loaded under the model's lock. */
-  async #entry(id: string): Promise<CacheEntry | undefined> {
+  async #entry(
+    id: string,
+    signal?: AbortSignal | undefined,
+  ): Promise<CacheEntry | undefined> {
+    signal?.throwIfAborted();
     if (!isModelId(id)) return undefined;
     const cached = this.#cache.get(id);
     if (cached !== undefined) {
       this.#remember(id, cached);
       return cached;
     }
-    return await this.#withLock(id, () => this.#load(id));
+    return await this.#withLock(id, signal, () => this.#load(id));
   }
 
   /**
@@ -624,15 +648,11 @@ export class FileModelStore implements ModelStore {
     );
   }
 
-  async #withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(id) ?? Promise.resolve();
-    const run = previous.then(fn);
-    const tail = run.then(() => {}, () => {});
-    this.#locks.set(id, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.#locks.get(id) === tail) this.#locks.delete(id);
-    }
+  #withLock<T>(
+    id: string,
+    signal: AbortSignal | undefined,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    return inTurn(this.#locks, id, fn, signal);
   }
 }

@@ -229,15 +229,21 @@ export class PostgresModelStore implements ModelStore {
    * {@linkcode StorageUnavailableError}.
    *
    * @param work The database work.
+   * @param signal The call's signal: once it aborted, the work's failure
+   * (a cancelled statement) rejects with its reason.
    * @returns Its result.
    */
-  async run<T>(work: () => Promise<T>): Promise<T> {
+  async run<T>(
+    work: () => Promise<T>,
+    signal?: AbortSignal | undefined,
+  ): Promise<T> {
     if (this.#closed) {
       throw new TypeError("Cannot use the PostgreSQL store after close()");
     }
     try {
       return await work();
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
       const code = (error as { code?: unknown }).code;
       if (typeof code === "string" && UNAVAILABLE_CODES.has(code)) {
         throw new StorageUnavailableError(
@@ -283,16 +289,19 @@ export class PostgresModelStore implements ModelStore {
     signal?.throwIfAborted();
     const size = Math.max(1, Math.min(1000, Math.floor(limit)));
     return this.run(async () => {
-      const rows = await this.#sql<{ id: string }[]>`
-        SELECT id FROM hub_models
-        WHERE deleted_at IS NULL AND id > ${cursor}
-        ORDER BY id COLLATE "C" LIMIT ${size + 1}`;
+      const rows = await cancellable(
+        this.#sql<{ id: string }[]>`
+          SELECT id FROM hub_models
+          WHERE deleted_at IS NULL AND id > ${cursor}
+          ORDER BY id COLLATE "C" LIMIT ${size + 1}`,
+        signal,
+      );
       const ids = rows.slice(0, size).map((r) => r.id);
       return {
         items: ids,
         next: rows.length > size ? ids.at(-1) : undefined,
       };
-    });
+    }, signal);
   }
 
   /**
@@ -307,15 +316,19 @@ export class PostgresModelStore implements ModelStore {
     id: string,
     options: GetOptions = {},
   ): Promise<ModelRecord | undefined> {
-    options.signal?.throwIfAborted();
+    const { signal } = options;
+    signal?.throwIfAborted();
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
     const all = options.includeDeleted === true;
     return this.run(async () => {
-      const rows = await this.#sql<{ document: ModelRecord }[]>`
-        SELECT document FROM hub_models
-        WHERE id = ${id} AND (${all} OR deleted_at IS NULL)`;
+      const rows = await cancellable(
+        this.#sql<{ document: ModelRecord }[]>`
+          SELECT document FROM hub_models
+          WHERE id = ${id} AND (${all} OR deleted_at IS NULL)`,
+        signal,
+      );
       return rows[0]?.document;
-    });
+    }, signal);
   }
 
   /**
@@ -323,23 +336,32 @@ export class PostgresModelStore implements ModelStore {
    *
    * @param init Initial fields.
    * @param now Creation time.
+   * @param options Signal.
    * @returns The committed document.
    */
-  create(init: NewModel, now: number): Promise<ModelRecord> {
+  create(
+    init: NewModel,
+    now: number,
+    options: CallOptions = {},
+  ): Promise<ModelRecord> {
+    const { signal } = options;
     return this.run(async () => {
       for (;;) {
         const record = newModelRecord(createModelId(), init, now);
         const created = await this.#sql.begin(async (tx) => {
-          const rows = await tx`
-            INSERT INTO hub_models (id, document, created_at, updated_at)
-            VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
-            ON CONFLICT (id) DO NOTHING RETURNING id`;
+          const rows = await cancellable(
+            tx`
+              INSERT INTO hub_models (id, document, created_at, updated_at)
+              VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
+              ON CONFLICT (id) DO NOTHING RETURNING id`,
+            signal,
+          );
           if (rows.length === 0) return false;
           return true;
         });
         if (created) return record;
       }
-    });
+    }, signal);
   }
 
   /**
@@ -348,30 +370,42 @@ export class PostgresModelStore implements ModelStore {
    * @param id Model id.
    * @param change Mutates a private copy; its result is passed through.
    * @param now Time of the change.
+   * @param options Signal: cancels the statement running (e.g. waiting for
+   * the row lock) and rolls the transaction back, until it commits.
    * @returns The committed document and `change`'s result, or `undefined`.
    */
   update<T>(
     id: string,
     change: (record: ModelRecord) => T,
     now: number,
+    options: CallOptions = {},
   ): Promise<{ record: ModelRecord; result: T } | undefined> {
+    const { signal } = options;
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
-    return this.run(async () =>
-      await this.#sql.begin(async (tx) => {
-        const rows = await tx<{ document: ModelRecord }[]>`
-          SELECT document FROM hub_models
-          WHERE id = ${id} AND deleted_at IS NULL FOR UPDATE`;
-        const current = rows[0]?.document;
-        if (current === undefined) return undefined;
-        const record = structuredClone(current);
-        const result = change(record);
-        record.updatedAt = now;
-        await tx`
-          UPDATE hub_models
-          SET document = ${tx.json(toJson(record))}, updated_at = ${now}
-          WHERE id = ${id}`;
-        return { record, result };
-      }) as { record: ModelRecord; result: T } | undefined
+    return this.run(
+      async () =>
+        await this.#sql.begin(async (tx) => {
+          const rows = await cancellable(
+            tx<{ document: ModelRecord }[]>`
+              SELECT document FROM hub_models
+              WHERE id = ${id} AND deleted_at IS NULL FOR UPDATE`,
+            signal,
+          );
+          const current = rows[0]?.document;
+          if (current === undefined) return undefined;
+          const record = structuredClone(current);
+          const result = change(record);
+          record.updatedAt = now;
+          await cancellable(
+            tx`
+              UPDATE hub_models
+              SET document = ${tx.json(toJson(record))}, updated_at = ${now}
+              WHERE id = ${id}`,
+            signal,
+          );
+          return { record, result };
+        }) as { record: ModelRecord; result: T } | undefined,
+      signal,
     );
   }
 
@@ -381,25 +415,37 @@ export class PostgresModelStore implements ModelStore {
    * @param id Model id.
    * @param hard Whether to remove the data.
    * @param now Time of the deletion.
+   * @param options Signal.
    * @returns Whether the model existed and was not soft-deleted.
    */
-  delete(id: string, hard: boolean, now: number): Promise<boolean> {
+  delete(
+    id: string,
+    hard: boolean,
+    now: number,
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    const { signal } = options;
     if (!ID_PATTERN.test(id)) return Promise.resolve(false);
-    return this.run(async () =>
-      await this.#sql.begin(async (tx) => {
-        const rows = hard
-          ? await tx<{ deleted_at: string | null }[]>`
-              DELETE FROM hub_models WHERE id = ${id} RETURNING deleted_at`
-          : await tx<{ deleted_at: string | null }[]>`
-              UPDATE hub_models
-              SET deleted_at = ${now}, updated_at = ${now},
-                  document = document || jsonb_build_object(
-                    'deletedAt', ${now}::bigint, 'updatedAt', ${now}::bigint)
-              WHERE id = ${id} AND deleted_at IS NULL
-              RETURNING NULL AS deleted_at`;
-        const existed = rows.length > 0 && rows[0]?.deleted_at === null;
-        return existed;
-      }) as boolean
+    return this.run(
+      async () =>
+        await this.#sql.begin(async (tx) => {
+          const rows = await cancellable(
+            hard
+              ? tx<{ deleted_at: string | null }[]>`
+                DELETE FROM hub_models WHERE id = ${id} RETURNING deleted_at`
+              : tx<{ deleted_at: string | null }[]>`
+                UPDATE hub_models
+                SET deleted_at = ${now}, updated_at = ${now},
+                    document = document || jsonb_build_object(
+                      'deletedAt', ${now}::bigint, 'updatedAt', ${now}::bigint)
+                WHERE id = ${id} AND deleted_at IS NULL
+                RETURNING NULL AS deleted_at`,
+            signal,
+          );
+          const existed = rows.length > 0 && rows[0]?.deleted_at === null;
+          return existed;
+        }) as boolean,
+      signal,
     );
   }
 
@@ -410,13 +456,16 @@ export class PostgresModelStore implements ModelStore {
    * @param id Model id.
    * @param metrics Metrics by epoch.
    * @param now Time of the post.
+   * @param options Signal: cancels the statement until it commits.
    * @returns The committed document, or `undefined` for an unknown model.
    */
   upsertMetrics(
     id: string,
     metrics: ReadonlyMap<number, StoredMetrics>,
     now: number,
+    options: CallOptions = {},
   ): Promise<ModelRecord | undefined> {
+    const { signal } = options;
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
     for (const epoch of metrics.keys()) {
       if (!Number.isSafeInteger(epoch) || epoch < 0) {
@@ -443,14 +492,15 @@ export class PostgresModelStore implements ModelStore {
       // names (no metrics are read). The epochs are upserted only when the
       // row was updated; otherwise nothing is written and the bound is
       // named.
-      const rows = await this.#sql<
-        {
-          document: ModelRecord | null;
-          found: boolean;
-          epochs: string | null;
-          names: string | null;
-        }[]
-      >`
+      const rows = await cancellable(
+        this.#sql<
+          {
+            document: ModelRecord | null;
+            found: boolean;
+            epochs: string | null;
+            names: string | null;
+          }[]
+        >`
         WITH incoming AS (
           SELECT e::bigint AS epoch, m::jsonb AS metrics
           FROM unnest(${epochs}::text[], ${values}::text[]) AS t(e, m)
@@ -491,7 +541,9 @@ export class PostgresModelStore implements ModelStore {
           (SELECT n FROM kept) + ${epochs.length} AS epochs,
           cardinality(current.metric_names) + (SELECT count(*) FROM sent
             WHERE name <> ALL (current.metric_names)) AS names
-        FROM (SELECT 1) AS one LEFT JOIN current ON true`;
+        FROM (SELECT 1) AS one LEFT JOIN current ON true`,
+        signal,
+      );
       const row = rows[0];
       if (row === undefined) return undefined;
       if (row.document !== null) return row.document;
@@ -502,7 +554,7 @@ export class PostgresModelStore implements ModelStore {
         });
       }
       return undefined;
-    });
+    }, signal);
   }
 
   /**
@@ -520,20 +572,26 @@ export class PostgresModelStore implements ModelStore {
     signal?.throwIfAborted();
     if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
     return this.run(async () => {
-      const exists = await this.#sql`
-        SELECT 1 FROM hub_models WHERE id = ${id} AND deleted_at IS NULL`;
+      const exists = await cancellable(
+        this.#sql`
+          SELECT 1 FROM hub_models WHERE id = ${id} AND deleted_at IS NULL`,
+        signal,
+      );
       if (exists.length === 0) return undefined;
-      const rows = Number.isFinite(limit)
-        ? await this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
+      const rows = await cancellable(
+        Number.isFinite(limit)
+          ? this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
             SELECT epoch, metrics FROM hub_metrics
             WHERE model_id = ${id} AND epoch > ${afterEpoch}
             ORDER BY epoch LIMIT ${Math.max(0, Math.floor(limit))}`
-        : await this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
+          : this.#sql<{ epoch: string; metrics: StoredMetrics }[]>`
             SELECT epoch, metrics FROM hub_metrics
             WHERE model_id = ${id} AND epoch > ${afterEpoch}
-            ORDER BY epoch`;
+            ORDER BY epoch`,
+        signal,
+      );
       return rows.map((r) => ({ epoch: Number(r.epoch), metrics: r.metrics }));
-    });
+    }, signal);
   }
 
   /**
@@ -544,15 +602,19 @@ export class PostgresModelStore implements ModelStore {
    * @returns The count; 0 for an unknown model.
    */
   epochCount(id: string, options: CallOptions = {}): Promise<number> {
-    options.signal?.throwIfAborted();
+    const { signal } = options;
+    signal?.throwIfAborted();
     if (!ID_PATTERN.test(id)) return Promise.resolve(0);
     return this.run(async () => {
-      const rows = await this.#sql<{ count: string }[]>`
-        SELECT count(*) AS count FROM hub_metrics m
-        JOIN hub_models d ON d.id = m.model_id
-        WHERE m.model_id = ${id} AND d.deleted_at IS NULL`;
+      const rows = await cancellable(
+        this.#sql<{ count: string }[]>`
+          SELECT count(*) AS count FROM hub_metrics m
+          JOIN hub_models d ON d.id = m.model_id
+          WHERE m.model_id = ${id} AND d.deleted_at IS NULL`,
+        signal,
+      );
       return Number(rows[0]?.count ?? 0);
-    });
+    }, signal);
   }
 
   /**
@@ -684,7 +746,33 @@ export class PostgresModelStore implements ModelStore {
   }
 }
 
-/** The record as the JSON value `postgres` expects for a jsonb parameter. */
+/**
+ * Runs a statement, cancelling it on the server (a cancel request for the
+ * backend running it, or its removal from the queue) when `signal` aborts,
+ * so that a request whose time is up does not leave a query waiting on a
+ * lock. Inside a transaction the cancelled statement rolls it back.
+ *
+ * @param query A statement not yet awaited.
+ * @param signal The call's signal.
+ * @returns The statement's rows.
+ */
+async function cancellable<Q extends PromiseLike<unknown>>(
+  query: Q & { cancel(): unknown },
+  signal: AbortSignal | undefined,
+): Promise<Awaited<Q>> {
+  if (signal === undefined) return await query;
+  signal.throwIfAborted();
+  const cancel = (): void => {
+    query.cancel();
+  };
+  signal.addEventListener("abort", cancel, { once: true });
+  try {
+    return await query;
+  } finally {
+    signal.removeEventListener("abort", cancel);
+  }
+}
+
 /** The distinct metric names of some epochs. */
 function namesOf(epochs: readonly EpochEntry[]): Set<string> {
   const names = new Set<string>();
@@ -694,6 +782,7 @@ function namesOf(epochs: readonly EpochEntry[]): Set<string> {
   return names;
 }
 
+/** The record as the JSON value `postgres` expects for a jsonb parameter. */
 function toJson(record: ModelRecord): postgres.JSONValue {
   return record as unknown as postgres.JSONValue;
 }
