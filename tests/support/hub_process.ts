@@ -34,13 +34,29 @@ const CLI = fileURLToPath(new URL("../../src/cli/mod.ts", import.meta.url));
  * @param env Extra environment variables.
  * @returns The running process.
  */
-export async function startHubProcess(
+export function startHubProcess(
   args: string[],
   env: Record<string, string | undefined> = {},
 ): Promise<HubProcess> {
-  const argv = isDeno
-    ? ["run", "-A", CLI, "serve", "--port", "0", ...args]
-    : [CLI, "serve", "--port", "0", ...args];
+  return startHubScript(CLI, ["serve", "--port", "0", ...args], env);
+}
+
+/**
+ * Starts a script that serves a HUB and prints "HUB listening on <url>"
+ * (e.g. a fixture calling `serveHub` with options the CLI has no flag for),
+ * and waits for that line.
+ *
+ * @param script Path of the script.
+ * @param args Its arguments.
+ * @param env Extra environment variables.
+ * @returns The running process.
+ */
+export async function startHubScript(
+  script: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): Promise<HubProcess> {
+  const argv = isDeno ? ["run", "-A", script, ...args] : [script, ...args];
   const child = spawn(process.execPath, argv, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
