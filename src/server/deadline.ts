@@ -21,10 +21,11 @@
  * envelope for API routes and an HTML page for a browser's page.
  *
  * A timed-out write was either committed or not, never half-written (each
- * storage write is one transaction or one atomic rename); the reply says the
- * server cannot tell which, and a client retries: every API write is an
- * idempotent upsert except `POST /v1/models`, whose retry may leave one
- * unused extra model.
+ * storage write is one transaction, one statement or one atomic rename); the
+ * reply says the server cannot tell which, and a client retries. Metrics,
+ * PATCH, heartbeats and uploads are upserts a retry repeats harmlessly; a
+ * retried `POST /v1/models` may leave one unused extra model, a retried
+ * export is recorded twice, and a retried `DELETE` may answer 404.
  *
  * Internal to the local server; not part of the public API.
  *

@@ -318,6 +318,10 @@ export class HubStore {
       return result;
     }, signal).catch(async (error) => {
       await writer.abort();
+      // A blob published before the document write failed (or the
+      // request's time ran out) is named by nothing: collect it now rather
+      // than on the next open.
+      this.#scheduleCollect(id);
       throw error;
     });
     this.#scheduleCollect(id);
