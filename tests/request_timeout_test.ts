@@ -35,7 +35,10 @@ import {
   haveServices,
   type TestDatabase,
 } from "./support/services.ts";
-import { waitUntil } from "./support/common.ts";
+import { quietLogger, waitUntil } from "./support/common.ts";
+import { request as httpRequest } from "node:http";
+import { PlatformTransport } from "../src/transport/platform/transport.ts";
+import { startPlatformHub, TEST_PLATFORM_KEY } from "./support/platform_hub.ts";
 
 const FIXTURE = fileURLToPath(
   new URL("./fixtures/deadline_hub.ts", import.meta.url),
@@ -168,11 +171,70 @@ describe("request time limit: options", () => {
   });
 });
 
+/**
+ * PUTs `halves` to `url` with an exact Content-Length, pausing `pauseMs`
+ * between them (node:http, since fetch sends a stream body chunked).
+ */
+function slowPut(
+  url: string,
+  halves: [Uint8Array, Uint8Array],
+  pauseMs: number,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(url, {
+      method: "PUT",
+      headers: {
+        "content-length": String(halves[0].byteLength + halves[1].byteLength),
+        "content-type": "application/octet-stream",
+      },
+      timeout: 60_000,
+    }, (response) => {
+      let text = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => text += chunk);
+      response.on("end", () => resolve({ status: response.statusCode!, text }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+    request.on("timeout", () => request.destroy(new Error("no answer")));
+    request.write(halves[0]);
+    setTimeout(() => request.end(halves[1]), pauseMs);
+  });
+}
+
+describe("request time limit on the Platform's signed upload", () => {
+  test("a signed PUT whose body arrives slower than the limit is accepted", async () => {
+    const hub = await startPlatformHub({ requestTimeout: 250 });
+    try {
+      const t = new PlatformTransport({
+        webhooksUrl: hub.webhooksUrl,
+        apiKey: TEST_PLATFORM_KEY,
+        project: "ada/road-signs",
+        name: "slow-upload",
+        logger: quietLogger,
+      });
+      await t.startRun({ epochs: 1 });
+      const { uploadUrl } = await t.client.requestUpload("last.pt", {
+        modelId: t.modelId!,
+      }, t.runId);
+      const reply = await slowPut(uploadUrl, [
+        new TextEncoder().encode("first half "),
+        new TextEncoder().encode("second half"),
+      ], 1_000);
+      assertEquals(reply.status, 200, reply.text);
+      assertEquals(JSON.parse(reply.text).size, 22);
+    } finally {
+      await hub.close();
+    }
+  });
+});
+
 describe("request time limit on the file store, a commit stopped at a crash point", () => {
   let dataDir: string;
   let hub: HubProcess | undefined;
   let stuck: string;
   let other: string;
+  let uploading: string;
   let marker: string;
 
   before(async () => {
@@ -183,7 +245,8 @@ describe("request time limit on the file store, a commit stopped at a crash poin
     try {
       stuck = await createModel(setup.url);
       other = await createModel(setup.url);
-      for (const id of [stuck, other]) {
+      uploading = await createModel(setup.url);
+      for (const id of [stuck, other, uploading]) {
         assertEquals(
           (await call(setup.url, "POST", `/v1/models/${id}`, metrics(0)))
             .status,
@@ -228,6 +291,35 @@ describe("request time limit on the file store, a commit stopped at a crash poin
       await call(url, "POST", `/v1/models/${stuck}`, metrics(1)),
     );
     assertEquals(await storedEpochs(url, stuck), [0]);
+  });
+
+  test("an upload whose commit hangs after its body arrived answers 503 and serves no file", async () => {
+    const url = hub!.url;
+    const form = new FormData();
+    form.set("epoch", "1");
+    form.set("type", "epoch");
+    form.set("last.pt", new Blob([new Uint8Array(100_000).fill(7)]), "last.pt");
+    const response = await fetch(`${url}/v1/models/${uploading}/upload`, {
+      method: "POST",
+      body: form,
+      signal: AbortSignal.timeout(60_000),
+    });
+    assertTimedOut({
+      status: response.status,
+      headers: response.headers,
+      text: await response.text(),
+    });
+    const document = envelope(
+      await call(url, "GET", `/v1/models/${uploading}`),
+    ).data as { has_last_weights?: boolean; resume?: string };
+    assertEquals(document.has_last_weights, false);
+    assertEquals(document.resume, undefined);
+    const download = await call(
+      url,
+      "GET",
+      `/v1/models/${uploading}/files/last.pt`,
+    );
+    assertEquals(download.status, 404, download.text);
   });
 
   test("the server keeps answering other requests, pages and writes", async () => {

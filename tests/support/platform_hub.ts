@@ -66,6 +66,8 @@ export async function startPlatformHub(
     proxy?: Omit<FaultProxyOptions, "upstream">;
     /** The HUB's clock, ms since the epoch. */
     now?: () => number;
+    /** The HUB's request time limit, ms. */
+    requestTimeout?: number;
   } = {},
 ): Promise<PlatformHub> {
   const { apiKeys = [TEST_PLATFORM_KEY] } = options;
@@ -87,6 +89,9 @@ export async function startPlatformHub(
     apiKeys,
     ...(proxy === undefined ? {} : { publicUrl: proxy.url }),
     ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.requestTimeout === undefined
+      ? {}
+      : { requestTimeout: options.requestTimeout }),
   });
 
   const auth = { authorization: `Bearer ${apiKeys[0] ?? TEST_PLATFORM_KEY}` };

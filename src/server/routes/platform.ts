@@ -35,6 +35,7 @@
 import { Hono } from "hono";
 import { createHash, randomBytes } from "node:crypto";
 import { isRecord } from "../../common/json.ts";
+import { shareDeadline } from "../deadline.ts";
 import {
   jsonSafe,
   normaliseProject,
@@ -571,8 +572,14 @@ export function createPlatformRoutes(
     try {
       const run = runs.get(token.modelId);
       const epoch = run?.lastEpoch ?? 0;
+      // The upload request made through the app runs on this request's
+      // clock: its body arriving stops it, its commit counts.
+      const forward: HubFetch = (inner) => {
+        shareDeadline(c.req.raw, inner);
+        return hub(inner);
+      };
       const result = await forwardUpload(
-        hub,
+        forward,
         token,
         raw,
         length,
