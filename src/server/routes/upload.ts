@@ -27,7 +27,7 @@ import {
 } from "../errors.ts";
 import { parseBool } from "../model_input.ts";
 import { getBoundary, MultipartError, parseMultipart } from "../multipart.ts";
-import { pauseDeadline } from "../deadline.ts";
+import { pauseDeadline, requestSignal } from "../deadline.ts";
 import { ok } from "../reply.ts";
 import { BlobChecksumError } from "../storage/contract.ts";
 import type { HubStore, WeightsKind } from "../store.ts";
@@ -96,8 +96,13 @@ async function receive(
   try {
     parsed = await parseMultipart(request.body, {
       boundary,
+      // The writer stops when the request's time runs out during the
+      // commit (its clock waits while the body arrives).
       createSink: () =>
-        store.createWeightsWriter(id, { maxBytes: hub.maxUploadBytes }),
+        store.createWeightsWriter(id, {
+          maxBytes: hub.maxUploadBytes,
+          signal: requestSignal(request),
+        }),
       maxBytes: hub.maxUploadBytes,
       signal: uploadSignal(hub, request),
     });
