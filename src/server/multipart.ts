@@ -488,6 +488,170 @@ function defaultIsFilePart(part: PartInfo): boolean {
   return part.filename !== undefined || part.name.endsWith(".pt");
 }
 
+/** Size of the buffer a byte stream is read into. */
+const READ_BUFFER_BYTES = 1 << 20;
+
+/**
+ * Reads a body as chunks, into one reused 1 MiB buffer where the stream is a
+ * byte stream (Deno's request bodies), else as the stream hands them out
+ * (Bun's are not byte streams). A chunk is valid until the next `read()`.
+ *
+ * Measured on Deno 2.9.6, 1 GiB sent with `curl -T` to a `Deno.serve` that
+ * reads and hashes the body: 0.74-0.82 s with a BYOB reader against
+ * 0.97-1.06 s with the default reader (64 KiB chunks, a new buffer each,
+ * ~300 ms more of the thread's time in allocation and collection).
+ */
+class BodyReader {
+  #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #byob: ReadableStreamBYOBReader | undefined;
+  #iterator: AsyncIterator<Uint8Array> | undefined;
+  #buffer: ArrayBuffer | undefined;
+
+  constructor(body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>) {
+    if (!(body instanceof ReadableStream)) {
+      this.#iterator = isNodeReadable(body)
+        ? nodeChunks(body)
+        : body[Symbol.asyncIterator]();
+      return;
+    }
+    try {
+      this.#byob = body.getReader({ mode: "byob" });
+      this.#buffer = new ArrayBuffer(READ_BUFFER_BYTES);
+    } catch {
+      // Not a byte stream.
+      this.#default = body.getReader();
+    }
+  }
+
+  /** The next chunk, or `undefined` at the end. */
+  async read(): Promise<Uint8Array | undefined> {
+    if (this.#iterator !== undefined) {
+      const { done, value } = await this.#iterator.next();
+      return done ? undefined : value;
+    }
+    if (this.#default !== undefined) {
+      const { done, value } = await this.#default.read();
+      return done ? undefined : value;
+    }
+    const { done, value } = await this.#byob!.read(
+      new Uint8Array(this.#buffer!),
+    );
+    if (value !== undefined) this.#buffer = value.buffer as ArrayBuffer;
+    return done ? undefined : value;
+  }
+
+  async cancel(reason?: unknown): Promise<void> {
+    if (this.#iterator !== undefined) {
+      // A Node stream's iterator destroys the stream on return().
+      await this.#iterator.return?.();
+      return;
+    }
+    await (this.#default ?? this.#byob!).cancel(reason);
+  }
+
+  releaseLock(): void {
+    if (this.#iterator === undefined) {
+      (this.#default ?? this.#byob!).releaseLock();
+    }
+  }
+}
+
+/** The part of a Node.js readable stream that {@linkcode nodeChunks} uses. */
+interface NodeReadable {
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  off(event: string, listener: (...args: never[]) => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  destroy(error?: Error): unknown;
+}
+
+function isNodeReadable(body: unknown): body is NodeReadable {
+  const b = body as Partial<NodeReadable>;
+  return typeof b.on === "function" && typeof b.pause === "function" &&
+    typeof b.resume === "function" && typeof b.destroy === "function";
+}
+
+/** Bytes a Node.js stream may have waiting before it is paused. */
+const QUEUE_BYTES = 1 << 20;
+
+/**
+ * A Node.js readable stream's chunks as they arrive (`data` events), one at
+ * a time: the stream is paused while 1 MiB waits to be taken. Its async
+ * iterator would instead join what was buffered into a new buffer on each
+ * step (`read()`), a copy and an allocation of every byte.
+ */
+function nodeChunks(stream: NodeReadable): AsyncIterator<Uint8Array> {
+  const queue: Uint8Array[] = [];
+  let queued = 0;
+  let paused = false;
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const onData = (chunk: Uint8Array): void => {
+    queue.push(chunk);
+    queued += chunk.byteLength;
+    if (queued >= QUEUE_BYTES && !paused) {
+      paused = true;
+      stream.pause();
+    }
+    wake?.();
+  };
+  const onEnd = (): void => {
+    ended = true;
+    wake?.();
+  };
+  const onError = (error: unknown): void => {
+    failure ??= error ?? new Error("The request body broke off");
+    wake?.();
+  };
+  const onClose = (): void => {
+    // Closed before its end: the connection went away.
+    if (!ended) onError(new Error("The request body broke off"));
+  };
+  stream.on("data", onData);
+  stream.on("end", onEnd);
+  stream.on("error", onError);
+  stream.on("close", onClose);
+  const detach = (): void => {
+    stream.off("data", onData);
+    stream.off("end", onEnd);
+    stream.off("error", onError);
+    stream.off("close", onClose);
+  };
+  return {
+    async next(): Promise<IteratorResult<Uint8Array>> {
+      for (;;) {
+        const chunk = queue.shift();
+        if (chunk !== undefined) {
+          queued -= chunk.byteLength;
+          if (paused && queued < QUEUE_BYTES / 2) {
+            paused = false;
+            stream.resume();
+          }
+          return { done: false, value: chunk };
+        }
+        if (failure !== undefined) {
+          detach();
+          throw failure;
+        }
+        if (ended) {
+          detach();
+          return { done: true, value: undefined };
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+      }
+    },
+    return(): Promise<IteratorResult<Uint8Array>> {
+      detach();
+      stream.destroy();
+      return Promise.resolve({ done: true, value: undefined });
+    },
+  };
+}
+
 /**
  * Parses a `multipart/form-data` body as a stream.
  *
@@ -503,7 +667,7 @@ function defaultIsFilePart(part: PartInfo): boolean {
  * @returns The fields, the file part and the number of bytes read.
  */
 export async function parseMultipart(
-  body: ReadableStream<Uint8Array>,
+  body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
   options: ParseMultipartOptions,
 ): Promise<ParsedMultipart> {
   const { boundary, createSink, maxBytes, signal, maxFieldBytes = 65_536 } =
@@ -514,7 +678,7 @@ export async function parseMultipart(
     maxFieldBytes,
     defaultIsFilePart,
   );
-  const reader = body.getReader();
+  const reader = new BodyReader(body);
   const onAbort = (): void => {
     reader.cancel(signal?.reason).catch(() => {});
   };
@@ -524,7 +688,7 @@ export async function parseMultipart(
   try {
     signal?.throwIfAborted();
     for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+      let chunk: Uint8Array | undefined;
       try {
         chunk = await reader.read();
       } catch (error) {
@@ -538,8 +702,8 @@ export async function parseMultipart(
         );
       }
       signal?.throwIfAborted();
-      const { done, value } = chunk;
-      if (done) break;
+      if (chunk === undefined) break;
+      const value = chunk;
       bytesRead += value.byteLength;
       if (bytesRead > maxBytes) {
         throw new MultipartError(

@@ -1,13 +1,15 @@
 /**
- * Runs the local HUB app on `Deno.serve` or `Bun.serve`, whichever the
- * current runtime has.
+ * Runs the local HUB app on Deno's `node:http` (through `@hono/node-server`)
+ * or on `Bun.serve`, whichever the current runtime has.
  *
  * @module
  */
 
 import { mkdir } from "node:fs/promises";
 import { createHubAppOn, type HubHandlerOptions } from "./app.ts";
-import { guardConnectionsInWorker } from "./connection_guard.ts";
+import { createServer } from "node:http";
+import { getRequestListener } from "@hono/node-server";
+import { watchConnections } from "./connection_timeouts.ts";
 import { openHubStorage } from "./storage/open.ts";
 
 /** Options of {@linkcode serveHub}. */
@@ -62,24 +64,7 @@ export interface HubServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-type FetchHandler = (request: Request) => Promise<Response>;
-
-interface DenoHttpServer {
-  readonly addr: { readonly port: number };
-  shutdown(): Promise<void>;
-  readonly finished: Promise<void>;
-}
-
-interface DenoServeApi {
-  serve(
-    options: {
-      port: number;
-      hostname: string;
-      onListen?: (addr: unknown) => void;
-    },
-    handler: FetchHandler,
-  ): DenoHttpServer;
-}
+type FetchHandler = (request: Request, env?: unknown) => Promise<Response>;
 
 interface BunServer {
   readonly port: number;
@@ -113,33 +98,46 @@ async function listen(
   handler: FetchHandler,
   { headerTimeout, idleTimeout }: Timeouts,
 ): Promise<Listener> {
-  const deno = (globalThis as { Deno?: Partial<DenoServeApi> }).Deno;
-  if (typeof deno?.serve === "function") {
-    // Deno.serve has no header or idle timeout: it listens on a loopback
-    // port of its own behind the connection guard, which has both.
-    const server = deno.serve(
-      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-      handler,
+  if ("Deno" in globalThis) {
+    // Deno.serve has no header or idle timeout and exposes no connection
+    // to close; Deno's node:http exposes each connection's socket, which
+    // connection_timeouts.ts watches.
+    const server = createServer(
+      { requestTimeout: 0 },
+      getRequestListener(
+        handler,
+        // The process's own Request and Response stay the runtime's.
+        { overrideGlobalObjects: false },
+      ),
     );
-    let guard;
-    try {
-      guard = await guardConnectionsInWorker(server.addr.port, {
-        port,
-        hostname,
-        headerTimeout,
-        idleTimeout,
+    // Kept-alive connections are closed by the idle timeout, not Node's 5 s.
+    server.keepAliveTimeout = idleTimeout;
+    const connections = watchConnections(server, {
+      headerTimeout,
+      idleTimeout,
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, hostname, () => {
+        server.off("error", reject);
+        resolve();
       });
-    } catch (error) {
-      void server.shutdown();
+    }).catch((error) => {
+      connections.stop();
       throw error;
-    }
+    });
+    const address = server.address();
     return {
-      port: guard.port,
+      port: typeof address === "object" && address !== null
+        ? address.port
+        : port,
       stop: async () => {
-        guard.stopAccepting();
-        await server.shutdown();
-        await server.finished;
-        await guard.closeAll();
+        const closed = new Promise<void>((resolve) =>
+          server.close(() => resolve())
+        );
+        await connections.drain();
+        connections.stop();
+        await closed;
       },
     };
   }
@@ -166,7 +164,7 @@ async function listen(
     };
   }
   throw new Error(
-    "Cannot start the HUB server as this runtime has neither Deno.serve nor Bun.serve",
+    "Cannot start the HUB server as this runtime is neither Deno nor Bun",
   );
 }
 
@@ -178,7 +176,7 @@ function urlHost(hostname: string): string {
 }
 
 /**
- * Starts the local HUB on `Deno.serve` or `Bun.serve`.
+ * Starts the local HUB on Deno (`node:http`) or Bun (`Bun.serve`).
  *
  * @param options Port, interface, data directory, keys and limits.
  * @returns The running server: its `url`, `port` and `close()`.
@@ -251,8 +249,8 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
     signal: closing.signal,
   }, owned);
-  const handler = async (request: Request): Promise<Response> =>
-    await app.fetch(request);
+  const handler = async (request: Request, env?: unknown): Promise<Response> =>
+    await app.fetch(request, env);
   const release = async (): Promise<void> => {
     await owned?.models.close();
     await owned?.weights.close();

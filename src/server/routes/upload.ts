@@ -56,6 +56,8 @@ export function uploadRoutes(hub: HubContext): Hono {
       await receive(
         hub,
         c.req.raw,
+        (c.env as { incoming?: AsyncIterable<Uint8Array> } | undefined)
+          ?.incoming,
         await hub.store(c.req.raw),
         c.req.param("id"),
       ),
@@ -76,6 +78,7 @@ function uploadSignal(
 async function receive(
   hub: HubContext,
   request: Request,
+  incoming: AsyncIterable<Uint8Array> | undefined,
   store: HubStore,
   id: string,
 ): Promise<Response> {
@@ -86,7 +89,10 @@ async function receive(
       "Cannot accept the upload as it is not multipart/form-data with a boundary",
     );
   }
-  if (request.body === null) {
+  // (`request.body` is not looked at when the runtime's own stream is
+  // there: on Deno's node:http that would start a second reader of it.)
+  const body = incoming ?? request.body;
+  if (body === null) {
     throw hubError(400, "Cannot accept the upload as it has no body");
   }
   let parsed;
@@ -94,7 +100,7 @@ async function receive(
   // commit after it is the request's time limit's.
   const resume = pauseDeadline(request);
   try {
-    parsed = await parseMultipart(request.body, {
+    parsed = await parseMultipart(body, {
       boundary,
       // The writer stops when the request's time runs out during the
       // commit (its clock waits while the body arrives).
