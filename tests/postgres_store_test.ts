@@ -24,11 +24,12 @@ import {
 } from "../src/server/storage/contract.ts";
 import {
   createTestDatabase,
+  databaseUrl,
   haveServices,
   postgresDir,
   type TestDatabase,
 } from "./support/services.ts";
-import { waitUntil } from "./support/common.ts";
+import { runScript, waitUntil } from "./support/common.ts";
 import { closedPort, NEW_MODEL as init } from "./support/server.ts";
 
 if (haveServices("PostgreSQL model store", ["postgres"])) {
@@ -203,26 +204,111 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
       assert(seen.length >= 5);
     });
 
-    test("watch() hears changes committed through another pool", async () => {
+    test("watch() hears each kind of change committed through another pool, in commit order", async () => {
       const heard: ModelChange[] = [];
       const stop = await store.watch((change) => heard.push(change));
       const { id } = await other.create(init, Date.now());
-      const mine = (): ModelChange[] => heard.filter((c) => c.id === id);
-      await waitUntil(() => mine().length >= 1, "the creation is heard");
-      const seen = mine().length;
-      await other.upsertMetrics(id, new Map([[0, { a: 1 }]]), Date.now() + 1);
-      await waitUntil(() => mine().length > seen, "the metrics are heard");
-      const before = mine().length;
-      await other.delete(id, false, Date.now() + 2);
+      const mine = (): string[] =>
+        heard.filter((c) => c.id === id).map((c) => c.kind);
+      await other.upsertMetrics(id, new Map([[0, { a: 1 }]]), Date.now());
+      await other.update(id, (r) => {
+        r.name = "renamed";
+      }, Date.now());
+      // A change that rolls back notifies nothing: the deletion committed
+      // after it is heard right after the update.
+      await assertRejects(
+        () =>
+          other.update(id, () => {
+            throw new RangeError("cancelled");
+          }, Date.now()),
+        RangeError,
+      );
+      await other.delete(id, false, Date.now());
+      await waitUntil(() => mine().length >= 4, "the four changes are heard");
+      assertEquals(mine(), ["created", "metrics", "updated", "deleted"]);
+      await stop();
+      // Stopped: a change committed now reaches nobody, while a watch
+      // started afterwards hears the next one.
+      const after = heard.length;
+      const unheard = await other.create(init, Date.now());
+      const later: ModelChange[] = [];
+      const stopLater = await store.watch((change) => later.push(change));
+      const next = await other.create(init, Date.now());
       await waitUntil(
-        () => mine().length > before && mine().at(-1)?.kind === "deleted",
-        "the deletion is heard",
+        () => later.some((c) => c.id === next.id),
+        "the new watch hears the next creation",
+      );
+      await stopLater();
+      assertEquals(heard.length, after, "nothing is heard after stop()");
+      assert(!later.some((c) => c.id === unheard.id));
+    });
+
+    test("watch() hears a change committed while its connection was lost, once it listens again", async () => {
+      const name = new URL(db.url).pathname.slice(1);
+      const admin = postgres(databaseUrl!, { max: 1, onnotice: () => {} });
+      const heard: ModelChange[] = [];
+      const stop = await store.watch((change) => heard.push(change));
+      const { id } = await other.create(init, Date.now());
+      await waitUntil(() => heard.some((c) => c.id === id), "the creation");
+      try {
+        // Deaf: no new connection to the database, and the listening one
+        // ended. The write goes through a connection the other pool has
+        // open, so its notification reaches no listener.
+        await admin.unsafe(`ALTER DATABASE ${name} ALLOW_CONNECTIONS false`);
+        const ended = await admin<{ ended: boolean }[]>`
+          SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+          WHERE datname = ${name} AND query ILIKE '%listen "hub_changes:%'`;
+        assert(ended.length >= 1 && ended.every((r) => r.ended));
+        await other.update(id, (r) => {
+          r.name = "while deaf";
+        }, Date.now());
+      } finally {
+        await admin.unsafe(`ALTER DATABASE ${name} ALLOW_CONNECTIONS true`);
+        await admin.end();
+      }
+      await waitUntil(
+        () => heard.some((c) => c.id === id && c.kind === "updated"),
+        "the change made while deaf is heard after listening again",
+        30_000,
       );
       await stop();
-      const after = heard.length;
-      await other.create(init, Date.now());
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      assertEquals(heard.length, after, "nothing is heard after stop()");
+    });
+
+    test("two HUBs in different schemas of one database do not hear each other", async () => {
+      const admin = postgres(db.url, { max: 1, onnotice: () => {} });
+      await admin`CREATE SCHEMA IF NOT EXISTS team_a`;
+      await admin`CREATE SCHEMA IF NOT EXISTS team_b`;
+      await admin.end();
+      const inSchema = (schema: string): string => {
+        const url = new URL(db.url);
+        url.searchParams.set("search_path", schema);
+        return url.href;
+      };
+      const [a, b, a2] = await Promise.all([
+        openPostgresModelStore(inSchema("team_a")),
+        openPostgresModelStore(inSchema("team_b")),
+        openPostgresModelStore(inSchema("team_a")),
+      ]);
+      try {
+        const heardA: string[] = [];
+        const heardB: string[] = [];
+        const stops = await Promise.all([
+          a.watch((change) => heardA.push(change.id)),
+          b.watch((change) => heardB.push(change.id)),
+        ]);
+        const inB = await b.create(init, Date.now());
+        const inA = await a2.create(init, Date.now());
+        await waitUntil(
+          () => heardA.includes(inA.id) && heardB.includes(inB.id),
+          "each HUB hears its own schema's creation",
+        );
+        assertEquals(await a.get(inB.id), undefined, "the tables are apart");
+        assertEquals(heardA, [inA.id]);
+        assertEquals(heardB, [inB.id]);
+        for (const stop of stops) await stop();
+      } finally {
+        await Promise.all([a.close(), b.close(), a2.close()]);
+      }
     });
 
     test("migration 3 collects the names of metrics stored before it, and the name bound counts them", async () => {
@@ -334,6 +420,26 @@ if (haveServices("PostgreSQL model store", ["postgres"])) {
 
   if (haveServices("PostgreSQL restart", ["postgres", "postgres-dir"])) {
     describe("PostgreSQL restarted under the store", () => {
+      test("a store closed right after PostgreSQL came back leaves nothing open: the process exits", async () => {
+        const db = await createTestDatabase();
+        try {
+          const script =
+            new URL("../scripts/services/postgres.sh", import.meta.url)
+              .pathname;
+          const child = await runScript(
+            new URL("./fixtures/postgres_close_child.ts", import.meta.url)
+              .pathname,
+            [db.url, postgresDir!, script],
+            { timeout: 60_000 },
+          );
+          assertStringIncludes(child.stdout, "closed", child.stderr);
+          assertEquals(child.killed, false, "the child exits by itself");
+          assertEquals(child.code, 0, child.stderr);
+        } finally {
+          await db.drop();
+        }
+      });
+
       test("calls answer StorageUnavailableError while it is down, then recover by themselves", async () => {
         const db = await createTestDatabase();
         const store = await openPostgresModelStore(db.url, {

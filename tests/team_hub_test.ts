@@ -81,6 +81,50 @@ async function postUpload(
   });
 }
 
+/** An open `/models/<id>/events` stream and the update events it got. */
+interface EventStream {
+  /** The `update` events so far. */
+  events: { status: string; epochs: number; updatedAt: number }[];
+  /** Closes the stream. */
+  close(): Promise<void>;
+}
+
+/** Opens a model page's event stream, as the page's script does. */
+async function openEvents(url: string, id: string): Promise<EventStream> {
+  const controller = new AbortController();
+  const response = await fetch(`${url}/models/${id}/events`, {
+    signal: controller.signal,
+  });
+  assertEquals(response.status, 200);
+  const events: EventStream["events"] = [];
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    let text = "";
+    try {
+      for await (const chunk of response.body!) {
+        text += decoder.decode(chunk, { stream: true });
+        const blocks = text.split("\n\n");
+        text = blocks.pop() ?? "";
+        for (const block of blocks) {
+          const data = /^data: (.*)$/m.exec(block);
+          if (/^event: update$/m.test(block) && data) {
+            events.push(JSON.parse(data[1]!));
+          }
+        }
+      }
+    } catch {
+      // Aborted by close().
+    }
+  })();
+  return {
+    events,
+    async close() {
+      controller.abort();
+      await reading;
+    },
+  };
+}
+
 if (haveServices("HUB processes on PostgreSQL + S3", ["postgres", "s3"])) {
   describe("two HUB processes on one PostgreSQL and one S3", () => {
     let db: TestDatabase;
@@ -215,37 +259,20 @@ if (haveServices("HUB processes on PostgreSQL + S3", ["postgres", "s3"])) {
       const id = await client(a.url).createModel(
         createModelPayload("yolov8n.yaml", { data: "coco8.yaml", epochs: 3 }),
       );
-      const controller = new AbortController();
-      const response = await fetch(`${b.url}/models/${id}/events`, {
-        signal: controller.signal,
-      });
-      assertEquals(response.status, 200);
-      const events: string[] = [];
-      const reading = (async () => {
-        const decoder = new TextDecoder();
-        let text = "";
-        try {
-          for await (const chunk of response.body!) {
-            text += decoder.decode(chunk, { stream: true });
-            const blocks = text.split("\n\n");
-            text = blocks.pop() ?? "";
-            for (const block of blocks) {
-              const data = /^data: (.*)$/m.exec(block);
-              if (/^event: update$/m.test(block) && data) events.push(data[1]!);
-            }
-          }
-        } catch {
-          // Aborted at the end of the test.
-        }
-      })();
-      await waitUntil(() => events.length >= 1, "the first event arrives");
-      await client(a.url).uploadMetrics(id, { 0: { "train/loss": 1 } });
-      await waitUntil(
-        () => events.some((e) => JSON.parse(e).epochs === 1),
-        "process B's page hears the epoch posted through process A",
-      );
-      controller.abort();
-      await reading;
+      const page = await openEvents(b.url, id);
+      try {
+        await waitUntil(
+          () => page.events.length >= 1,
+          "the first event arrives",
+        );
+        await client(a.url).uploadMetrics(id, { 0: { "train/loss": 1 } });
+        await waitUntil(
+          () => page.events.some((e) => e.epochs === 1),
+          "process B's page hears the epoch posted through process A",
+        );
+      } finally {
+        await page.close();
+      }
     });
   });
 
@@ -434,6 +461,71 @@ if (haveServices("HUB processes on PostgreSQL + S3", ["postgres", "s3"])) {
           assertEquals((await client(hub.url).listMetrics(id)).length, 2);
         } finally {
           await hub.kill();
+        }
+      });
+
+      test("PostgreSQL restarted: a page served by one process still hears writes through another", async () => {
+        const s3 = s3Config()!;
+        const args = [
+          "--database",
+          db.url,
+          "--weights",
+          `s3://${s3.bucket}/${s3.prefix}`,
+        ];
+        const [a, b] = await Promise.all([
+          startHubProcess(args),
+          startHubProcess(args),
+        ]);
+        const script =
+          new URL("../scripts/services/postgres.sh", import.meta.url)
+            .pathname;
+        try {
+          const id = await client(a.url).createModel(
+            createModelPayload("yolov8n.yaml", {
+              data: "coco8.yaml",
+              epochs: 3,
+            }),
+          );
+          const page = await openEvents(b.url, id);
+          try {
+            await waitUntil(() => page.events.length >= 1, "the first event");
+            await client(a.url).uploadMetrics(id, { 0: { "train/loss": 1 } });
+            await waitUntil(
+              () => page.events.some((e) => e.epochs === 1),
+              "B's page hears A's epoch before the restart",
+            );
+            const restart = spawnSync(
+              "bash",
+              [script, "restart", postgresDir!],
+              {
+                encoding: "utf8",
+              },
+            );
+            assertEquals(restart.status, 0, restart.stderr);
+            // One write through A once it reaches PostgreSQL again: B hears
+            // it either by its notification or, if B's listening connection
+            // was not back yet when it committed, by the look-up B makes
+            // when it listens again.
+            await waitUntil(
+              async () => {
+                const answer = await postMetrics(a.url, id, 1);
+                await answer.body?.cancel();
+                return answer.status === 200;
+              },
+              "process A reaches PostgreSQL again",
+              30_000,
+            );
+            await waitUntil(
+              () => page.events.some((e) => e.epochs === 2),
+              "B's page hears A's epoch after the restart",
+              30_000,
+            );
+          } finally {
+            await page.close();
+          }
+        } finally {
+          await a.kill();
+          await b.kill();
         }
       });
     }

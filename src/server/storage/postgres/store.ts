@@ -15,9 +15,10 @@
  * `synchronous_commit = on` makes that durable), so every acknowledged write
  * survives a crash of the server or of the database.
  *
- * Live updates: every change moves the model's `updated_at`;
- * {@linkcode PostgresModelStore.watch} looks for moved ones, so a page
- * served by one process hears of changes made through another.
+ * Live updates: every change sends `pg_notify` on the schema's channel in
+ * its own transaction, delivered on commit; {@linkcode PostgresModelStore.watch}
+ * listens (see `changes.ts`), so a page served by one process hears of
+ * changes made through another, also after the database restarted.
  *
  * Faults: a query that cannot reach the database (refused, reset, server
  * shutting down or starting, too many connections) rejects with
@@ -57,6 +58,14 @@ import {
 } from "../../../protocol/metrics_rules.ts";
 import { createModelId, newModelRecord } from "../records.ts";
 import { migrate, MIGRATIONS, SchemaVersionError } from "./migrations.ts";
+import {
+  ChangeFeed,
+  channelName,
+  type ModelChange,
+  notifyPayload,
+} from "./changes.ts";
+
+export type { ModelChange } from "./changes.ts";
 
 /** Options of {@linkcode openPostgresModelStore}. */
 export interface PostgresStoreOptions {
@@ -90,18 +99,6 @@ export interface PostgresStoreOptions {
   retryAfterSeconds?: number | undefined;
 }
 
-/** A change of a model, as {@linkcode PostgresModelStore.watch} reports it. */
-export interface ModelChange {
-  /** The model's id. */
-  id: string;
-  /** What changed. */
-  kind: "created" | "updated" | "metrics" | "deleted";
-}
-
-/** How often {@linkcode PostgresModelStore.watch} looks for changes, in ms. */
-export const WATCH_MS = 500;
-/** Changes are looked for this far back, for clocks of other processes. */
-const WATCH_WINDOW_MS = 10_000;
 const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
 
 /** Codes of errors that mean "the database cannot be reached right now". */
@@ -180,10 +177,26 @@ export async function openPostgresModelStore(
     idle_timeout: 60,
     onnotice: () => {},
   });
-  const store = new PostgresModelStore(sql, describeDatabase(url), {
-    retryAfterSeconds,
-  });
+  let store: PostgresModelStore;
   try {
+    const [where] = await runUnavailable(
+      describeDatabase(url),
+      retryAfterSeconds,
+      () => sql<{ schema: string | null }[]>`SELECT current_schema() AS schema`,
+    );
+    if (typeof where?.schema !== "string") {
+      throw new TypeError(
+        `Cannot open the database "${
+          describeDatabase(url)
+        }" as its search_path names no schema that exists: create the schema or fix search_path`,
+      );
+    }
+    store = new PostgresModelStore(sql, describeDatabase(url), {
+      retryAfterSeconds,
+      channel: channelName(where.schema),
+      url,
+      connectTimeoutSeconds,
+    });
     if (apply) await store.run(() => migrate(sql));
     else await store.checkSchema();
   } catch (error) {
@@ -201,27 +214,41 @@ export class PostgresModelStore implements ModelStore {
   #where: string;
   #retryAfterSeconds: number;
   #closed = false;
-  #watchers = new Set<(change: ModelChange) => void>();
-  #watchTimer: ReturnType<typeof setInterval> | undefined;
-  #polling: Promise<void> | undefined;
-  /** Model id -> the `updated_at` last reported (within the window). */
-  #seen = new Map<string, number>();
+  #closing: Promise<void> | undefined;
+  #channel: string;
+  #changes: ChangeFeed;
 
   /**
    * Wraps a pool (see {@linkcode openPostgresModelStore}).
    *
    * @param sql The pool.
    * @param where `host:port/database`, for messages.
-   * @param options Retry-After seconds.
+   * @param options Retry-After seconds; the notification channel
+   * (`channelName()` of the tables' schema); the URL and connect timeout
+   * of the listening connection.
    */
   constructor(
     sql: Sql,
     where: string,
-    options: { retryAfterSeconds: number },
+    options: {
+      retryAfterSeconds: number;
+      channel: string;
+      url: string;
+      connectTimeoutSeconds: number;
+    },
   ) {
     this.#sql = sql;
     this.#where = where;
     this.#retryAfterSeconds = options.retryAfterSeconds;
+    this.#channel = options.channel;
+    this.#changes = new ChangeFeed({
+      url: options.url,
+      connectTimeoutSeconds: options.connectTimeoutSeconds,
+      sql,
+      channel: options.channel,
+      run: (work) => this.run(work),
+      retryAfterSeconds: options.retryAfterSeconds,
+    });
   }
 
   /**
@@ -244,14 +271,7 @@ export class PostgresModelStore implements ModelStore {
       return await work();
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      const code = (error as { code?: unknown }).code;
-      if (typeof code === "string" && UNAVAILABLE_CODES.has(code)) {
-        throw new StorageUnavailableError(
-          `Cannot reach PostgreSQL at ${this.#where} (${code})`,
-          { retryAfterSeconds: this.#retryAfterSeconds, cause: error },
-        );
-      }
-      throw error;
+      throw unavailable(this.#where, this.#retryAfterSeconds, error);
     }
   }
 
@@ -353,7 +373,9 @@ export class PostgresModelStore implements ModelStore {
             tx`
               INSERT INTO hub_models (id, document, created_at, updated_at)
               VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
-              ON CONFLICT (id) DO NOTHING RETURNING id`,
+              ON CONFLICT (id) DO NOTHING
+              RETURNING pg_notify(${this.#channel},
+                ${notifyPayload("created", record.id)})`,
             signal,
           );
           if (rows.length === 0) return false;
@@ -400,7 +422,9 @@ export class PostgresModelStore implements ModelStore {
             tx`
               UPDATE hub_models
               SET document = ${tx.json(toJson(record))}, updated_at = ${now}
-              WHERE id = ${id}`,
+              WHERE id = ${id}
+              RETURNING pg_notify(${this.#channel},
+                ${notifyPayload("updated", id)})`,
             signal,
           );
           return { record, result };
@@ -432,14 +456,17 @@ export class PostgresModelStore implements ModelStore {
           const rows = await cancellable(
             hard
               ? tx<{ deleted_at: string | null }[]>`
-                DELETE FROM hub_models WHERE id = ${id} RETURNING deleted_at`
+                DELETE FROM hub_models WHERE id = ${id}
+                RETURNING deleted_at,
+                  pg_notify(${this.#channel}, ${notifyPayload("deleted", id)})`
               : tx<{ deleted_at: string | null }[]>`
                 UPDATE hub_models
                 SET deleted_at = ${now}, updated_at = ${now},
                     document = document || jsonb_build_object(
                       'deletedAt', ${now}::bigint, 'updatedAt', ${now}::bigint)
                 WHERE id = ${id} AND deleted_at IS NULL
-                RETURNING NULL AS deleted_at`,
+                RETURNING NULL AS deleted_at,
+                  pg_notify(${this.#channel}, ${notifyPayload("deleted", id)})`,
             signal,
           );
           const existed = rows.length > 0 && rows[0]?.deleted_at === null;
@@ -528,7 +555,8 @@ export class PostgresModelStore implements ModelStore {
               <= ${MAX_EPOCHS_PER_MODEL}
             AND cardinality(metric_names) + (SELECT count(*) FROM sent
               WHERE name <> ALL (metric_names)) <= ${MAX_METRIC_NAMES_PER_MODEL}
-          RETURNING id, document
+          RETURNING id, document,
+            pg_notify(${this.#channel}, ${notifyPayload("metrics", id)})
         ), stored AS (
           INSERT INTO hub_metrics (model_id, epoch, metrics, recorded_at)
           SELECT model.id, incoming.epoch, incoming.metrics, ${now}
@@ -646,7 +674,9 @@ export class PostgresModelStore implements ModelStore {
           ON CONFLICT (id) DO UPDATE
           SET document = excluded.document, created_at = excluded.created_at,
               updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
-              metric_names = excluded.metric_names`;
+              metric_names = excluded.metric_names
+          RETURNING pg_notify(${this.#channel},
+            ${notifyPayload("updated", record.id)})`;
         await tx`DELETE FROM hub_metrics WHERE model_id = ${record.id}`;
         for (let i = 0; i < metrics.length; i += 1000) {
           const batch = metrics.slice(i, i + 1000);
@@ -662,74 +692,19 @@ export class PostgresModelStore implements ModelStore {
   }
 
   /**
-   * Calls `listener` for the committed changes of any model, made through
-   * any process on this database: every {@linkcode WATCH_MS} ms the pool
-   * looks for models whose `updated_at` moved (documents, metrics,
-   * heartbeats and deletions all move it). Several changes of one model
-   * between two looks are reported once, as `updated`.
-   *
-   * Why not `LISTEN/NOTIFY`: the `postgres` client's listening connection,
-   * when closed during a database outage, keeps reconnecting after `end()`
-   * and holds the process open, and `NOTIFY` serializes every commit on the
-   * notification queue's lock; a query on the pool recovers by itself after
-   * a restart, holds nothing and costs one index scan of the recently
-   * changed rows.
+   * Calls `listener` for the changes of any model committed through any
+   * process on this database and schema, from when it resolves: every
+   * write notifies in its transaction (see `changes.ts`). After the
+   * listening connection was lost and came back, the models that changed
+   * meanwhile are reported once, as `updated` or `deleted`.
    *
    * @param listener Receives each change.
    * @returns Stops watching.
    */
-  async watch(
+  watch(
     listener: (change: ModelChange) => void,
   ): Promise<() => Promise<void>> {
-    this.#watchers.add(listener);
-    if (this.#watchers.size === 1) {
-      try {
-        await this.run(() => this.#poll(false));
-      } catch (error) {
-        this.#watchers.delete(listener);
-        throw error;
-      }
-      this.#watchTimer = setInterval(() => {
-        this.#polling ??= this.#poll(true).catch(() => {
-          // Unreachable now: the next look tries again.
-        }).finally(() => {
-          this.#polling = undefined;
-        });
-      }, WATCH_MS);
-      (this.#watchTimer as { unref?: () => void }).unref?.();
-    }
-    return async () => {
-      this.#watchers.delete(listener);
-      if (this.#watchers.size === 0) await this.#stopWatching();
-    };
-  }
-
-  /** Looks for moved `updated_at`; reports them unless `report` is false. */
-  async #poll(report: boolean): Promise<void> {
-    const since = Date.now() - WATCH_WINDOW_MS;
-    const rows = await this.#sql<
-      { id: string; updated_at: string; deleted_at: string | null }[]
-    >`
-      SELECT id, updated_at, deleted_at FROM hub_models
-      WHERE updated_at > ${since}`;
-    const current = new Map<string, number>();
-    for (const row of rows) {
-      const at = Number(row.updated_at);
-      current.set(row.id, at);
-      if (!report || this.#seen.get(row.id) === at) continue;
-      const change: ModelChange = {
-        id: row.id,
-        kind: row.deleted_at !== null ? "deleted" : "updated",
-      };
-      for (const watcher of this.#watchers) watcher(change);
-    }
-    this.#seen = current;
-  }
-
-  async #stopWatching(): Promise<void> {
-    clearInterval(this.#watchTimer);
-    this.#watchTimer = undefined;
-    await this.#polling;
+    return this.#changes.subscribe(listener);
   }
 
   /**
@@ -737,12 +712,14 @@ export class PostgresModelStore implements ModelStore {
    *
    * @returns When every connection is closed.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watchers.clear();
-    await this.#stopWatching();
-    await this.#sql.end({ timeout: 5 });
+  close(): Promise<void> {
+    // The change feed first: its look-up may still use the pool.
+    this.#closing ??= (async () => {
+      await this.#changes.close();
+      this.#closed = true;
+      await this.#sql.end({ timeout: 5 });
+    })();
+    return this.#closing;
   }
 }
 
@@ -771,6 +748,41 @@ async function cancellable<Q extends PromiseLike<unknown>>(
   } finally {
     signal.removeEventListener("abort", cancel);
   }
+}
+
+/**
+ * Runs `work`, turning "cannot reach the database" into
+ * {@linkcode StorageUnavailableError}.
+ */
+async function runUnavailable<T>(
+  where: string,
+  retryAfterSeconds: number,
+  work: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw unavailable(where, retryAfterSeconds, error);
+  }
+}
+
+/**
+ * A {@linkcode StorageUnavailableError} for an error that means "cannot
+ * reach the database right now"; any other error as it is.
+ */
+function unavailable(
+  where: string,
+  retryAfterSeconds: number,
+  error: unknown,
+): unknown {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && UNAVAILABLE_CODES.has(code)) {
+    return new StorageUnavailableError(
+      `Cannot reach PostgreSQL at ${where} (${code})`,
+      { retryAfterSeconds, cause: error },
+    );
+  }
+  return error;
 }
 
 /** The distinct metric names of some epochs. */
