@@ -178,7 +178,7 @@ export function createHubAppOn(
     }
     const storage = given ??
       await openHubStorage({ dataDir, database, weights });
-    const store = await HubStore.open(storage);
+    const store = await HubStore.open(storage, { signal });
     // Pages served by this process hear of changes made through others.
     if (storage.models instanceof PostgresModelStore) {
       await storage.models.watch((change) => web.live.notify(change.id));

@@ -11,15 +11,25 @@
  * 3. the model's document is updated to name that key and sha256: the single
  *    commit point. A crash before it leaves the previous document, whose
  *    blob is untouched; a crash after it leaves the new one, complete;
- * 4. blobs of the model that the document no longer names are deleted after
- *    the reply, and on every open, so a crash at any instant leaves at most
- *    an unreferenced blob, never a document naming a missing or different
- *    file.
+ * 4. after the reply, the blob the commit replaced is deleted unless the
+ *    document still names it (`last` and `best` may be the same bytes):
+ *    one read of the document and one delete, no listing. A crash at any
+ *    instant leaves at most an unreferenced blob, never a document naming
+ *    a missing or different file.
+ *
+ * Unreferenced blobs left by a crash (or by another process) are found by a
+ * sweep that lists every blob: when the store opens, and, when the backends
+ * are shared ({@linkcode HubStorage.orphanGraceMs} above 0), once every
+ * grace period while it runs. A commit that failed after its blob was
+ * published has the model's blobs listed and collected at once.
  *
  * Steps 2-4 of one model run under a per-model gate, so the collector never
- * sees a blob that is published but not yet committed in this process;
- * blobs younger than {@linkcode HubStorage.orphanGraceMs} are left alone for
- * other processes sharing the backends.
+ * sees a blob that is published but not yet committed in this process.
+ * Another process may be committing the same bytes under the same content
+ * address (`<model id>/<sha256>`; its `finish()` refreshed the blob's time),
+ * so an unreferenced blob younger than {@linkcode HubStorage.orphanGraceMs}
+ * under a content address is left to a later sweep; a replaced blob under a
+ * key of its own upload (S3 multipart) is deleted at once.
  *
  * Internal to the local server; not part of the public API.
  *
@@ -61,11 +71,24 @@ export type {
 /** Default {@linkcode HubStorage.orphanGraceMs}: 10 minutes. */
 const DEFAULT_ORPHAN_GRACE_MS = 600_000;
 
+/** Options of {@linkcode HubStore.open}. */
+export interface HubStoreOptions {
+  /**
+   * Stops the periodic sweep of unreferenced blobs (the server's close).
+   * Without it the sweep's timer does not keep the process alive.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal | undefined;
+}
+
 /** What every view of one store shares (see {@linkcode HubStore.withSignal}). */
 interface SharedState {
   storage: HubStorage;
   gates: Map<string, Promise<void>>;
   collecting: Set<Promise<void>>;
+  /** The periodic sweep, while one runs. */
+  sweeping?: Promise<void> | undefined;
 }
 
 /** Models, metrics, heartbeats and weights, over a {@linkcode HubStorage}. */
@@ -108,12 +131,17 @@ export class HubStore {
 
   /**
    * Opens a store over given backends, or the file store of a data
-   * directory, and collects unreferenced blobs.
+   * directory, and collects unreferenced blobs; on shared backends it
+   * collects them again once every {@linkcode HubStorage.orphanGraceMs}.
    *
    * @param storage Documents+metrics and weights, or a data directory.
+   * @param options Signal that stops the periodic collection.
    * @returns The store.
    */
-  static async open(storage: HubStorage | string): Promise<HubStore> {
+  static async open(
+    storage: HubStorage | string,
+    options: HubStoreOptions = {},
+  ): Promise<HubStore> {
     if (typeof storage === "string") return await HubStore.openFiles(storage);
     const store = new HubStore({
       storage,
@@ -121,6 +149,7 @@ export class HubStore {
       collecting: new Set(),
     }, undefined);
     await store.collectAll();
+    store.#sweepEvery(options.signal);
     return store;
   }
 
@@ -293,6 +322,7 @@ export class HubStore {
       const result = await this.models.update(
         id,
         (record) => {
+          const replaced = record.weights[kind];
           record.weights[kind] = {
             ...info,
             size: blob.size,
@@ -301,6 +331,7 @@ export class HubStore {
           };
           if (kind === "best") record.status = "trained";
           else if (record.status === "new") record.status = "training";
+          return replaced;
         },
         now,
         { signal },
@@ -321,10 +352,14 @@ export class HubStore {
       // A blob published before the document write failed (or the
       // request's time ran out) is named by nothing: collect it now rather
       // than on the next open.
-      this.#scheduleCollect(id);
+      this.#scheduleCollect(id, () => this.#collect(id, false));
       throw error;
     });
-    this.#scheduleCollect(id);
+    const replaced = updated?.result;
+    const key = replaced?.blob;
+    if (key !== undefined && key !== updated?.record.weights[kind]?.blob) {
+      this.#scheduleCollect(id, () => this.#collectReplaced(id, replaced!));
+    }
     return updated?.record;
   }
 
@@ -344,7 +379,8 @@ export class HubStore {
   }
 
   /**
-   * Deletes the blobs no document references, for every model with blobs.
+   * Deletes the blobs no document references, for every model with blobs
+   * (one listing of every blob, then one per model with blobs).
    *
    * @returns When done.
    */
@@ -367,21 +403,62 @@ export class HubStore {
    * @returns When none is running.
    */
   async settled(): Promise<void> {
-    while (this.#collecting.size > 0) {
-      await Promise.allSettled([...this.#collecting]);
+    while (this.#collecting.size > 0 || this.#shared.sweeping !== undefined) {
+      await Promise.allSettled([...this.#collecting, this.#shared.sweeping]);
     }
   }
 
-  #scheduleCollect(id: string): void {
+  /** Sweeps once every grace period while the backends are shared. */
+  #sweepEvery(signal: AbortSignal | undefined): void {
+    if (this.#graceMs <= 0 || signal?.aborted === true) return;
+    const shared = this.#shared;
+    const timer = setInterval(() => {
+      shared.sweeping ??= this.collectAll().catch((error) => {
+        console.error("HUB: Cannot collect unreferenced weights", error);
+      }).finally(() => {
+        shared.sweeping = undefined;
+      });
+    }, this.#graceMs);
+    (timer as { unref?: () => void }).unref?.();
+    signal?.addEventListener("abort", () => clearInterval(timer), {
+      once: true,
+    });
+  }
+
+  /** Runs `collect` under the model's gate after the reply. */
+  #scheduleCollect(id: string, collect: () => Promise<void>): void {
     const run = (async (): Promise<void> => {
       // After the reply: a crash here leaves an unreferenced blob only.
       await new Promise((resolve) => setTimeout(resolve, 0));
       await crashPoint("collect");
-      await this.#gate(id, () => this.#collect(id, false));
+      await this.#gate(id, collect);
     })().catch((error) => {
       console.error(`HUB: Cannot collect unreferenced weights of ${id}`, error);
     }).finally(() => this.#collecting.delete(run));
     this.#collecting.add(run);
+  }
+
+  /**
+   * Deletes the blob a commit replaced, unless the document names it again
+   * or it sits at a content address another process may be committing
+   * (call under the model's gate).
+   */
+  async #collectReplaced(id: string, replaced: WeightsInfo): Promise<void> {
+    const key = replaced.blob;
+    if (key === undefined) return;
+    const record = await this.models.get(id, { includeDeleted: true });
+    // No document: hard-deleted, and its deletion collects the blobs.
+    if (record === undefined) return;
+    const named = Object.values(record.weights).some((info) =>
+      info?.blob === key
+    );
+    if (named) return;
+    if (key === `${id}/${replaced.sha256}` && this.#graceMs > 0) {
+      const blob = await this.weights.stat(key);
+      if (blob === undefined) return;
+      if (blob.modifiedAt > Date.now() - this.#graceMs) return; // to a sweep
+    }
+    await this.weights.delete(key);
   }
 
   /** Deletes a model's unreferenced blobs (call under its gate). */
