@@ -70,7 +70,8 @@ export type { ModelChange } from "./changes.ts";
 /** Options of {@linkcode openPostgresModelStore}. */
 export interface PostgresStoreOptions {
   /**
-   * Most connections of this process's pool.
+   * Most connections of this process's pool (a watching store opens one
+   * more, to listen for changes).
    *
    * @default {10}
    */
