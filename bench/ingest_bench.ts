@@ -109,6 +109,11 @@ async function bench(): Promise<void> {
   await chmod(curlConfig, 0o600);
 
   const servers: Server[] = [];
+  // What the runs leave in the bucket: removed at the end, so that repeated
+  // runs do not fill a small test cluster (a full OSD stalls every PUT).
+  let remoteModel: string | undefined;
+  let remoteUrl: string | undefined;
+  let directRuns = 0;
   try {
     const sink = await start("sink", [
       "run",
@@ -142,7 +147,8 @@ async function bench(): Promise<void> {
     ]);
     servers.push(remote);
     const filesModel = await createModel(files.url);
-    const remoteModel = await createModel(remote.url);
+    remoteUrl = remote.url;
+    remoteModel = await createModel(remote.url);
 
     const times: Record<string, number[]> = {
       "curl -F to a discarding sink": [],
@@ -161,6 +167,7 @@ async function bench(): Promise<void> {
           files,
         ),
       );
+      directRuns = run + 1;
       times["curl -T PUT straight to S3"]!.push(
         await curl([
           "-K",
@@ -220,6 +227,29 @@ async function bench(): Promise<void> {
       );
     }
   } finally {
+    if (remoteUrl !== undefined && remoteModel !== undefined) {
+      // A hard delete drops the model's weights from the bucket.
+      const reply = await fetch(
+        `${remoteUrl}/v1/models/${remoteModel}?hard=true`,
+        { method: "DELETE" },
+      ).catch((error) => error as Error);
+      if (reply instanceof Error || !reply.ok) {
+        console.error(`Cannot delete the benchmark's model: ${
+          reply instanceof Error ? reply.message : reply.status
+        }`);
+      } else await reply.body?.cancel();
+    }
+    for (let run = 0; run < directRuns; run++) {
+      await curl([
+        "-K",
+        curlConfig,
+        "-X",
+        "DELETE",
+        `${s3.origin}/${bucket}/${prefix}/direct-${run}`,
+      ]).catch((error) =>
+        console.error(`Cannot delete direct-${run}: ${error.message}`)
+      );
+    }
     for (const server of servers) server.child.kill("SIGTERM");
     await rm(work, { recursive: true, force: true });
   }
