@@ -234,9 +234,11 @@ async function bench(): Promise<void> {
         { method: "DELETE" },
       ).catch((error) => error as Error);
       if (reply instanceof Error || !reply.ok) {
-        console.error(`Cannot delete the benchmark's model: ${
-          reply instanceof Error ? reply.message : reply.status
-        }`);
+        console.error(
+          `Cannot delete the benchmark's model: ${
+            reply instanceof Error ? reply.message : reply.status
+          }`,
+        );
       } else await reply.body?.cancel();
     }
     for (let run = 0; run < directRuns; run++) {
