@@ -20,6 +20,7 @@ import type {
 } from "../src/server/storage/contract.ts";
 import { haveServices, s3Config } from "./support/services.ts";
 import { NEW_MODEL } from "./support/server.ts";
+import { waitUntil } from "./support/common.ts";
 
 const MiB = 1024 * 1024;
 
@@ -129,6 +130,37 @@ describe("replaced weights on the file store", () => {
     const storage = await openFileStorage(dir);
     const weights = countLists(storage.weights);
     return { storage: { ...storage, weights }, weights };
+  });
+});
+
+describe("the periodic sweep on shared backends", () => {
+  test("a blob no document names, published after the store opened, is collected by a later sweep; the named one stays", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "hub-sweep-"));
+    const files = await openFileStorage(dir);
+    const stop = new AbortController();
+    // A short grace period stands for the 10 minutes of shared backends.
+    const storage = { ...files, orphanGraceMs: 300 };
+    const store = await HubStore.open(storage, { signal: stop.signal });
+    try {
+      const { id } = await store.create(NEW_MODEL, Date.now());
+      const named = await upload(store, id, "last", randomBytes(100_000));
+      // What a process killed between publishing and committing leaves.
+      const writer = await files.weights.createWriter(`${id}/`);
+      await writer.write(randomBytes(100_000));
+      const { key: orphan } = await writer.finish();
+      await waitUntil(
+        async () => await files.weights.stat(orphan) === undefined,
+        "a sweep collects the unnamed blob",
+      );
+      await store.settled();
+      assert(await files.weights.stat(named) !== undefined, "the named blob");
+    } finally {
+      stop.abort();
+      await store.settled();
+      await files.models.close();
+      await files.weights.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
