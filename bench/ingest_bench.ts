@@ -10,7 +10,11 @@
  *
  * and, for the S3 backend's reference, the same file sent with `curl -T`
  * straight to the S3 server as one signed `PUT` (what any S3 client can do at
- * best). Each server runs as its own process; its RSS is sampled from
+ * best). Beside them, the floors of storing on files, measured in the bench's
+ * own process (Deno, like the servers): sha256 of as many bytes with
+ * `node:crypto` on one thread, and writing as many bytes to the disk of the
+ * data directory in 1 MiB writes with an `fdatasync`; their sum with the
+ * sink is the work of storing done one step after the other. Each server runs as its own process; its RSS is sampled from
  * `/proc/<pid>/status` during the uploads (baseline, peak). Cases run
  * interleaved `--runs` times; medians are printed with the ratios.
  *
@@ -26,7 +30,14 @@
 
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { randomBytes, randomFillSync } from "node:crypto";
+import { createHash, randomBytes, randomFillSync } from "node:crypto";
+import {
+  closeSync,
+  fdatasyncSync,
+  openSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import {
   chmod,
   mkdtemp,
@@ -155,6 +166,8 @@ async function bench(): Promise<void> {
       "curl -F to the HUB on files": [],
       "curl -T PUT straight to S3": [],
       "curl -F to the HUB on PostgreSQL + S3": [],
+      "sha256 of as many bytes (node:crypto, 1 thread)": [],
+      "writing as many bytes to the data disk + fdatasync": [],
     };
     for (let run = 0; run < runs; run++) {
       times["curl -F to a discarding sink"]!.push(
@@ -184,6 +197,12 @@ async function bench(): Promise<void> {
           remote,
         ),
       );
+      times["sha256 of as many bytes (node:crypto, 1 thread)"]!.push(
+        hashFloor(size),
+      );
+      times["writing as many bytes to the data disk + fdatasync"]!.push(
+        writeFloor(join(work, "floor.bin"), size),
+      );
     }
     const median = (list: number[]): number =>
       [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
@@ -211,6 +230,16 @@ async function bench(): Promise<void> {
         (m["curl -F to the HUB on files"]! /
           m["curl -F to a discarding sink"]!).toFixed(2)
       } x`,
+    );
+    const serial = m["curl -F to a discarding sink"]! +
+      m["sha256 of as many bytes (node:crypto, 1 thread)"]! +
+      m["writing as many bytes to the data disk + fdatasync"]!;
+    console.log(
+      `HUB on files / (sink + sha256 + disk write): ${
+        (m["curl -F to the HUB on files"]! / serial).toFixed(2)
+      } x   (the work of storing, one step after the other: ${
+        (serial / 1000).toFixed(2)
+      } s)`,
     );
     console.log(
       `HUB on PostgreSQL + S3 / direct S3 PUT:     ${
@@ -299,6 +328,58 @@ async function start(name: string, args: string[]): Promise<Server> {
   await new Promise((r) => setTimeout(r, 500));
   const baseline = await rss(child.pid!);
   return { name, url, child, baseline, peak: baseline };
+}
+
+/** A random block the floors hash and write over and over. */
+const FLOOR_BLOCK = (() => {
+  const block = new Uint8Array(64 * MiB);
+  for (let i = 0; i < block.length; i += 65_536) {
+    randomFillSync(block.subarray(i, i + 65_536));
+  }
+  return block;
+})();
+
+/** Milliseconds to sha256 `size` bytes in 1 MiB updates on this thread. */
+function hashFloor(size: number): number {
+  const started = performance.now();
+  const hash = createHash("sha256");
+  for (let done = 0; done < size;) {
+    for (let i = 0; i < FLOOR_BLOCK.length && done < size; i += MiB) {
+      const n = Math.min(MiB, size - done);
+      hash.update(FLOOR_BLOCK.subarray(i, i + n));
+      done += n;
+    }
+  }
+  hash.digest("hex");
+  return performance.now() - started;
+}
+
+/**
+ * Milliseconds to write `size` bytes to a new file beside the HUB's data
+ * directory in 1 MiB writes and `fdatasync` it (what the file store does
+ * besides hashing); the file is deleted after.
+ */
+function writeFloor(path: string, size: number): number {
+  const started = performance.now();
+  const fd = openSync(path, "w");
+  try {
+    for (let done = 0; done < size;) {
+      for (let i = 0; i < FLOOR_BLOCK.length && done < size; i += MiB) {
+        const n = Math.min(MiB, size - done);
+        let offset = 0;
+        while (offset < n) {
+          offset += writeSync(fd, FLOOR_BLOCK, i + offset, n - offset);
+        }
+        done += n;
+      }
+    }
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const ms = performance.now() - started;
+  unlinkSync(path);
+  return ms;
 }
 
 async function writeRandom(path: string, size: number): Promise<void> {

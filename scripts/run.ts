@@ -5,9 +5,11 @@
  * `hub`, the benches) go through it so that they work as typed on a machine
  * that reaches only the npm registry.
  *
- * Usage: `deno run -A scripts/run.ts <file> [args...]` (runs
+ * Usage: `deno run -A scripts/run.ts [--bun] <file> [args...]` (runs
  * `deno run -A <file> [args...]`; standard input, output and the exit code are
- * the program's own).
+ * the program's own). `--bun` first makes `node_modules` ready for the Bun
+ * processes the program starts (`bun install`, `@std` for Bun), as the tests
+ * do: the benches that compare both runtimes need it on a fresh checkout.
  *
  * @module
  */
@@ -15,11 +17,17 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import process from "node:process";
-import { denoEnv } from "./std.ts";
+import { denoEnv, prepareBun } from "./std.ts";
 
-const [file, ...args] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+if (argv[0] === "--bun") {
+  argv.shift();
+  // Progress on standard error: standard output is the program's.
+  prepareBun((line) => console.error(line));
+}
+const [file, ...args] = argv;
 if (file === undefined) {
-  console.error("usage: deno run -A scripts/run.ts <file> [args...]");
+  console.error("usage: deno run -A scripts/run.ts [--bun] <file> [args...]");
   process.exit(2);
 }
 

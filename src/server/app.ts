@@ -137,11 +137,15 @@ export function createHubApp(options: HubHandlerOptions): Hono {
  *
  * @param options As for {@linkcode createHubApp}.
  * @param given The opened storage, or `undefined` to open `options`' own.
+ * @param lifecycle Filled with `settled`: waits for the work the app
+ * started after its replies (collecting replaced weights), so that the
+ * caller closes the storage only after it.
  * @returns The app.
  */
 export function createHubAppOn(
   options: HubHandlerOptions,
   given: HubStorage | undefined,
+  lifecycle: { settled?: () => Promise<void> } = {},
 ): Hono {
   validateHubOptions(options, given);
   const {
@@ -176,14 +180,27 @@ export function createHubAppOn(
     ) {
       return await HubStore.openFiles(dataDir);
     }
-    const storage = given ??
-      await openHubStorage({ dataDir, database, weights });
-    const store = await HubStore.open(storage, { signal });
-    // Pages served by this process hear of changes made through others.
-    if (storage.models instanceof PostgresModelStore) {
-      await storage.models.watch((change) => web.live.notify(change.id));
+    const owned = given === undefined
+      ? await openHubStorage({ dataDir, database, weights })
+      : undefined;
+    const storage = given ?? owned!;
+    try {
+      const store = await HubStore.open(storage, { signal });
+      // Pages served by this process hear of changes made through others.
+      if (storage.models instanceof PostgresModelStore) {
+        await storage.models.watch((change) => web.live.notify(change.id));
+      }
+      return store;
+    } catch (error) {
+      // The next request opens the storage again: close this one.
+      await owned?.models.close().catch(() => {});
+      await owned?.weights.close().catch(() => {});
+      throw error;
     }
-    return store;
+  };
+  lifecycle.settled = async () => {
+    const store = await storePromise?.catch(() => undefined);
+    await store?.settled();
   };
   const hub: HubContext = {
     store: async (request) => {

@@ -243,15 +243,23 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     : undefined;
   // Cancels uploads still being received when the server closes.
   const closing = new AbortController();
-  const app = createHubAppOn({
-    ...handlerOptions,
-    // An open server answers the name it is bound to (see allowedHosts).
-    allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
-    signal: closing.signal,
-  }, owned);
+  const lifecycle: { settled?: () => Promise<void> } = {};
+  const app = createHubAppOn(
+    {
+      ...handlerOptions,
+      // An open server answers the name it is bound to (see allowedHosts).
+      allowedHosts: [...(handlerOptions.allowedHosts ?? []), hostname],
+      signal: closing.signal,
+    },
+    owned,
+    lifecycle,
+  );
   const handler = async (request: Request, env?: unknown): Promise<Response> =>
     await app.fetch(request, env);
   const release = async (): Promise<void> => {
+    // Collections of replaced weights started after the last replies end
+    // before their storage closes.
+    await lifecycle.settled?.();
     await owned?.models.close();
     await owned?.weights.close();
   };
