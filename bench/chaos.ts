@@ -32,8 +32,6 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { sha256File } from "../src/common/hash.ts";
 import { parseArgs } from "node:util";
-import { createServer } from "node:net";
-import type { AddressInfo } from "node:net";
 
 const MiB = 1024 * 1024;
 const FINAL_BYTES = 64 * MiB;
@@ -215,14 +213,6 @@ async function child(
 
 // --------------------------------------------------------------- parent ---
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((go) => server.listen(0, "127.0.0.1", go));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((go) => server.close(go));
-  return port;
-}
-
 function runtimeCommand(runtime: string, script: string): [string, string[]] {
   if (runtime === "bun") return ["npx", ["-y", "bun@1.4.5", script]];
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
@@ -239,6 +229,7 @@ async function runOnce(
   const { HUBClient } = await import("../src/transport/client.ts");
   const { createModelPayload } = await import("../src/session/session.ts");
   const { startFaultProxy } = await import("../tests/support/fault_proxy.ts");
+  const { closedPort: freePort } = await import("../tests/support/server.ts");
   const dir = await mkdtemp(join(tmpdir(), "hub-chaos-"));
   let serverErrors = 0;
   const serverErrorKinds = new Map<string, number>();

@@ -16,15 +16,14 @@
  */
 
 import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { startHubProcess } from "../tests/support/hub_process.ts";
 
 const LOAD = fileURLToPath(new URL("./server_load.ts", import.meta.url));
-const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
 
 function run(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -45,27 +44,6 @@ function run(args: string[]): Promise<string> {
           : reject(new Error(`${args.join(" ")} exited with ${code}`)),
     );
   });
-}
-
-async function startHub(args: string[]): Promise<
-  { url: string; child: ChildProcess }
-> {
-  const child = spawn(
-    process.execPath,
-    ["run", "-A", CLI, "serve", "--port", "0", ...args],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.setEncoding("utf8");
-    child.stdout!.on("data", (chunk: string) => {
-      out += chunk;
-      const match = /HUB listening on (http:\/\/\S+)/.exec(out);
-      if (match) resolve(match[1]!);
-    });
-    child.on("exit", (code) => reject(new Error(`serve exited ${code}`)));
-  });
-  return { url, child };
 }
 
 /** A TCP front handing each connection to the next upstream in turn. */
@@ -130,8 +108,8 @@ export async function runScaled(args: string[]): Promise<void> {
     "\n=== 2 processes on PostgreSQL + S3 behind a round-robin front",
   );
   const hubs = [
-    await startHub(["--database", database, "--weights", weights]),
-    await startHub(["--database", database, "--weights", weights]),
+    await startHubProcess(["--database", database, "--weights", weights]),
+    await startHubProcess(["--database", database, "--weights", weights]),
   ];
   const front = await roundRobin(hubs.map((h) => new URL(h.url)));
   let scaled: string;
@@ -139,7 +117,7 @@ export async function runScaled(args: string[]): Promise<void> {
     scaled = await run([LOAD, ...args, "--target", front.url]);
   } finally {
     await front.close();
-    for (const hub of hubs) hub.child.kill("SIGTERM");
+    await Promise.all(hubs.map((hub) => hub.kill("SIGTERM")));
   }
 
   const names = [

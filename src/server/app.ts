@@ -49,7 +49,6 @@ import {
   StorageUnavailableError,
 } from "./storage/contract.ts";
 import { openHubStorage } from "./storage/open.ts";
-import { PostgresModelStore } from "./storage/postgres/store.ts";
 import { createWebApp } from "./web/app.ts";
 import { storeSource } from "./web/source.ts";
 
@@ -174,12 +173,6 @@ export function createHubAppOn(
   };
   let storePromise: Promise<HubStore> | undefined;
   const openStore = async (): Promise<HubStore> => {
-    if (
-      given === undefined && dataDir !== undefined &&
-      database === undefined && weights === undefined
-    ) {
-      return await HubStore.openFiles(dataDir);
-    }
     const owned = given === undefined
       ? await openHubStorage({ dataDir, database, weights })
       : undefined;
@@ -187,9 +180,7 @@ export function createHubAppOn(
     try {
       const store = await HubStore.open(storage, { signal });
       // Pages served by this process hear of changes made through others.
-      if (storage.models instanceof PostgresModelStore) {
-        await storage.models.watch((change) => web.live.notify(change.id));
-      }
+      await storage.models.watch?.((change) => web.live.notify(change.id));
       return store;
     } catch (error) {
       // The next request opens the storage again: close this one.

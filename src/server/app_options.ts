@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isObject } from "./body.ts";
+import { isRecord } from "../common/json.ts";
 import type { HubStorage } from "./storage/contract.ts";
 
 /** Options of `createHubApp` and `createHubHandler` (`app.ts`). */
@@ -122,7 +122,7 @@ export function validateHubOptions(
   // Checked through an `unknown` copy: narrowing `options` itself to a
   // record would lose the types of its fields.
   const given: unknown = options;
-  if (!isObject(given)) {
+  if (!isRecord(given)) {
     throw new TypeError(
       "Cannot create the HUB as options is not an object",
     );

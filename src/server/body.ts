@@ -14,6 +14,7 @@ import { Buffer } from "node:buffer";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { every } from "hono/combine";
+import { isRecord } from "../common/json.ts";
 import type { HubContext } from "./context.ts";
 import { requireJsonType } from "./guard.ts";
 import { BodyAbortedError, hubError, REQUEST_ABORTED } from "./errors.ts";
@@ -200,16 +201,6 @@ export async function readJson(request: Request): Promise<unknown> {
 }
 
 /**
- * Whether a value is a plain JSON object.
- *
- * @param value Any value.
- * @returns `true` for a non-null, non-array object.
- */
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/**
  * Reads a JSON body that must be an object.
  *
  * @param request The request.
@@ -220,11 +211,31 @@ export async function readJsonObject(
   request: Request,
 ): Promise<Record<string, unknown>> {
   const body = await readJson(request);
-  if (!isObject(body)) {
+  if (!isRecord(body)) {
     throw hubError(
       400,
       "Cannot accept the request body as it is not a JSON object",
     );
   }
   return body;
+}
+
+/**
+ * A request's body as the server received it, for a route that streams it
+ * itself (uploads): on Deno's `node:http` the Node stream of the request
+ * (`@hono/node-server` passes it as `env.incoming`), else `request.body`.
+ * The Node stream is read without the web stream the adapter would build
+ * over it (and `request.body` is then not touched: that would start a second
+ * reader of the same bytes).
+ *
+ * @param c The route's context.
+ * @returns The body, or `null` when the request has none.
+ */
+export function streamedBody(
+  c: { env: unknown; req: { raw: Request } },
+): ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null {
+  const incoming =
+    (c.env as { incoming?: AsyncIterable<Uint8Array> } | undefined)
+      ?.incoming;
+  return incoming ?? c.req.raw.body;
 }

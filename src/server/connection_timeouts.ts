@@ -26,6 +26,7 @@
 
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { unrefTimer } from "../common/timers.ts";
 
 /** Timeouts of {@linkcode watchConnections}, in milliseconds. */
 export interface ConnectionTimeouts {
@@ -147,9 +148,7 @@ export function watchConnections(
     }
   }, SWEEP_MS);
   // The checks alone must not keep a process alive.
-  (sweep as { unref?: () => void }).unref?.();
-  (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno
-    ?.unrefTimer?.(sweep as unknown as number);
+  unrefTimer(sweep);
 
   return {
     drain: () => {

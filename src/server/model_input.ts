@@ -13,7 +13,8 @@ import {
   metricsProblem,
 } from "../protocol/metrics_rules.ts";
 import type { ModelStatus } from "../protocol/types.ts";
-import { isObject, parseBoundedJson } from "./body.ts";
+import { isRecord } from "../common/json.ts";
+import { parseBoundedJson } from "./body.ts";
 import { hubError } from "./errors.ts";
 import { MAX_EXTRA_BYTES } from "./limits.ts";
 import type {
@@ -67,7 +68,7 @@ export function parseMetrics(
     );
   }
   const metrics = body.metrics;
-  if (!isObject(metrics)) {
+  if (!isRecord(metrics)) {
     throw hubError(
       400,
       'Cannot accept the metrics as "metrics" is not an object of epochs',
@@ -94,7 +95,7 @@ export function parseMetrics(
       );
     }
     const value = typeof raw === "string" ? parseMetricsString(key, raw) : raw;
-    if (!isObject(value)) {
+    if (!isRecord(value)) {
       throw hubError(
         400,
         `Cannot accept the metrics of epoch ${key} as they are not an object of numbers`,
@@ -131,7 +132,7 @@ function readConfig(
   base: StoredConfig,
 ): StoredConfig {
   if (value === undefined) return { ...base };
-  if (!isObject(value)) {
+  if (!isRecord(value)) {
     throw hubError(400, 'Cannot accept "config" as it is not an object');
   }
   const config = { ...base };
@@ -176,7 +177,7 @@ function readName(
     }
     return undefined;
   }
-  if (!isObject(container)) {
+  if (!isRecord(container)) {
     throw hubError(
       400,
       `Cannot accept the model as "${
@@ -236,7 +237,7 @@ function readModelName(container: unknown): string | undefined {
 function readLineage(
   lineage: unknown,
 ): { architecture: string; parent: string | undefined } {
-  if (!isObject(lineage)) {
+  if (!isRecord(lineage)) {
     throw hubError(
       400,
       lineage === undefined

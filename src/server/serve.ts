@@ -7,6 +7,7 @@
 
 import { mkdir } from "node:fs/promises";
 import { createHubAppOn, type HubHandlerOptions } from "./app.ts";
+import { validateHubOptions } from "./app_options.ts";
 import { createServer } from "node:http";
 import { getRequestListener } from "@hono/node-server";
 import { watchConnections } from "./connection_timeouts.ts";
@@ -222,7 +223,6 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     const [name, value] of [
       ["headerTimeout", headerTimeout],
       ["idleTimeout", idleTimeout],
-      ["requestTimeout", handlerOptions.requestTimeout ?? 1],
     ] as const
   ) {
     if (!Number.isFinite(value) || value <= 0) {
@@ -231,6 +231,9 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
       );
     }
   }
+  // The app's own options are checked before a backend is opened, so that
+  // a bad one leaves nothing open.
+  validateHubOptions(handlerOptions, undefined);
   // Backends other than the embedded file store are opened now, so that a
   // wrong URL or credential stops the start instead of the first request.
   const { database, weights } = handlerOptions;
@@ -254,7 +257,7 @@ export async function serveHub(options: ServeHubOptions): Promise<HubServer> {
     owned,
     lifecycle,
   );
-  const handler = async (request: Request, env?: unknown): Promise<Response> =>
+  const handler: FetchHandler = async (request, env) =>
     await app.fetch(request, env);
   const release = async (): Promise<void> => {
     // Collections of replaced weights started after the last replies end

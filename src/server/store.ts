@@ -36,6 +36,7 @@
  * @module
  */
 
+import { unrefTimer } from "../common/timers.ts";
 import { crashPoint } from "./storage/crash_point.ts";
 import type {
   BlobRead,
@@ -92,6 +93,15 @@ interface SharedState {
 }
 
 /** Models, metrics, heartbeats and weights, over a {@linkcode HubStorage}. */
+/** The blob keys a model's document names (none without a document). */
+function blobsNamedBy(record: ModelRecord | undefined): Set<string> {
+  const keys = new Set<string>();
+  for (const info of Object.values(record?.weights ?? {})) {
+    if (info?.blob !== undefined) keys.add(info.blob);
+  }
+  return keys;
+}
+
 export class HubStore {
   /** Documents and metrics. */
   readonly models: ModelStore;
@@ -284,14 +294,19 @@ export class HubStore {
    * Starts receiving weights for a model.
    *
    * @param id Model id.
-   * @param options Size limit, signal.
+   * @param options Size limit, signal (default: the request's, see
+   * {@linkcode withSignal}).
    * @returns A writer to hand to {@linkcode commitWeights} (or abort).
    */
   createWeightsWriter(
     id: string,
     options: { maxBytes?: number; signal?: AbortSignal | undefined } = {},
   ): Promise<BlobWriter> {
-    return this.weights.createWriter(`${id}/`, options);
+    return this.weights.createWriter(`${id}/`, {
+      ...options,
+      // The request's signal, unless the caller gives its own.
+      signal: options.signal ?? this.#signal,
+    });
   }
 
   /**
@@ -340,10 +355,9 @@ export class HubStore {
         // The model went away during the upload: nothing names the blob,
         // unless a soft-deleted document holds the same bytes.
         const kept = await this.models.get(id, { includeDeleted: true });
-        const named = Object.values(kept?.weights ?? {}).some((info) =>
-          info?.blob === blob.key
-        );
-        if (!named) await this.weights.delete(blob.key);
+        if (!blobsNamedBy(kept).has(blob.key)) {
+          await this.weights.delete(blob.key);
+        }
       }
       await crashPoint("committed");
       return result;
@@ -419,7 +433,7 @@ export class HubStore {
         shared.sweeping = undefined;
       });
     }, this.#graceMs);
-    (timer as { unref?: () => void }).unref?.();
+    unrefTimer(timer);
     signal?.addEventListener("abort", () => clearInterval(timer), {
       once: true,
     });
@@ -449,10 +463,7 @@ export class HubStore {
     const record = await this.models.get(id, { includeDeleted: true });
     // No document: hard-deleted, and its deletion collects the blobs.
     if (record === undefined) return;
-    const named = Object.values(record.weights).some((info) =>
-      info?.blob === key
-    );
-    if (named) return;
+    if (blobsNamedBy(record).has(key)) return;
     if (key === `${id}/${replaced.sha256}` && this.#graceMs > 0) {
       const blob = await this.weights.stat(key);
       if (blob === undefined) return;
@@ -471,10 +482,7 @@ export class HubStore {
     // return those. Leaving the blobs only costs space; guessing wrong
     // would lose weights.
     if (!all && record === undefined) return;
-    const keep = new Set<string>();
-    for (const info of Object.values(record?.weights ?? {})) {
-      if (info?.blob !== undefined) keep.add(info.blob);
-    }
+    const keep = blobsNamedBy(record);
     const cutoff = Date.now() - (all ? 0 : this.#graceMs);
     let cursor: string | undefined;
     const doomed: string[] = [];

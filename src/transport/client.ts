@@ -29,7 +29,6 @@ import {
   type Envelope,
   exchange,
   type ExchangeContext,
-  redactFor,
 } from "./exchange.ts";
 
 export {
@@ -158,6 +157,7 @@ export class HUBClient {
   #fetch: typeof fetch;
   /** The runtime's own fetch: upload chunks may be released once sent. */
   #nativeFetch: boolean;
+  readonly #context: ExchangeContext;
   #signal: AbortSignal | undefined;
   #timeout: number;
   #logger: Logger;
@@ -235,6 +235,19 @@ export class HUBClient {
     this.#signal = signal;
     this.#timeout = checkTimeout(timeout, "the client");
     this.#logger = logger;
+    // Fixed for the client's life: built once, not per request.
+    this.#context = {
+      apiRoot: this.apiRoot,
+      agent: this.agent,
+      apiKey: this.#apiKey,
+      idToken: this.#idToken,
+      fetch: this.#fetch,
+      signal: this.#signal,
+      timeout: this.#timeout,
+      onInstance: (id) => {
+        this.#instanceId = id;
+      },
+    };
   }
 
   /**
@@ -628,21 +641,6 @@ export class HUBClient {
     );
   }
 
-  get #context(): ExchangeContext {
-    return {
-      apiRoot: this.apiRoot,
-      agent: this.agent,
-      apiKey: this.#apiKey,
-      idToken: this.#idToken,
-      fetch: this.#fetch,
-      signal: this.#signal,
-      timeout: this.#timeout,
-      onInstance: (id) => {
-        this.#instanceId = id;
-      },
-    };
-  }
-
   /**
    * The HUB's instance id from its latest reply (`x-hub-instance`): the same
    * HUB keeps it across restarts and addresses. `undefined` until a reply
@@ -654,10 +652,6 @@ export class HUBClient {
 
   #send(call: Call, options: RequestOptions): Promise<Envelope> {
     return exchange(this.#context, call, options);
-  }
-
-  #redact(text: string): string {
-    return redactFor(this.#context, text);
   }
 
   #badReply(

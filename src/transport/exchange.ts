@@ -154,15 +154,13 @@ export async function exchange(
   ctx.signal?.throwIfAborted();
 
   const { method, path, action } = call;
-  if (
-    ctx.fetch === globalThis.fetch &&
-    !granted({ name: "net", host: new URL(ctx.apiRoot).host }, "network access")
-  ) {
-    throw new HUBConfigError(
-      `Cannot ${action} as Deno's net permission for ${
-        new URL(ctx.apiRoot).host
-      } is not granted (the library never prompts for it): run with --allow-net`,
-    );
+  if (ctx.fetch === globalThis.fetch) {
+    const host = new URL(ctx.apiRoot).host;
+    if (!granted({ name: "net", host }, "network access")) {
+      throw new HUBConfigError(
+        `Cannot ${action} as Deno's net permission for ${host} is not granted (the library never prompts for it): run with --allow-net`,
+      );
+    }
   }
   const safePath = redactFor(ctx, path);
   const timer = new AbortController();

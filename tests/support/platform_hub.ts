@@ -9,8 +9,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
-import type { AddressInfo } from "node:net";
+import { closedPort as freePort } from "./server.ts";
 import { serveHub } from "../../src/server/mod.ts";
 import { startFaultProxy } from "./fault_proxy.ts";
 import type { FaultProxy, FaultProxyOptions } from "./fault_proxy.ts";
@@ -42,14 +41,6 @@ export interface PlatformHub {
   clientUrl: string;
   /** Stops the server (and the proxy) and removes the temp dir. */
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((go) => server.listen(0, "127.0.0.1", go));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((go) => server.close(go));
-  return port;
 }
 
 /**

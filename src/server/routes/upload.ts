@@ -16,7 +16,7 @@ import {
   UPLOAD_FILE_PARTS,
 } from "../../protocol/upload.ts";
 import { requireKey } from "../auth.ts";
-import { uploadLimit } from "../body.ts";
+import { streamedBody, uploadLimit } from "../body.ts";
 import { findModel, type HubContext, modelNotFound } from "../context.ts";
 import {
   BodyAbortedError,
@@ -27,7 +27,7 @@ import {
 } from "../errors.ts";
 import { parseBool } from "../model_input.ts";
 import { getBoundary, MultipartError, parseMultipart } from "../multipart.ts";
-import { pauseDeadline, requestSignal } from "../deadline.ts";
+import { pauseDeadline } from "../deadline.ts";
 import { ok } from "../reply.ts";
 import { BlobChecksumError } from "../storage/contract.ts";
 import type { HubStore, WeightsKind } from "../store.ts";
@@ -56,8 +56,7 @@ export function uploadRoutes(hub: HubContext): Hono {
       await receive(
         hub,
         c.req.raw,
-        (c.env as { incoming?: AsyncIterable<Uint8Array> } | undefined)
-          ?.incoming,
+        streamedBody(c),
         await hub.store(c.req.raw),
         c.req.param("id"),
       ),
@@ -78,7 +77,7 @@ function uploadSignal(
 async function receive(
   hub: HubContext,
   request: Request,
-  incoming: AsyncIterable<Uint8Array> | undefined,
+  body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null,
   store: HubStore,
   id: string,
 ): Promise<Response> {
@@ -89,9 +88,6 @@ async function receive(
       "Cannot accept the upload as it is not multipart/form-data with a boundary",
     );
   }
-  // (`request.body` is not looked at when the runtime's own stream is
-  // there: on Deno's node:http that would start a second reader of it.)
-  const body = incoming ?? request.body;
   if (body === null) {
     throw hubError(400, "Cannot accept the upload as it has no body");
   }
@@ -107,7 +103,6 @@ async function receive(
       createSink: () =>
         store.createWeightsWriter(id, {
           maxBytes: hub.maxUploadBytes,
-          signal: requestSignal(request),
         }),
       maxBytes: hub.maxUploadBytes,
       signal: uploadSignal(hub, request),

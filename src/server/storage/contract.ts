@@ -297,6 +297,17 @@ export interface MetricsStore {
   epochCount(id: string, options?: CallOptions): Promise<number>;
 }
 
+/** A change of a model, as {@linkcode ModelStore.watch} reports it. */
+export interface ModelChange {
+  /** The model's id. */
+  id: string;
+  /**
+   * What changed. The changes found by the look-up after a reconnection
+   * are `updated` or `deleted` (a hard deletion while deaf is not found).
+   */
+  kind: "created" | "updated" | "metrics" | "deleted";
+}
+
 /** Documents and metrics, always kept by the same backend. */
 export interface ModelStore extends DocumentStore, MetricsStore {
   /**
@@ -305,6 +316,19 @@ export interface ModelStore extends DocumentStore, MetricsStore {
    * @returns When everything is released.
    */
   close(): Promise<void>;
+
+  /**
+   * Calls `listener` for the changes of any model committed through any
+   * process sharing this store, from when it resolves. Only stores that
+   * several processes share have it (PostgreSQL); a store one process owns
+   * hears its changes through that process.
+   *
+   * @param listener Receives each change.
+   * @returns Stops watching.
+   */
+  watch?(
+    listener: (change: ModelChange) => void,
+  ): Promise<() => Promise<void>>;
 }
 
 /** A blob as stored. */

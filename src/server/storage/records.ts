@@ -19,6 +19,20 @@ export type StoredConfig = CreateModelPayload["config"];
 /** One epoch's metrics; `null` stands for a value sent as NaN/Infinity. */
 export type StoredMetrics = Record<string, number | null>;
 
+/**
+ * The distinct metric names of some epochs.
+ *
+ * @param values The epochs' metrics.
+ * @returns The names.
+ */
+export function namesOf(values: Iterable<StoredMetrics>): Set<string> {
+  const names = new Set<string>();
+  for (const metrics of values) {
+    for (const name of Object.keys(metrics)) names.add(name);
+  }
+  return names;
+}
+
 /** What the store knows about a weights file. */
 export interface WeightsInfo {
   /** Epoch the file was uploaded for. */

@@ -37,7 +37,6 @@ import {
   epochEndData,
   trainingStartedData,
 } from "./events.ts";
-import { jsonSafe } from "../../protocol/platform.ts";
 import type {
   EpochEndData,
   PlatformEnvironment,
@@ -344,7 +343,8 @@ export class PlatformTransport {
       // An epoch is one request: when a batch is sent again after a failure,
       // the epochs the server already acknowledged with these values are
       // not sent twice, so that every retry makes progress.
-      const key = JSON.stringify(jsonSafe(all));
+      // (JSON.stringify writes a non-finite number as null by itself.)
+      const key = JSON.stringify(all);
       if (this.#delivered.get(epoch) === key) continue;
       const data = epochEndData(epoch, all);
       if (typeof data.fitness === "number" && Number.isFinite(data.fitness)) {

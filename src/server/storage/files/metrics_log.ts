@@ -69,20 +69,6 @@ export function parseMetricsLog(bytes: Uint8Array): MetricsLog {
 }
 
 /**
- * The distinct metric names of some epochs.
- *
- * @param values The epochs' metrics.
- * @returns The names.
- */
-export function namesOf(values: Iterable<StoredMetrics>): Set<string> {
-  const names = new Set<string>();
-  for (const metrics of values) {
-    for (const name of Object.keys(metrics)) names.add(name);
-  }
-  return names;
-}
-
-/**
  * One line of a metrics file: `{"time": <ms>, "metrics": {"<epoch>": {...}}}`
  * and a newline.
  *

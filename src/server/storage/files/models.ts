@@ -63,6 +63,7 @@ import {
   createModelId,
   type EpochEntry,
   type ModelRecord,
+  namesOf,
   type NewModel,
   newModelRecord,
   type StoredMetrics,
@@ -72,7 +73,6 @@ import {
   METRICS_FILE,
   metricsLine,
   type MetricsLog,
-  namesOf,
   parseMetricsLog,
 } from "./metrics_log.ts";
 import { appendSynced, syncDir, writeAtomic } from "./fs.ts";
@@ -135,6 +135,11 @@ function isNotFound(error: unknown): boolean {
  * await rm(dataDir, { recursive: true, force: true });
  * ```
  */
+/** What one metric name is counted for in the cache's byte bound. */
+function nameCost(name: string): number {
+  return 32 + name.length * 2;
+}
+
 export class FileModelStore implements ModelStore {
   /** The data directory. */
   readonly dataDir: string;
@@ -421,13 +426,16 @@ export class FileModelStore implements ModelStore {
       if (metrics.size === 0) return current;
       let added = 0;
       for (const epoch of metrics.keys()) if (!entry.epochs.has(epoch)) added++;
-      const names = new Set(entry.names);
+      // Only the names this post adds: the model's set grows in place below.
+      const fresh = new Set<string>();
       for (const values of metrics.values()) {
-        for (const name of Object.keys(values)) names.add(name);
+        for (const name of Object.keys(values)) {
+          if (!entry.names.has(name)) fresh.add(name);
+        }
       }
       checkMetricsUsage({
         epochs: entry.epochs.size + added,
-        names: names.size,
+        names: entry.names.size + fresh.size,
       });
       try {
         await appendSynced(this.#metricsPath(id), metricsLine(metrics, now), {
@@ -441,9 +449,11 @@ export class FileModelStore implements ModelStore {
       const epochs = entry.epochs;
       const before = epochs.size;
       for (const epoch of metrics.keys()) epochs.add(epoch);
+      const names = entry.names;
       let nameBytes = 0;
-      for (const name of names) {
-        if (!entry.names.has(name)) nameBytes += 32 + name.length * 2;
+      for (const name of fresh) {
+        names.add(name);
+        nameBytes += nameCost(name);
       }
       const bytes = entry.bytes === undefined
         ? undefined
@@ -529,12 +539,15 @@ export class FileModelStore implements ModelStore {
    */
   #remember(id: string, entry: CacheEntry): void {
     this.#forget(id);
-    let nameBytes = 0;
-    for (const name of entry.names) nameBytes += 32 + name.length * 2;
-    const bytes = entry.bytes ??
-      (entry.record === null ? 0 : JSON.stringify(entry.record).length) +
-        16 * entry.epochs.size + nameBytes;
-    entry.bytes = bytes;
+    let bytes = entry.bytes;
+    if (bytes === undefined) {
+      // Measured once per load; posts then add what they add.
+      bytes =
+        (entry.record === null ? 0 : JSON.stringify(entry.record).length) +
+        16 * entry.epochs.size;
+      for (const name of entry.names) bytes += nameCost(name);
+      entry.bytes = bytes;
+    }
     if (bytes > this.#maxCachedBytes) return;
     this.#cache.set(id, entry);
     this.#cachedBytes += bytes;

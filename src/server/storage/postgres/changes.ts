@@ -41,16 +41,9 @@ import postgres from "postgres";
 import type { Sql } from "postgres";
 import { StorageUnavailableError } from "../errors.ts";
 
-/** A change of a model, as {@linkcode ChangeFeed} reports it. */
-export interface ModelChange {
-  /** The model's id. */
-  id: string;
-  /**
-   * What changed. The changes found by the look-up after a reconnection
-   * are `updated` or `deleted` (a hard deletion while deaf is not found).
-   */
-  kind: "created" | "updated" | "metrics" | "deleted";
-}
+import type { ModelChange } from "../contract.ts";
+
+export type { ModelChange };
 
 /** The kinds of {@linkcode ModelChange}. */
 const KINDS: ReadonlySet<string> = new Set([

@@ -56,7 +56,8 @@ import {
   MAX_EPOCHS_PER_MODEL,
   MAX_METRIC_NAMES_PER_MODEL,
 } from "../../../protocol/metrics_rules.ts";
-import { createModelId, newModelRecord } from "../records.ts";
+import { isModelId } from "../../../protocol/model_id.ts";
+import { createModelId, namesOf, newModelRecord } from "../records.ts";
 import { migrate, MIGRATIONS, SchemaVersionError } from "./migrations.ts";
 import {
   ChangeFeed,
@@ -99,8 +100,6 @@ export interface PostgresStoreOptions {
    */
   retryAfterSeconds?: number | undefined;
 }
-
-const ID_PATTERN = /^[A-Za-z0-9]{1,64}$/;
 
 /** Codes of errors that mean "the database cannot be reached right now". */
 const UNAVAILABLE_CODES = new Set([
@@ -339,7 +338,7 @@ export class PostgresModelStore implements ModelStore {
   ): Promise<ModelRecord | undefined> {
     const { signal } = options;
     signal?.throwIfAborted();
-    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    if (!isModelId(id)) return Promise.resolve(undefined);
     const all = options.includeDeleted === true;
     return this.run(async () => {
       const rows = await cancellable(
@@ -369,20 +368,20 @@ export class PostgresModelStore implements ModelStore {
     return this.run(async () => {
       for (;;) {
         const record = newModelRecord(createModelId(), init, now);
-        const created = await this.#sql.begin(async (tx) => {
-          const rows = await cancellable(
-            tx`
-              INSERT INTO hub_models (id, document, created_at, updated_at)
-              VALUES (${record.id}, ${tx.json(toJson(record))}, ${now}, ${now})
-              ON CONFLICT (id) DO NOTHING
-              RETURNING pg_notify(${this.#channel},
-                ${notifyPayload("created", record.id)})`,
-            signal,
-          );
-          if (rows.length === 0) return false;
-          return true;
-        });
-        if (created) return record;
+        // One statement, its own transaction: the notification goes out
+        // when it commits.
+        const rows = await cancellable(
+          this.#sql`
+            INSERT INTO hub_models (id, document, created_at, updated_at)
+            VALUES (${record.id}, ${
+            this.#sql.json(toJson(record))
+          }, ${now}, ${now})
+            ON CONFLICT (id) DO NOTHING
+            RETURNING pg_notify(${this.#channel},
+              ${notifyPayload("created", record.id)})`,
+          signal,
+        );
+        if (rows.length > 0) return record;
       }
     }, signal);
   }
@@ -404,7 +403,7 @@ export class PostgresModelStore implements ModelStore {
     options: CallOptions = {},
   ): Promise<{ record: ModelRecord; result: T } | undefined> {
     const { signal } = options;
-    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    if (!isModelId(id)) return Promise.resolve(undefined);
     return this.run(
       async () =>
         await this.#sql.begin(async (tx) => {
@@ -450,17 +449,18 @@ export class PostgresModelStore implements ModelStore {
     options: CallOptions = {},
   ): Promise<boolean> {
     const { signal } = options;
-    if (!ID_PATTERN.test(id)) return Promise.resolve(false);
+    if (!isModelId(id)) return Promise.resolve(false);
+    // One statement, its own transaction: the notification goes out when it
+    // commits.
     return this.run(
-      async () =>
-        await this.#sql.begin(async (tx) => {
-          const rows = await cancellable(
-            hard
-              ? tx<{ deleted_at: string | null }[]>`
+      async () => {
+        const rows = await cancellable(
+          hard
+            ? this.#sql<{ deleted_at: string | null }[]>`
                 DELETE FROM hub_models WHERE id = ${id}
                 RETURNING deleted_at,
                   pg_notify(${this.#channel}, ${notifyPayload("deleted", id)})`
-              : tx<{ deleted_at: string | null }[]>`
+            : this.#sql<{ deleted_at: string | null }[]>`
                 UPDATE hub_models
                 SET deleted_at = ${now}, updated_at = ${now},
                     document = document || jsonb_build_object(
@@ -468,11 +468,10 @@ export class PostgresModelStore implements ModelStore {
                 WHERE id = ${id} AND deleted_at IS NULL
                 RETURNING NULL AS deleted_at,
                   pg_notify(${this.#channel}, ${notifyPayload("deleted", id)})`,
-            signal,
-          );
-          const existed = rows.length > 0 && rows[0]?.deleted_at === null;
-          return existed;
-        }) as boolean,
+          signal,
+        );
+        return rows.length > 0 && rows[0]?.deleted_at === null;
+      },
       signal,
     );
   }
@@ -494,7 +493,7 @@ export class PostgresModelStore implements ModelStore {
     options: CallOptions = {},
   ): Promise<ModelRecord | undefined> {
     const { signal } = options;
-    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    if (!isModelId(id)) return Promise.resolve(undefined);
     for (const epoch of metrics.keys()) {
       if (!Number.isSafeInteger(epoch) || epoch < 0) {
         return Promise.reject(
@@ -599,7 +598,7 @@ export class PostgresModelStore implements ModelStore {
   ): Promise<EpochEntry[] | undefined> {
     const { afterEpoch = -1, limit = Infinity, signal } = options;
     signal?.throwIfAborted();
-    if (!ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    if (!isModelId(id)) return Promise.resolve(undefined);
     return this.run(async () => {
       const exists = await cancellable(
         this.#sql`
@@ -633,7 +632,7 @@ export class PostgresModelStore implements ModelStore {
   epochCount(id: string, options: CallOptions = {}): Promise<number> {
     const { signal } = options;
     signal?.throwIfAborted();
-    if (!ID_PATTERN.test(id)) return Promise.resolve(0);
+    if (!isModelId(id)) return Promise.resolve(0);
     return this.run(async () => {
       const rows = await cancellable(
         this.#sql<{ count: string }[]>`
@@ -659,7 +658,7 @@ export class PostgresModelStore implements ModelStore {
     record: ModelRecord,
     metrics: readonly EpochEntry[],
   ): Promise<void> {
-    if (!ID_PATTERN.test(record.id)) {
+    if (!isModelId(record.id)) {
       return Promise.reject(
         new TypeError(`Cannot import model "${record.id}": not a model id`),
       );
@@ -671,7 +670,7 @@ export class PostgresModelStore implements ModelStore {
             (id, document, created_at, updated_at, deleted_at, metric_names)
           VALUES (${record.id}, ${tx.json(toJson(record))}, ${record.createdAt},
                   ${record.updatedAt}, ${record.deletedAt ?? null},
-                  ${[...namesOf(metrics)]}::text[])
+                  ${[...namesOf(metrics.map((e) => e.metrics))]}::text[])
           ON CONFLICT (id) DO UPDATE
           SET document = excluded.document, created_at = excluded.created_at,
               updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
@@ -784,15 +783,6 @@ function unavailable(
     );
   }
   return error;
-}
-
-/** The distinct metric names of some epochs. */
-function namesOf(epochs: readonly EpochEntry[]): Set<string> {
-  const names = new Set<string>();
-  for (const { metrics } of epochs) {
-    for (const name of Object.keys(metrics)) names.add(name);
-  }
-  return names;
 }
 
 /** The record as the JSON value `postgres` expects for a jsonb parameter. */
