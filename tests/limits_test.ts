@@ -118,6 +118,24 @@ describe("bounded models", () => {
     });
   });
 
+  test("an empty metric name is refused, and does not let an epoch past the per-epoch bounds", async () => {
+    await withServer(async (server, id) => {
+      const empty = await call(server, "POST", `/v1/models/${id}`, {
+        type: "metrics",
+        metrics: { "0": { "": 1, loss: 0.5 } },
+      });
+      assertEquals(empty.status, 400);
+      assertMatch(empty.body.message ?? "", /metric name of 0 characters/);
+      // The empty name first, then more metrics than an epoch may have.
+      const crowded = await call(server, "POST", `/v1/models/${id}`, {
+        type: "metrics",
+        metrics: { "1": { "": 1, ...names(MAX_METRICS_PER_EPOCH + 10) } },
+      });
+      assertEquals(crowded.status, 400);
+      assertEquals(await storedEpochs(server, id), []);
+    });
+  });
+
   test("a model refuses more distinct metric names than its bound across posts, keeping what it had", async () => {
     await withServer(async (server, id) => {
       const perEpoch = 64;
