@@ -500,6 +500,11 @@ if (haveServices("request time limit on PostgreSQL", ["postgres"])) {
       });
       assertEquals(again.status, 200);
       assertStringIncludes(again.text, id);
+      // The error page is a page like the others: the same security headers.
+      const csp = again.headers.get("content-security-policy");
+      assert(csp !== null, "pages carry a Content-Security-Policy");
+      assertEquals(reply.headers.get("content-security-policy"), csp);
+      assertEquals(reply.headers.get("x-frame-options"), "DENY");
     });
 
     test("no timed-out request was reported as a server error", () => {

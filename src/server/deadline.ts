@@ -35,7 +35,7 @@
 import type { MiddlewareHandler } from "hono";
 import { fail, wantsHtml } from "./reply.ts";
 import { markup } from "./web/html.ts";
-import { renderDocument } from "./web/layout.ts";
+import { PAGE_HEADERS, renderDocument } from "./web/layout.ts";
 
 /** Default time limit of one request: 30 seconds. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
@@ -199,11 +199,7 @@ function timeoutReply(request: Request, timeoutMs: number): Response {
     });
     return new Response(page.value, {
       status: 503,
-      headers: {
-        "content-type": "text/html; charset=utf-8",
-        "cache-control": "no-store",
-        ...headers,
-      },
+      headers: { ...PAGE_HEADERS, ...headers },
     });
   }
   return fail(503, message, headers);
